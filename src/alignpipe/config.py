@@ -1,0 +1,248 @@
+"""Typed, validated models of the ``params.yaml`` sections.
+
+Every stage loads only the sections it needs, once, at start::
+
+    from alignpipe.config import load_params
+    params = load_params("params.yaml")          # whole file, validated
+    cfg = params.sft                               # a typed SFTSection
+
+An invalid value fails before any work with a :class:`ConfigError` whose message names the key, the bad
+value and what is allowed, e.g. ``params.yaml: sft.trainer.learning_rate = -1.0: must be > 0``.
+
+Trainer sections (``base.trainer``, ``sft.trainer``) are checked against the fields of the library's own
+config classes (``transformers.TrainingArguments``, ``trl.SFTConfig``) instead of mirroring them by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CATEGORIES = ("content", "situation", "style", "format", "example", "mixed")
+LEVELS = (1, 2, 3, 4, 5)
+
+
+class ConfigError(ValueError):
+    """A params value (or a file named by one) is invalid; the message says which, and what is allowed."""
+
+
+class Strict(BaseModel):
+    """Base of every section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ModelSection(Strict):
+    """Which model the pipeline aligns."""
+
+    name_or_path: str | None = Field(
+        None, description="Hub id or local directory; null builds and pretrains the built-in model."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when name_or_path is a hub id.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub (off by default).")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype on load.")
+
+
+class WorldSection(Strict):
+    """Size of the built-in world (knowledge base, instruction pools, corpus, web pages)."""
+
+    n_entities: int = Field(48, ge=8, le=100_000, description="Fictional entities in the knowledge base.")
+    train_groups_per_category: int = Field(40, ge=1, description="FollowBench-style groups per category (train).")
+    eval_groups_per_category: int = Field(8, ge=1, description="Groups per category in the evaluation pool.")
+    categories: list[Literal[CATEGORIES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CATEGORIES), description="Constraint categories to build."
+    )
+    corpus_paraphrases: int = Field(6, ge=1, le=100, description="Statements of each KB fact in the corpus.")
+    corpus_instruction_copies: int = Field(
+        1, ge=0, le=10, description="Copies of oracle train dialogues appended to the pretraining corpus."
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(f"must name at least one of {list(CATEGORIES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("categories must not repeat")
+        return v
+
+
+class TokenizerSection(Strict):
+    """Byte-level BPE tokenizer trained on the world corpus."""
+
+    vocab_size: int = Field(2048, ge=300, le=262_144, description="Vocabulary size including special tokens.")
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
+
+
+class ArchitectureSection(Strict):
+    """Llama-architecture hyperparameters of the built-in model (ignored when model.name_or_path is set)."""
+
+    hidden_size: int = Field(128, ge=8)
+    intermediate_size: int = Field(384, ge=8)
+    num_hidden_layers: int = Field(6, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(4, ge=1)
+    max_position_embeddings: int = Field(512, ge=32)
+    rope_theta: float = Field(10_000.0, gt=0)
+    tie_word_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ArchitectureSection":
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be divisible by "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        return self
+
+
+def _check_trainer_kwargs(kwargs: dict[str, Any], config_cls: type, forbidden: tuple[str, ...]) -> dict[str, Any]:
+    """Validate trainer kwargs against a transformers/trl config dataclass (names and value types)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    for key, value in kwargs.items():
+        if key in forbidden:
+            raise ValueError(f"key '{key}' is set by the pipeline itself and cannot be given here")
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            raise ValueError(f"unknown key '{key}' for {config_cls.__name__}{hint}")
+        default = fields[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"key '{key}' = {value!r}: must be true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"key '{key}' = {value!r}: must be a number")
+    for key in ("learning_rate",):
+        if key in kwargs and not kwargs[key] > 0:
+            raise ValueError(f"key '{key}' = {kwargs[key]!r}: must be > 0")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if key in kwargs and not (isinstance(kwargs[key], int) and kwargs[key] >= 1):
+            raise ValueError(f"key '{key}' = {kwargs[key]!r}: must be an integer >= 1")
+    return kwargs
+
+
+# Keys the pipeline sets itself (paths, seeds, devices, reporting): overriding them would break caching.
+_PIPELINE_OWNED = ("output_dir", "seed", "data_seed", "report_to", "use_cpu", "resume_from_checkpoint", "logging_dir")
+
+
+class BaseSection(Strict):
+    """The ``base`` stage: tokenizer + pretraining of the built-in model, or resolving ``model.name_or_path``."""
+
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    architecture: ArchitectureSection = Field(default_factory=ArchitectureSection)
+    block_size: int = Field(256, ge=16, description="Tokens per packed pretraining sequence.")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="transformers.TrainingArguments overrides (learning_rate, max_steps, ...)."
+    )
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from transformers import TrainingArguments
+
+        return _check_trainer_kwargs(v, TrainingArguments, _PIPELINE_OWNED)
+
+
+class SFTSection(Strict):
+    """The ``sft`` stage: TRL SFTTrainer on the (oracle or synthesized) train dialogues."""
+
+    max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import SFTConfig
+
+        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
+
+
+class EvaluateSection(Strict):
+    """The ``evaluate`` stage: greedy generation over the evaluation pool, verifiers, judge, metrics."""
+
+    max_new_tokens: int = Field(160, ge=1, le=8192, description="Generation budget per response.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    levels: list[int] = Field(default_factory=lambda: list(LEVELS), description="FollowBench levels scored (1-5).")
+    bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples of groups for the 95% intervals.")
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if x not in LEVELS]
+        if bad or not v:
+            raise ValueError(f"levels {bad or v} not allowed: choose from {list(LEVELS)}")
+        return sorted(set(v))
+
+
+class ReportSection(Strict):
+    """The ``report`` stage: which evaluated models appear, in which order, under which row names."""
+
+    rows: dict[str, str] = Field(
+        default_factory=lambda: {"base": "Base", "sft": "SFT"}, description="evaluated model -> row label."
+    )
+
+
+class Params(Strict):
+    """The whole params.yaml."""
+
+    seed: int = Field(1234, ge=0, le=2**32 - 1, description="The one seed that drives every random choice.")
+    model: ModelSection = Field(default_factory=ModelSection)
+    world: WorldSection = Field(default_factory=WorldSection)
+    base: BaseSection = Field(default_factory=BaseSection)
+    sft: SFTSection = Field(default_factory=SFTSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parent = Params
+            for part in e["loc"][:-1]:
+                ann = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+                parent = ann.annotation if ann is not None else None
+            allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"{source}: unknown key '{key}'{hint}; allowed keys here: {allowed}")
+        else:
+            value = e.get("input")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {key} = {value!r}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping; raise ConfigError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (the whole file, so a typo in any section fails every stage early)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {err}") from None
+    return validate_params(raw, str(path))

@@ -1,0 +1,1 @@
+"""Shared helpers: atomic artifacts, JSON/JSONL I/O with precise errors, seeding, checkpoints."""

@@ -1,0 +1,28 @@
+"""One seed drives every random choice: Python, NumPy and torch, with deterministic kernels."""
+
+from __future__ import annotations
+
+import os
+import random
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed every RNG the pipeline uses and ask torch for deterministic algorithms."""
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def derive_seed(seed: int, *names: str | int) -> int:
+    """A stable sub-seed for a named random choice (independent streams that do not shift each other)."""
+    import hashlib
+
+    h = hashlib.sha256(("/".join(map(str, (seed, *names)))).encode()).digest()
+    return int.from_bytes(h[:4], "little")
