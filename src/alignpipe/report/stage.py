@@ -1,0 +1,113 @@
+"""The ``report`` stage: FollowBench tables and plots from ``data/evaluate/<name>/metrics.json``.
+
+Run (normally ``dvc repro report``; or directly)::
+
+    from alignpipe.config import load_params
+    from alignpipe.report.stage import run
+    run(load_params("params.yaml"))
+
+Reads the metrics of the models listed in ``params.report.rows`` (name -> row label, in that order) and
+writes, atomically, to ``data/report/``: ``followbench.md``, ``followbench.csv``, ``hsr_by_level.png`` and a
+``README.md`` that says what produced them. Nothing is computed here beyond formatting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from alignpipe.config import ConfigError, Params
+from alignpipe.report.plots import hsr_by_level
+from alignpipe.report.tables import followbench_table, to_csv, to_markdown
+from alignpipe.utils.io import DataError, atomic_dir, read_json
+
+log = logging.getLogger(__name__)
+
+FILES = ("README.md", "followbench.md", "followbench.csv", "hsr_by_level.png")
+
+
+def load_metrics(eval_dir: str | Path, rows: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Read each listed model's ``metrics.json`` (and ``config.json`` where present, under key ``_config``).
+
+    Args:
+        eval_dir: the evaluate stage's root (``data/evaluate``).
+        rows: model name -> row label.
+
+    Returns:
+        row label -> metrics, in the order of ``rows``.
+
+    Raises:
+        ConfigError: ``rows`` is empty.
+        DataError: a listed model has no metrics; the message names every missing file.
+    """
+    if not rows:
+        raise ConfigError("params.yaml: report.rows is empty; name at least one evaluated model")
+    eval_dir = Path(eval_dir)
+    missing = [eval_dir / name / "metrics.json" for name in rows if not (eval_dir / name / "metrics.json").is_file()]
+    if missing:
+        listed = ", ".join(str(p) for p in missing)
+        raise DataError(f"report.rows lists model(s) without metrics: {listed} not found (run their evaluate stage)")
+    out = {}
+    for name, label in rows.items():
+        metrics = read_json(eval_dir / name / "metrics.json")
+        config = eval_dir / name / "config.json"
+        metrics["_config"] = read_json(config) if config.is_file() else {}
+        metrics["_name"] = name
+        out[label] = metrics
+    return out
+
+
+def readme(metrics_by_row: Mapping[str, Mapping[str, Any]], params: Params) -> str:
+    """Provenance of the tables: models, data, judge, sample sizes, and what the numbers are (and are not)."""
+    cfg = params.evaluate
+    intervals = (
+        f"{cfg.confidence:.0%} percentile bootstrap intervals, {cfg.bootstrap_samples} resamples of groups within "
+        "each category (judge scores: of responses)."
+        if cfg.bootstrap_samples
+        else "none (evaluate.bootstrap_samples = 0)."
+    )
+    lines = [
+        "# Report: FollowBench-style evaluation in the built-in world",
+        "",
+        "These are measurements of the models below on the evaluation pool of alignpipe's built-in synthetic",
+        "world (fictional entities, FollowBench-style constraints checked by rule-based verifiers, scored by the",
+        "judge named in the table). They are **not** the numbers published in the FollowBench paper or any other",
+        "paper, and are not comparable to them: the instructions, verifiers, judge and models all differ.",
+        "",
+        "Files: `followbench.md` / `followbench.csv` (FollowBench Table 2 layout: HSR and SSR by level 1-5 and",
+        "their mean, CSL, then judge scores) and `hsr_by_level.png` (HSR by level, one line per model).",
+        f"Intervals: {intervals}",
+        "",
+        "| Row | Evaluated model | Model weights | Data (eval pool) | Judge | Groups | Instructions |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
+    for label, metrics in metrics_by_row.items():
+        used = metrics.get("_config", {})
+        pool = f"`{used['world_dir']}/eval.jsonl`" if "world_dir" in used else "unknown"
+        if used.get("eval_sha256"):
+            pool += f" (sha256 {used['eval_sha256'][:12]})"
+        lines.append(
+            f"| {label} | `{metrics.get('_name')}` | `{used.get('model_dir', 'unknown')}` | {pool} | "
+            f"{used.get('judge', 'unknown')} | {metrics.get('n_groups', '?')} | {metrics.get('n_instructions', '?')} |"
+        )
+    lines += ["", f"Seed: {params.seed}. Each row's full configuration: the `config.json` beside its `metrics.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report") -> dict[str, Any]:
+    """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
+    log.info("report rows: %s", dict(params.report.rows))
+    metrics = load_metrics(eval_dir, params.report.rows)
+    table = followbench_table(metrics)
+    confidence = params.evaluate.confidence
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "followbench.md").write_text(
+            "# FollowBench (built-in world)\n\n" + to_markdown(table, confidence), encoding="utf-8"
+        )
+        (tmp / "followbench.csv").write_text(to_csv(table), encoding="utf-8")
+        hsr_by_level(metrics, tmp / "hsr_by_level.png", confidence)
+        (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
+    log.info("report written to %s (%d models)", out_dir, len(metrics))
+    return table.to_dict(orient="index")

@@ -1,0 +1,102 @@
+"""FollowBench Table 2 layout from the evaluate stage's ``metrics.json`` files.
+
+Rows are models; columns HSR L1-L5 + Avg, SSR L1-L5 + Avg (percent), CSL (levels), then the judge's
+Fluency / Factuality / Coherence (1-10). Bootstrap intervals, where the metrics have them, travel as
+``<column> lo`` / ``<column> hi`` columns in the CSV and as ``[lo, hi]`` after the value in the markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from alignpipe.config import LEVELS
+
+# (column, metrics.json key, scale, markdown decimals, show interval in markdown)
+SPEC: list[tuple[str, str, float, int, bool]] = [
+    *[(f"HSR L{lv}", f"hsr_l{lv}", 100.0, 1, False) for lv in LEVELS],
+    ("HSR Avg", "hsr_avg", 100.0, 1, True),
+    *[(f"SSR L{lv}", f"ssr_l{lv}", 100.0, 1, False) for lv in LEVELS],
+    ("SSR Avg", "ssr_avg", 100.0, 1, True),
+    ("CSL", "csl", 1.0, 2, True),
+    ("Fluency", "fluency", 1.0, 2, True),
+    ("Factuality", "factuality", 1.0, 2, True),
+    ("Coherence", "coherence", 1.0, 2, True),
+]
+SIZES = [("Groups", "n_groups"), ("Instructions", "n_instructions")]
+
+
+def _get(metrics: Mapping[str, Any], key: str, scale: float) -> float:
+    value = metrics.get(key)
+    return float(value) * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def followbench_table(metrics_by_row: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per model (in the given order), numbers on display scales (HSR/SSR in percent).
+
+    Args:
+        metrics_by_row: row label -> the model's ``metrics.json`` content.
+
+    Returns:
+        DataFrame indexed by row label ("Model") with the SPEC columns, each interval column
+        (``<column> lo``/``<column> hi``, NaN when absent) after its column, then Groups and Instructions.
+    """
+    records = []
+    for label, metrics in metrics_by_row.items():
+        row: dict[str, Any] = {"Model": label}
+        for column, key, scale, _, ci in SPEC:
+            row[column] = _get(metrics, key, scale)
+            if ci:
+                row[f"{column} lo"] = _get(metrics, f"{key}_lo", scale)
+                row[f"{column} hi"] = _get(metrics, f"{key}_hi", scale)
+        for column, key in SIZES:
+            row[column] = metrics.get(key)
+        records.append(row)
+    table = pd.DataFrame.from_records(records).set_index("Model")
+    return table.astype({column: "Int64" for column, _ in SIZES})
+
+
+def _cell(value: float, decimals: int, lo: float = math.nan, hi: float = math.nan) -> str:
+    if math.isnan(value):
+        return "–"
+    text = f"{value:.{decimals}f}"
+    if not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+    return text
+
+
+def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
+    """The table as GitHub markdown: HSR/SSR in percent (1 decimal), CSL and judge scores with 2 decimals.
+
+    Args:
+        table: from :func:`followbench_table`.
+        confidence: the intervals' coverage, for the legend.
+    """
+    columns = [c for c, *_ in SPEC]
+    lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for label, row in table.iterrows():
+        cells = []
+        for column, _, _, decimals, ci in SPEC:
+            lo, hi = (row[f"{column} lo"], row[f"{column} hi"]) if ci else (math.nan, math.nan)
+            cells.append(_cell(row[column], decimals, lo, hi))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    sizes = ", ".join(
+        f"{label}: {groups} groups / {n} instructions"
+        for label, groups, n in zip(table.index, table["Groups"], table["Instructions"], strict=True)
+    )
+    lines += [
+        "",
+        f"HSR / SSR: hard / soft satisfaction rate (%) by level; Avg = mean over levels. CSL: consecutive "
+        f"satisfied levels (0-5). Fluency / Factuality / Coherence: judge means (1-10). [lo, hi]: "
+        f"{confidence:.0%} bootstrap interval (groups resampled within category; judge: responses resampled).",
+        f"Sample sizes: {sizes}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """The table as CSV (all columns, intervals included; empty cells where a number is absent)."""
+    return table.to_csv(float_format="%.4f", lineterminator="\n")

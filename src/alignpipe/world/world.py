@@ -1,0 +1,132 @@
+"""The built-in world as one object: knowledge base, instruction pools, oracle answers, corpus and pages.
+
+Example::
+
+    from alignpipe.config import WorldSection
+    world = build_world(1234, WorldSection())
+    world.save("data/world")       # kb.json train.jsonl eval.jsonl sft.jsonl corpus.txt pages.jsonl metrics.json
+    records = load_instructions("data/world/eval.jsonl")
+
+Everything is a function of ``(seed, WorldSection)``: the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignpipe.config import CATEGORIES, WorldSection
+from alignpipe.utils.io import DataError, dumps, read_jsonl, write_jsonl
+from alignpipe.world.constraints import REGISTRY
+from alignpipe.world.corpus import build_corpus, build_pages
+from alignpipe.world.instructions import LEVELS, base_keys, build_pool, split_keys
+from alignpipe.world.kb import KB, generate_kb
+from alignpipe.world.oracle import Oracle
+
+REQUIRED = {"id": str, "group_id": str, "category": str, "level": int, "instruction": str, "constraints": list}
+
+
+@dataclass
+class World:
+    """A built world; ``answers`` holds the oracle's answer to every train and eval record, by id."""
+
+    seed: int
+    cfg: WorldSection
+    kb: KB
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    answers: dict[str, str]
+    corpus: str
+    pages: list[dict[str, Any]]
+
+    def sft_rows(self) -> list[dict[str, Any]]:
+        """TRL conversational prompt-completion rows: the oracle's answers to every train record (levels 0-5)."""
+        return [{"id": r["id"], "prompt": [{"role": "user", "content": r["instruction"]}],
+                 "completion": [{"role": "assistant", "content": self.answers[r["id"]]}]} for r in self.train]
+
+    def metrics(self) -> dict[str, Any]:
+        """World statistics (counts only, no timings, so the file is reproducible)."""
+
+        def pool_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+            by_cat: dict[str, dict[str, int]] = {}
+            for r in records:
+                by_cat.setdefault(r["category"], {}).setdefault(str(r["level"]), 0)
+                by_cat[r["category"]][str(r["level"])] += 1
+            last = [r for r in records if r["level"] == LEVELS]
+            answer_words = [len(self.answers[r["id"]].split()) for r in records]
+            prompt_words = [len(r["instruction"].split()) for r in records]
+            return {"records": len(records), "groups": len({r["group_id"] for r in records}),
+                    "by_category_level": by_cat,
+                    "constraint_types": _counts(c["type"] for r in last for c in r["constraints"]),
+                    "families": _counts(r["family"] for r in last),
+                    "answer_words": {"mean": round(statistics.mean(answer_words), 2), "max": max(answer_words)},
+                    "instruction_words": {"mean": round(statistics.mean(prompt_words), 2), "max": max(prompt_words)}}
+
+        return {"seed": self.seed, "n_entities": len(self.kb),
+                "entity_types": _counts(e.type for e in self.kb.entities),
+                "constraint_types_registered": len(REGISTRY),
+                "train": pool_stats(self.train), "eval": pool_stats(self.eval), "sft_rows": len(self.train),
+                "corpus": {"chars": len(self.corpus), "words": len(self.corpus.split()),
+                           "documents": len(self.kb) * (self.cfg.corpus_paraphrases + 1)
+                           + self.cfg.corpus_instruction_copies * len(self.train)},
+                "pages": len(self.pages)}
+
+    def save(self, out_dir: str | Path) -> dict[str, Any]:
+        """Write every world file into ``out_dir`` (created if needed); returns the metrics written."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "kb.json").write_text(dumps(self.kb.to_json()), encoding="utf-8")
+        write_jsonl(out / "train.jsonl", self.train)
+        write_jsonl(out / "eval.jsonl", self.eval)
+        write_jsonl(out / "sft.jsonl", self.sft_rows())
+        (out / "corpus.txt").write_text(self.corpus, encoding="utf-8")
+        write_jsonl(out / "pages.jsonl", self.pages)
+        metrics = self.metrics()
+        (out / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
+        return metrics
+
+
+def _counts(items) -> dict[str, int]:
+    return dict(sorted(Counter(items).items()))
+
+
+def build_world(seed: int, cfg: WorldSection) -> World:
+    """Generate the whole world from ``seed`` and ``cfg``."""
+    kb = generate_kb(seed, cfg.n_entities)
+    oracle = Oracle(kb)
+    train_keys, eval_keys = split_keys(base_keys(kb, seed), seed, cfg.eval_groups_per_category)
+    # Eval groups are numbered first so their ids stay put when the train pool is resized.
+    eval_recs, answers = build_pool(kb, oracle, seed, "eval", eval_keys, cfg.categories,
+                                    cfg.eval_groups_per_category, 0)
+    train_recs, train_answers = build_pool(kb, oracle, seed, "train", train_keys, cfg.categories,
+                                           cfg.train_groups_per_category, cfg.eval_groups_per_category)
+    answers.update(train_answers)
+    dialogues = [(r["instruction"], train_answers[r["id"]]) for r in train_recs]
+    corpus = build_corpus(kb, seed, cfg.corpus_paraphrases, dialogues, cfg.corpus_instruction_copies)
+    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed))
+
+
+def load_instructions(path: str | Path) -> list[dict[str, Any]]:
+    """Read ``train.jsonl`` / ``eval.jsonl``; every problem fails with ``file line N: what is wrong``."""
+    path = Path(path)
+    rows = read_jsonl(path, required=REQUIRED)
+    with open(path, "rb") as fh:  # read_jsonl skips blank lines; map rows back to their line numbers
+        linenos = [i for i, raw in enumerate(fh, 1) if raw.strip()]
+    for row, n in zip(rows, linenos):
+        where = f"{path} line {n}"
+        level = row["level"]
+        if isinstance(level, bool) or not 0 <= level <= LEVELS:
+            raise DataError(f"{where}: level {level!r} not allowed: must be an integer 0..{LEVELS}")
+        if row["category"] not in CATEGORIES:
+            raise DataError(f"{where}: category '{row['category']}' not allowed: choose from {list(CATEGORIES)}")
+        if len(row["constraints"]) != level:
+            raise DataError(f"{where}: level {level} needs {level} constraints, found {len(row['constraints'])}")
+        for c in row["constraints"]:
+            if not isinstance(c, dict) or not isinstance(c.get("params"), dict) or "type" not in c:
+                raise DataError(f"{where}: each constraint needs 'type' and a 'params' object, got {c!r}")
+            if c["type"] not in REGISTRY:
+                raise DataError(f"{where}: unknown constraint type '{c['type']}'")
+    return rows

@@ -1,0 +1,107 @@
+"""The report stage from two fake metrics.json files: tables, CSV, plot, README, errors."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from alignpipe.config import Params, ReportSection
+from alignpipe.report import stage
+from alignpipe.utils.io import DataError, write_json
+
+LEVEL_HSR = {"hsr_l1": 0.75, "hsr_l2": 0.75, "hsr_l3": 0.5, "hsr_l4": 0.75, "hsr_l5": 0.5}
+LEVEL_SSR = {"ssr_l1": 0.75, "ssr_l2": 0.875, "ssr_l3": 0.666667, "ssr_l4": 0.8125, "ssr_l5": 0.7}
+SFT = {
+    **LEVEL_HSR,
+    **LEVEL_SSR,
+    **{f"{k}_lo": v - 0.25 for k, v in LEVEL_HSR.items()},
+    **{f"{k}_hi": min(v + 0.25, 1.0) for k, v in LEVEL_HSR.items()},
+    "hsr_avg": 0.65, "hsr_avg_lo": 0.55, "hsr_avg_hi": 0.75,
+    "ssr_avg": 0.760833, "ssr_avg_lo": 0.7, "ssr_avg_hi": 0.8,
+    "csl": 2.25, "csl_lo": 1.5, "csl_hi": 3.0,
+    "fluency": 7.125, "fluency_lo": 6.5, "fluency_hi": 7.75,
+    "factuality": 5.5, "factuality_lo": 5.0, "factuality_hi": 6.0,
+    "coherence": 6.0, "coherence_lo": 5.25, "coherence_hi": 6.5,
+    "n_groups": 12, "n_instructions": 60,
+    "per_category": {"content": {"hsr_avg": 0.5}},
+}  # fmt: skip
+# Evaluated without bootstrap: no interval keys.
+BASE = {
+    **{f"hsr_l{i}": 0.1 * i for i in range(1, 6)},
+    **{f"ssr_l{i}": 0.2 for i in range(1, 6)},
+    "hsr_avg": 0.3, "ssr_avg": 0.2, "csl": 0.5, "fluency": 4.0, "factuality": 3.0, "coherence": 2.0,
+    "n_groups": 12, "n_instructions": 60,
+}  # fmt: skip
+
+
+@pytest.fixture
+def eval_dir(tmp_path):
+    root = tmp_path / "evaluate"
+    write_json(root / "sft" / "metrics.json", SFT)
+    write_json(
+        root / "sft" / "config.json",
+        {"model_dir": "data/sft/model", "world_dir": "data/world", "eval_sha256": "ab" * 32, "judge": "RuleJudge"},
+    )
+    write_json(root / "base" / "metrics.json", BASE)
+    return root
+
+
+def _params(rows):
+    return Params(report=ReportSection(rows=rows))
+
+
+def test_report_tables_and_files(eval_dir, tmp_path):
+    out = tmp_path / "report"
+    table = stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(stage.FILES)
+    assert list(table) == ["Base model", "SFT"]
+
+    md = (out / "followbench.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Model"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols == ["Model", *(f"HSR L{i}" for i in range(1, 6)), "HSR Avg", *(f"SSR L{i}" for i in range(1, 6)),
+                    "SSR Avg", "CSL", "Fluency", "Factuality", "Coherence"]  # fmt: skip
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Model")]
+    assert [r.split("|")[1].strip() for r in rows] == ["Base model", "SFT"]
+    sft = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert sft[1:7] == ["75.0", "75.0", "50.0", "75.0", "50.0", "65.0 [55.0, 75.0]"]
+    assert sft[12] == "76.1 [70.0, 80.0]" and sft[13] == "2.25 [1.50, 3.00]" and sft[14] == "7.12 [6.50, 7.75]"
+    base = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert base[6] == "30.0" and base[13] == "0.50" and base[16] == "2.00"  # no interval -> value only
+    assert "12 groups / 60 instructions" in md
+
+    csv = pd.read_csv(io.StringIO((out / "followbench.csv").read_text()), index_col="Model")
+    assert list(csv.index) == ["Base model", "SFT"]
+    assert csv.loc["SFT", "HSR L3"] == 50.0 and csv.loc["SFT", "SSR Avg hi"] == 80.0
+    assert csv.loc["SFT", "CSL"] == 2.25 and csv.loc["Base model", "Coherence"] == 2.0
+    assert pd.isna(csv.loc["Base model", "HSR Avg lo"]) and csv.loc["SFT", "Groups"] == 12
+
+    png = (out / "hsr_by_level.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+    readme = (out / "README.md").read_text()
+    assert "not** the numbers published" in readme
+    assert (
+        "| SFT | `sft` | `data/sft/model` | `data/world/eval.jsonl` (sha256 abababababab) | RuleJudge | 12 | 60 |"
+        in readme
+    )
+    assert "| Base model | `base` | `unknown`" in readme
+
+    # Same metrics -> same bytes (the PNG carries no timestamp).
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_row_order_follows_params(eval_dir, tmp_path):
+    table = stage.run(_params({"sft": "SFT", "base": "Base"}), eval_dir=eval_dir, out_dir=tmp_path / "r")
+    assert list(table) == ["SFT", "Base"]
+    assert (tmp_path / "r" / "followbench.csv").read_text().splitlines()[1].startswith("SFT,75.0000")
+
+
+def test_missing_metrics_names_the_file(eval_dir, tmp_path):
+    with pytest.raises(DataError, match=r"evaluate/dpo/metrics\.json not found"):
+        stage.run(_params({"sft": "SFT", "dpo": "DPO"}), eval_dir=eval_dir, out_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
