@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 CATEGORIES = ("content", "situation", "style", "format", "example", "mixed")
 LEVELS = (1, 2, 3, 4, 5)
@@ -105,28 +106,32 @@ class ArchitectureSection(Strict):
         return self
 
 
+def _bad(key: str, value: Any, allowed: str) -> PydanticCustomError:
+    """An error about one key inside a dict-valued section; the formatter appends the key to the path."""
+    return PydanticCustomError("bad_subkey", "{allowed}", {"subkey": key, "value": value, "allowed": allowed})
+
+
 def _check_trainer_kwargs(kwargs: dict[str, Any], config_cls: type, forbidden: tuple[str, ...]) -> dict[str, Any]:
     """Validate trainer kwargs against a transformers/trl config dataclass (names and value types)."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     for key, value in kwargs.items():
         if key in forbidden:
-            raise ValueError(f"key '{key}' is set by the pipeline itself and cannot be given here")
+            raise _bad(key, value, "set by the pipeline itself; it cannot be given here")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=3)
             hint = f"; did you mean {close}?" if close else ""
-            raise ValueError(f"unknown key '{key}' for {config_cls.__name__}{hint}")
+            raise _bad(key, value, f"unknown key for {config_cls.__name__}{hint}")
         default = fields[key].default
         if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"key '{key}' = {value!r}: must be true or false")
+            raise _bad(key, value, "must be true or false")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"key '{key}' = {value!r}: must be a number")
-    for key in ("learning_rate",):
+                raise _bad(key, value, "must be a number")
+    if "learning_rate" in kwargs and not kwargs["learning_rate"] > 0:
+        raise _bad("learning_rate", kwargs["learning_rate"], "must be > 0")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs"):
         if key in kwargs and not kwargs[key] > 0:
-            raise ValueError(f"key '{key}' = {kwargs[key]!r}: must be > 0")
-    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-        if key in kwargs and not (isinstance(kwargs[key], int) and kwargs[key] >= 1):
-            raise ValueError(f"key '{key}' = {kwargs[key]!r}: must be an integer >= 1")
+            raise _bad(key, kwargs[key], "must be > 0")
     return kwargs
 
 
@@ -166,6 +171,107 @@ class SFTSection(Strict):
         return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
 
 
+class PreferencesSection(Strict):
+    """The ``preferences`` stage: sample K responses per train prompt, label them, build chosen/rejected pairs."""
+
+    num_samples: int = Field(4, ge=2, le=64, description="K: responses sampled per prompt from the SFT policy.")
+    temperature: float = Field(1.0, gt=0, le=5, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(160, ge=1, le=8192, description="Generation budget per sampled response.")
+    batch_size: int = Field(32, ge=1, description="Prompts per sampling batch.")
+    pairs_per_prompt: int = Field(5, ge=1, description="At most N (chosen, rejected) pairs per prompt (ALLO uses 5).")
+    min_margin: float = Field(0.05, ge=0, description="Minimum score difference chosen - rejected to keep a pair.")
+    include_oracle: bool = Field(
+        True, description="Add the teacher's (oracle's) answer to the candidates, so every prompt has a good response."
+    )
+    labeler: Literal["world"] = Field(
+        "world", description="'world': the built-in world's verifiers + judge (LLM-judge labelers come with the roles)."
+    )
+    judge_weight: float = Field(
+        0.3, ge=0, le=1, description="Score = (1-w) * fraction of constraints met + w * (mean judge score - 1) / 9."
+    )
+    levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5], description="Train-pool levels to sample.")
+    max_prompts: int | None = Field(None, ge=1, description="Cap on train prompts (None: all).")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if x not in (0, *LEVELS)]
+        if bad or not v:
+            raise ValueError(f"levels {bad or v} not allowed: choose from [0, 1, 2, 3, 4, 5]")
+        return sorted(set(v))
+
+
+class LoraSection(Strict):
+    """peft LoraConfig fields used by the LoRA variants."""
+
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names to adapt (a list: peft rejects a string together with layers_to_transform).",
+    )
+
+
+class VariantSection(Strict):
+    """One alignment variant (one ``align@<name>`` stage)."""
+
+    peft: Literal["none", "lora"] = Field("lora", description="'none': full-parameter training; 'lora': adapters.")
+    block: Literal["all", "local", "mid", "global"] = Field(
+        "all", description="Layers to adapt: all, or the first / middle / last third of the decoder layers."
+    )
+    layers: list[int] | None = Field(None, description="Explicit decoder layer indices (override block).")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides for this variant.")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import DPOConfig
+
+        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
+
+    @model_validator(mode="after")
+    def _layers(self) -> "VariantSection":
+        if self.layers is not None:
+            if not self.layers or any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
+                raise ValueError(f"layers {self.layers}: must be distinct non-negative decoder layer indices")
+            if self.peft == "none":
+                raise ValueError("layers needs peft: lora (full-parameter training updates every layer)")
+        if self.block != "all" and self.peft == "none":
+            raise ValueError(f"block '{self.block}' needs peft: lora")
+        return self
+
+
+def _default_variants() -> dict[str, VariantSection]:
+    return {
+        "dpo_full": VariantSection(peft="none"),
+        "lora_all": VariantSection(peft="lora", block="all"),
+        "local": VariantSection(peft="lora", block="local"),
+        "mid": VariantSection(peft="lora", block="mid"),
+        "global": VariantSection(peft="lora", block="global"),
+    }
+
+
+class AlignSection(Strict):
+    """The ``align@<variant>`` stages: TRL DPOTrainer on the preference pairs, one variant per stage."""
+
+    max_length: int = Field(384, ge=16, description="Truncation length of prompt + response tokens.")
+    lora: LoraSection = Field(default_factory=LoraSection)
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
+    variants: dict[str, VariantSection] = Field(default_factory=_default_variants)
+    accelerate_config: str | None = Field(
+        None, description="An accelerate config file (configs/accelerate/*.yaml): run align under accelerate launch."
+    )
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import DPOConfig
+
+        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
+
+
 class EvaluateSection(Strict):
     """The ``evaluate`` stage: greedy generation over the evaluation pool, verifiers, judge, metrics."""
 
@@ -200,6 +306,8 @@ class Params(Strict):
     world: WorldSection = Field(default_factory=WorldSection)
     base: BaseSection = Field(default_factory=BaseSection)
     sft: SFTSection = Field(default_factory=SFTSection)
+    preferences: PreferencesSection = Field(default_factory=PreferencesSection)
+    align: AlignSection = Field(default_factory=AlignSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
 
@@ -217,6 +325,9 @@ def _format_error(source: str, err: ValidationError) -> str:
             close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"{source}: unknown key '{key}'{hint}; allowed keys here: {allowed}")
+        elif e["type"] == "bad_subkey":
+            ctx = e["ctx"]
+            lines.append(f"{source}: {key}.{ctx['subkey']} = {ctx['value']!r}: {ctx['allowed']}")
         else:
             value = e.get("input")
             msg = e["msg"].removeprefix("Value error, ")

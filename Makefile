@@ -1,0 +1,39 @@
+# alignpipe: two commands.
+#   make repro   create .venv if missing, install, run the whole pipeline (dvc repro) with a Prefect server
+#   make test    same install, then the whole test suite (what .ci/run calls)
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.alignpipe-installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install repro test ui dag clean-cache
+
+install: $(STAMP)
+
+# torch first (2.13.0: the CPU build on disk here; a plain `torch` would pull GBs of CUDA packages),
+# then the project pinned by pyproject.toml + constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+repro: install
+	$(PY) -m flows.server -- dvc repro $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+ui: install  ## browse past runs in the Prefect UI at http://127.0.0.1:4200
+	$(PY) -m prefect server start --host 127.0.0.1 --port 4200
+
+dag: install
+	dvc dag
+
+clean-cache:  ## drop resumable checkpoints (DVC outputs and cache are untouched)
+	rm -rf .cache/alignpipe

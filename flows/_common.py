@@ -1,0 +1,109 @@
+"""The one adapter between the library and Prefect: task/flow decorators, params loading, CLI, timings.
+
+Flows stay thin: each `flows/<stage>.py` chains a few `@stage_task` steps that call library functions.
+Timings (process start -> flow start -> first task -> end) are written to `.cache/alignpipe/timings/`,
+never into DVC outputs, so outputs stay byte-identical across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_PROCESS_START = time.time()
+
+# Quiet, offline defaults for libraries the stages import (the project's settings; the env can override).
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from alignpipe.config import ConfigError, Params, load_params  # noqa: E402
+from alignpipe.utils.io import DataError, dumps  # noqa: E402
+
+_TIMINGS: dict[str, float] = {}
+
+
+def stage_task(fn: Callable | None = None, **kwargs: Any) -> Any:
+    """A Prefect task for a pipeline step: no Prefect-side caching or result persistence (DVC caches)."""
+    opts = {"cache_policy": NO_CACHE, "persist_result": False, **kwargs}
+
+    def wrap(f: Callable) -> Any:
+        def timed(*a: Any, **kw: Any) -> Any:
+            _TIMINGS.setdefault("first_task_start", time.time())
+            return f(*a, **kw)
+
+        timed.__name__, timed.__doc__, timed.__module__ = f.__name__, f.__doc__, f.__module__
+        timed.__wrapped__ = f  # type: ignore[attr-defined]
+        return task(name=f.__name__, **opts)(timed)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def stage_flow(name: str) -> Callable:
+    """A Prefect flow for one pipeline stage (no retries at flow level; tasks decide)."""
+
+    def wrap(f: Callable) -> Any:
+        def timed(*a: Any, **kw: Any) -> Any:
+            _TIMINGS["flow_start"] = time.time()
+            return f(*a, **kw)
+
+        timed.__name__, timed.__doc__, timed.__module__ = f.__name__, f.__doc__, f.__module__
+        return flow(name=name, log_prints=True, validate_parameters=False)(timed)
+
+    return wrap
+
+
+@stage_task
+def load_stage_params(path: str) -> Params:
+    """Validate the whole params.yaml before any work, then log the resolved sections."""
+    params = load_params(path)
+    get_run_logger().info("resolved params:\n%s", dumps(params.model_dump(mode="json")))
+    return params
+
+
+def _write_timings(stage: str) -> None:
+    end = time.time()
+    t = {"process_start": _PROCESS_START, **_TIMINGS, "end": end}
+    record = {
+        "stage": stage,
+        "prefect_server": os.environ.get("PREFECT_API_URL", "ephemeral"),
+        "process_to_flow_s": round(t.get("flow_start", end) - _PROCESS_START, 3),
+        "flow_to_first_task_s": round(t.get("first_task_start", end) - t.get("flow_start", end), 3),
+        "total_s": round(end - _PROCESS_START, 3),
+    }
+    out = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "timings"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stage}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """CLI entry for `python -m flows.<stage>`: parse args, run the flow, exit non-zero with one clear line."""
+    parser = argparse.ArgumentParser(prog=f"python -m flows.{stage}", description=flow_fn.__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    if extra_args:
+        extra_args(parser)
+    args = vars(parser.parse_args())
+    try:
+        flow_fn(**{k.replace("-", "_"): v for k, v in args.items()})
+    except (ConfigError, DataError) as err:
+        print(f"error in stage '{stage}': {err}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        _write_timings(stage if "name" not in args else f"{stage}@{args['name']}")

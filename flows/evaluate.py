@@ -1,0 +1,58 @@
+"""evaluate stage: generate over the evaluation pool, verify every constraint, judge, FollowBench metrics.
+
+    python -m flows.evaluate --name sft --model-dir data/sft/model     # what `dvc repro evaluate@sft` runs
+
+Outputs in data/evaluate/<name>/: generations.jsonl, metrics.json, levels.csv, config.json.
+"""
+
+from pathlib import Path
+
+from flows._common import load_stage_params, main, stage_flow, stage_task
+
+from alignpipe.evaluate import stage as ev
+from alignpipe.utils.seed import seed_everything
+
+
+@stage_task
+def load_pool(world_dir: str, levels: list[int]) -> list[dict]:
+    return ev.load_pool(world_dir, levels)
+
+
+@stage_task
+def generate(model_dir: str, records: list[dict], params) -> list[str]:
+    return ev.generate_responses(model_dir, records, params.evaluate, params.model)
+
+
+@stage_task
+def score(records: list[dict], responses: list[str], world_dir: str) -> list[dict]:
+    from alignpipe.world import load_kb
+
+    return ev.score(records, responses, load_kb(Path(world_dir) / "kb.json"))
+
+
+@stage_task
+def summarize_and_write(name: str, model_dir: str, world_dir: str, generations: list[dict], params) -> dict:
+    metrics = ev.summarize(generations, params.evaluate, params.seed)
+    ev.write(Path("data/evaluate") / name, generations, metrics, ev.stage_config(params, name, model_dir, world_dir))
+    return metrics
+
+
+@stage_flow("evaluate")
+def evaluate_flow(name: str, model_dir: str, params: str = "params.yaml", world_dir: str = "data/world") -> dict:
+    """Evaluate one model on the world's evaluation pool."""
+    cfg = load_stage_params(params)
+    seed_everything(cfg.seed)
+    records = load_pool(world_dir, cfg.evaluate.levels)
+    responses = generate(model_dir, records, cfg)
+    generations = score(records, responses, world_dir)
+    return summarize_and_write(name, model_dir, world_dir, generations, cfg)
+
+
+def _args(parser):
+    parser.add_argument("--name", required=True, help="evaluated model's name (output dir data/evaluate/<name>)")
+    parser.add_argument("--model-dir", required=True, help="HF model directory to evaluate")
+    parser.add_argument("--world-dir", default="data/world")
+
+
+if __name__ == "__main__":
+    main("evaluate", evaluate_flow, _args)

@@ -1,0 +1,27 @@
+"""sft stage: TRL SFTTrainer on the train dialogues (completion-only loss), starting from the base model.
+
+    python -m flows.sft              # what `dvc repro sft` runs; writes data/sft/{model/,metrics.json,log.csv}
+
+Checkpoints go to .cache/alignpipe/sft/<config hash>/; an interrupted run resumes there.
+"""
+
+from flows._common import load_stage_params, main, stage_flow, stage_task
+
+from alignpipe.train import sft
+
+
+@stage_task
+def fine_tune(params, world_dir: str, base_dir: str, out_dir: str) -> dict:
+    return sft.run(params, world_dir=world_dir, base_dir=base_dir, out_dir=out_dir)
+
+
+@stage_flow("sft")
+def sft_flow(
+    params: str = "params.yaml", world_dir: str = "data/world", base_dir: str = "data/base", out_dir: str = "data/sft"
+) -> dict:
+    """Supervised fine-tuning of the base model."""
+    return fine_tune(load_stage_params(params), world_dir, base_dir, out_dir)
+
+
+if __name__ == "__main__":
+    main("sft", sft_flow)

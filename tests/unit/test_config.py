@@ -1,0 +1,86 @@
+"""Config integrity (every params section loads, every param dvc.yaml names exists) and precise errors."""
+
+import pytest
+import yaml
+
+from alignpipe.config import ConfigError, Params, load_params, validate_params
+
+
+def test_params_yaml_loads(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert isinstance(params, Params)
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert set(raw) == set(Params.model_fields), "params.yaml should spell out every section"
+
+
+def test_profiles_load(repo_root):
+    base = yaml.safe_load((repo_root / "params.yaml").read_text())
+    for path in sorted((repo_root / "profiles").glob("*.yaml")):
+        validate_params(_merge(base, yaml.safe_load(path.read_text()) or {}), str(path))
+
+
+def _merge(a, b):
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return out
+
+
+def test_every_dvc_param_exists(repo_root):
+    dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
+    params = load_params(repo_root / "params.yaml").model_dump()
+    for name, stage in dvc["stages"].items():
+        body = stage.get("do", stage)
+        for key in body.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"stage {name} names param '{key}', which params.yaml lacks"
+                node = node[part]
+
+
+def test_every_stage_has_a_flow_and_declares_it(repo_root):
+    dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        body = stage.get("do", stage)
+        module = body["cmd"].split("-m ", 1)[1].split()[0]
+        path = repo_root / (module.replace(".", "/") + ".py")
+        assert path.is_file(), f"stage {name} runs {module}, which does not exist"
+        assert str(path.relative_to(repo_root)) in body["deps"], f"stage {name} must depend on its flow file"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"world": {"n_entitis": 10}}, "unknown key 'world.n_entitis' (did you mean 'n_entities'?)"),
+        ({"world": {"n_entities": 2}}, "world.n_entities = 2"),
+        ({"world": {"categories": ["content", "poetry"]}}, "world.categories.1 = 'poetry'"),
+        ({"seed": "abc"}, "seed = 'abc'"),
+        ({"seed": -1}, "seed = -1"),
+        ({"sft": {"trainer": {"learning_rat": 1e-4}}}, "sft.trainer.learning_rat = 0.0001: unknown key for SFTConfig"),
+        ({"sft": {"trainer": {"learning_rate": -1}}}, "sft.trainer.learning_rate = -1: must be > 0"),
+        ({"sft": {"trainer": {"num_train_epochs": "three"}}}, "sft.trainer.num_train_epochs = 'three': must be a number"),
+        ({"base": {"trainer": {"output_dir": "/tmp/x"}}}, "base.trainer.output_dir = '/tmp/x': set by the pipeline"),
+        ({"base": {"architecture": {"hidden_size": 100, "num_attention_heads": 3}}}, "must be divisible"),
+        ({"evaluate": {"levels": [0, 6]}}, "evaluate.levels = [0, 6]"),
+        ({"evaluate": {"confidence": 1.5}}, "evaluate.confidence = 1.5"),
+        ({"model": {"dtype": "float8"}}, "model.dtype = 'float8'"),
+        ({"modle": {}}, "unknown key 'modle' (did you mean 'model'?)"),
+    ],
+)
+def test_bad_params_name_the_key(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        validate_params(raw)
+    assert expected in str(err.value)
+    assert str(err.value).startswith("params.yaml: ")
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\nworld:\n  n_entities: [1,\n")
+    with pytest.raises(ConfigError, match=r"params.yaml line \d+: not valid YAML"):
+        load_params(path)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
