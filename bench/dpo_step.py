@@ -1,0 +1,215 @@
+"""DPO step time of each align variant against TRL's stock configuration, side by side in one run.
+
+    python bench/dpo_step.py                       # 12 layers, hidden 128, 8 pairs of 48+48 tokens, 1 thread
+    python bench/dpo_step.py --layers 6 --batch 16 --threads 2
+
+Every variant trains the same tiny Llama (built here, fixed seed) on the same batch (the dataset is exactly one
+batch, so every step sees it): ``dpo_full``, ``lora_all``, ``local``, ``mid``, ``global`` as the align stage
+builds them (:func:`alignpipe.train.align.build_trainer`: stored reference log-probs, activation checkpointing
+off) and ``stock``: TRL's defaults for LoRA DPO (all-layer LoRA, activation checkpointing on, reference
+recomputed each step by running the model with the adapter disabled). A step is one optimizer step
+(forward, backward, clip, AdamW), timed by a callback; the table shows the median over ``--steps`` steps after
+``--warmup`` steps, pooled over ``--repeats`` rounds that visit the variants in turn, in a rotated order (so
+load drift on a shared machine hits all of them alike). It also checks that stock and shared-reference
+all-layer LoRA give the same first-step loss (same math: the stored reference equals the recomputed one) to 1e-5.
+
+Threads default to 1: on a shared 2-core machine, OpenMP threads that spin-wait on busy cores make every op
+tens of times slower and the timings meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
+
+VARIANTS = ("stock", "dpo_full", "lora_all", "local", "mid", "global")
+
+
+def build_tokenizer(vocab: int):
+    """Word-level tokenizer: word ``w<i>`` is exactly one token, so sequence lengths are exact."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from alignpipe.models.tokenizer import SPECIAL_TOKENS, wrap_tokenizer
+
+    words = [*SPECIAL_TOKENS, "[UNK]", *(f"w{i}" for i in range(vocab - len(SPECIAL_TOKENS) - 1))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return wrap_tokenizer(backend)
+
+
+def build_pairs(n: int, prompt_len: int, response_len: int, vocab: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+
+    def text(k: int) -> str:
+        return " ".join(f"w{rng.randrange(vocab - 10)}" for _ in range(k))
+
+    return [{"id": f"b{i}", "prompt": [{"role": "user", "content": text(prompt_len)}],
+             "chosen": [{"role": "assistant", "content": text(response_len)}],
+             "rejected": [{"role": "assistant", "content": text(response_len)}]} for i in range(n)]
+
+
+class StepTimer(TrainerCallback):
+    """Wall and process-CPU time of each optimizer step (forward + backward + clip + optimizer)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+        self._t0 = self._c0 = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._t0)
+        self.cpu.append(time.process_time() - self._c0)
+
+
+def first_loss(trainer) -> float:
+    """DPO loss of the untrained policy on the dataset's (only) batch, through the trainer's own loss."""
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps")
+    batch = trainer.data_collator([{k: r[k] for k in keys if k in r} for r in rows])
+    trainer.model.train()
+    with torch.no_grad():
+        return float(trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=8, help="preference pairs per step")
+    parser.add_argument("--prompt-len", type=int, default=48)
+    parser.add_argument("--response-len", type=int, default=48)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    work = Path(tempfile.mkdtemp(prefix="dpo_bench_"))
+    os.environ["ALIGNPIPE_WORK_DIR"] = str(work / "cache")
+    try:
+        return measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
+    """Build the model and the shared reference under ``work``, time every variant, print the table."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from alignpipe.config import ArchitectureSection, validate_params
+    from alignpipe.models.pretrain import build_model
+    from alignpipe.models.training import pipeline_args
+    from alignpipe.train import align, reflogps
+    from alignpipe.train.blocks import layer_blocks, lora_config
+
+    tok = build_tokenizer(args.vocab)
+    heads = max(1, args.hidden // 32)
+    arch = ArchitectureSection(hidden_size=args.hidden, intermediate_size=3 * args.hidden,
+                               num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads,
+                               max_position_embeddings=1024)
+    n_steps = args.warmup + args.steps
+    trainer_cfg = {"per_device_train_batch_size": args.batch, "max_steps": n_steps, "logging_steps": 1_000_000,
+                   "save_steps": 1_000_000, "lr_scheduler_type": "constant", "warmup_steps": 0}
+    params = validate_params({"seed": 0, "align": {"max_length": 4096, "trainer": trainer_cfg}})
+    sft, prefs = work / "sft", work / "prefs"
+    build_model(arch, tok, seed=0).save_pretrained(sft / "model")
+    tok.save_pretrained(sft / "model")
+    prefs.mkdir()
+    pairs = build_pairs(args.batch, args.prompt_len, args.response_len, args.vocab, seed=0)
+    (prefs / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    reflogps.run(params, prefs, sft, work / "reflogps")  # the shared reference, computed once
+
+    def make(variant: str, timer: StepTimer):
+        rows, _, ref, model, tokenizer = align.prepare(params, prefs, work / "reflogps", sft)
+        out = work / "ckpt" / variant
+        if variant != "stock":
+            return align.build_trainer(params, variant, model, tokenizer, rows, ref, out, callbacks=[timer])
+        owned = pipeline_args(out, params.seed)
+        stock_args = DPOConfig(**{**trainer_cfg, "learning_rate": 1e-3, **owned, "max_length": 4096})
+        assert stock_args.gradient_checkpointing and not stock_args.precompute_ref_log_probs  # TRL's defaults
+        return DPOTrainer(model=model, args=stock_args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer, peft_config=lora_config(params.align.lora, None),
+                          callbacks=[timer])
+
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    losses: dict[str, float] = {}
+    trained: dict[str, float] = {}
+    params_count: dict[str, int] = {}
+    for r in range(args.repeats):
+        # Rotate the visiting order each round so no variant always runs first or last (allocator and cache
+        # state, background load), and start each one from a collected heap.
+        shift = r * len(VARIANTS) // args.repeats
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            gc.collect()
+            timer = StepTimer()
+            trainer = make(variant, timer)
+            for cb in (PrinterCallback, ProgressCallback):  # keep the table readable
+                trainer.remove_callback(cb)
+            if variant not in losses:
+                losses[variant] = first_loss(trainer)
+                params_count[variant] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+            trainer.train()
+            if variant not in trained:
+                trained[variant] = first_loss(trainer)
+            times[variant].extend(timer.times[args.warmup:])
+            cpu[variant].extend(timer.cpu[args.warmup:])
+
+    blocks = layer_blocks(args.layers)
+    layers = {"stock": "all", "dpo_full": "all (full)", "lora_all": "all",
+              **{b: f"{blocks[b][0]}-{blocks[b][-1]}" for b in blocks}}
+    med = {v: statistics.median(times[v]) for v in VARIANTS}
+    med_cpu = {v: statistics.median(cpu[v]) for v in VARIANTS}
+    seq = args.prompt_len + args.response_len
+    print(f"\nDPO step time: Llama {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, "
+          f"{args.batch} pairs x ~{seq} tokens, {args.threads} thread(s), torch {torch.__version__}, "
+          f"{len(times['stock'])} timed steps per variant")
+    print(f"| {'variant':<8} | {'layers':<10} | {'trainable':>9} | {'wall ms':>8} | {'vs stock':>8} "
+          f"| {'cpu ms':>8} | {'vs stock':>8} |")
+    print(f"|{'-' * 10}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
+    for v in VARIANTS:
+        print(f"| {v:<8} | {layers[v]:<10} | {params_count[v]:>9,} | {med[v] * 1e3:>8.1f} | "
+              f"{med[v] / med['stock']:>7.2f}x | {med_cpu[v] * 1e3:>8.1f} | {med_cpu[v] / med_cpu['stock']:>7.2f}x |")
+    # Untrained, LoRA's zero B makes policy = reference (loss ln 2); after the timed steps the adapters differ
+    # from the reference, so the second comparison exercises the reference term and the gradients too.
+    diffs = {}
+    for label, table in (("first step", losses), (f"after {n_steps} steps", trained)):
+        diffs[label] = abs(table["stock"] - table["lora_all"])
+        print(f"{label:>16} loss: stock {table['stock']:.7f}  lora_all (stored ref) {table['lora_all']:.7f}  "
+              f"|diff| {diffs[label]:.1e} -> {'OK' if diffs[label] <= 1e-5 else 'MISMATCH'} (tolerance 1e-5)")
+    diff = max(diffs.values())
+    ratio_global, ratio_all = med["global"] / med["stock"], med["lora_all"] / med["stock"]
+    print(f"targets: global <= 0.5x stock: {ratio_global:.2f}x {'met' if ratio_global <= 0.5 else 'NOT met'}; "
+          f"lora_all <= 0.8x stock: {ratio_all:.2f}x {'met' if ratio_all <= 0.8 else 'NOT met'}")
+    return 0 if diff <= 1e-5 else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The ``reflogps`` stage: per-token log-probs of every preference pair under the reference (SFT) model.
+
+Run it (normally through ``python -m flows.reflogps`` / ``dvc repro reflogps``)::
+
+    from alignpipe.config import load_params
+    from alignpipe.train import reflogps
+    reflogps.run(load_params("params.yaml"), prefs_dir="data/preferences", sft_dir="data/sft", out_dir="data/reflogps")
+    ref = reflogps.load_ref_logps("data/reflogps")
+    ref.pair("content-0007-L3-p0")   # {"prompt_ids", "chosen_ids", "chosen_logps", "chosen_sum", ...}
+
+DPO's reference term log π_ref(y|x) depends only on the frozen SFT model and the pair, so it is computed once
+here and shared by every ``align@<variant>`` (TRL recomputes it in each run, and with PEFT on every step).
+Values are stored per token because later methods (BMC, ALLO) weight tokens individually.
+
+Tokens come from TRL's own path: a :class:`~trl.DPOTrainer` is built on the pairs with the same DPOConfig
+tokenization settings as training (chat template, ``max_length``, truncation, collator), and its
+``_precompute_ref_logps`` hook is where the reference forward runs, exactly as TRL's ``compute_ref_log_probs``
+does (fused LM head, ``fused_lm_head=True``) but keeping every token.
+
+Outputs (``out_dir``): ``ref_logps.safetensors`` (ragged sequences flattened, with ``<part>_offsets`` of length
+n_pairs + 1; parts ``prompt``, ``chosen``, ``rejected``: ``<part>_ids`` int64, ``chosen_logps``/``rejected_logps``
+float32 per response token, ``chosen_sum``/``rejected_sum`` float32 as TRL sums them; metadata: ``ids`` and
+``config`` as JSON), ``config.json`` (model path + weights sha256, max_length, truncation, pairs sha256) and
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from trl import DPOTrainer
+
+from alignpipe.config import Params
+from alignpipe.train.dpo import dpo_config, skip_weight_hash, split_tokens
+from alignpipe.train.pairs import read_pairs
+from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.seed import seed_everything
+
+logger = logging.getLogger(__name__)
+
+STORE = "ref_logps.safetensors"
+PARTS = ("prompt", "chosen", "rejected")
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """One digest of a model directory's safetensors weight files (names and contents, sorted)."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise DataError(f"{model_dir}: no *.safetensors weights found")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class RefLogps:
+    """Stored reference log-probs; :meth:`pair` returns one pair's tokens and values."""
+
+    path: Path
+    ids: list[str]
+    tensors: dict[str, torch.Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        return {pair_id: i for i, pair_id in enumerate(self.ids)}
+
+    @cached_property
+    def _offsets(self) -> dict[str, list[int]]:
+        return {p: self.tensors[f"{p}_offsets"].tolist() for p in PARTS}
+
+    def pair(self, pair_id: str) -> dict[str, Any]:
+        """``{"<part>_ids": list[int], "<response>_logps": Tensor, "<response>_sum": float}``; parts are
+        prompt/chosen/rejected, responses chosen/rejected."""
+        i = self.index.get(pair_id)
+        if i is None:
+            raise DataError(f"pair {pair_id!r}: no stored reference log-probs in {self.path} (rerun reflogps)")
+        out: dict[str, Any] = {}
+        for part in PARTS:
+            lo, hi = self._offsets[part][i], self._offsets[part][i + 1]
+            out[f"{part}_ids"] = self.tensors[f"{part}_ids"][lo:hi].tolist()
+            if part != "prompt":
+                out[f"{part}_logps"] = self.tensors[f"{part}_logps"][lo:hi]
+                out[f"{part}_sum"] = float(self.tensors[f"{part}_sum"][i])
+        return out
+
+
+def load_ref_logps(directory: str | Path) -> RefLogps:
+    """Load ``directory/ref_logps.safetensors`` (checks that offsets, tokens and values are consistent)."""
+    path = Path(directory) / STORE
+    if not path.is_file():
+        raise DataError(f"{path}: reference log-probs not found (run the reflogps stage)")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    tensors = load_file(str(path))
+    ids = json.loads(meta.get("ids", "[]"))
+    for part in PARTS:
+        off = tensors[f"{part}_offsets"]
+        if len(off) != len(ids) + 1 or int(off[-1]) != len(tensors[f"{part}_ids"]):
+            raise DataError(f"{path}: {part} offsets do not match {len(ids)} pairs (file is corrupt)")
+        if part != "prompt" and tensors[f"{part}_logps"].shape != tensors[f"{part}_ids"].shape:
+            raise DataError(f"{path}: {part} log-probs and token ids differ in length (file is corrupt)")
+    return RefLogps(path=path, ids=ids, tensors=tensors, config=json.loads(meta.get("config", "{}")))
+
+
+class PerTokenRefTrainer(DPOTrainer):
+    """DPOTrainer that runs TRL's dataset preparation, then keeps per-token reference log-probs in its hook.
+
+    Built with ``precompute_ref_log_probs=True`` and no PEFT, TRL keeps no reference copy and calls
+    :meth:`_precompute_ref_logps` once from ``__init__`` with the tokenized dataset; nothing is trained.
+    """
+
+    records: list[dict[str, Any]]
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        self.records = compute_records(self.model, dataset, self.data_collator, batch_size, self.accelerator)
+        return dataset
+
+
+def compute_records(model: Any, dataset: Any, collator: Any, batch_size: int, accelerator: Any = None) -> list[dict]:
+    """Per-pair reference tokens and per-token log-probs over TRL's tokenized ``dataset``, in dataset order.
+
+    Mirrors ``DPOTrainer.compute_ref_log_probs`` (labels = completion tokens, ``fused_lm_head=True``, so the
+    model must carry TRL's fused LM head, which DPOTrainer adds) but keeps each token's value.
+    """
+    loader = DataLoader(dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]),
+                        batch_size=batch_size, collate_fn=collator, shuffle=False)
+    full = list(zip(dataset["chosen_ids"], dataset["rejected_ids"]))
+    device = next(model.parameters()).device
+    records: list[dict[str, Any]] = []
+    model.eval()
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        comp = batch["completion_mask"]
+        labels = batch["input_ids"].masked_fill(comp == 0, -100)
+        autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                        use_cache=False, fused_lm_head=True)
+        per_token = out.log_probs[:, -(comp.size(1) - 1):].float().cpu()
+        sums = per_token.sum(dim=1)  # TRL's reduction: the whole padded row (zeros outside the completion)
+        batch = {k: v.cpu() for k, v in batch.items()}
+        half = comp.size(0) // 2  # rows are [chosen..., rejected...]
+        for j in range(half):
+            rec: dict[str, Any] = {}
+            for part, row in (("chosen", j), ("rejected", half + j)):
+                prompt, tokens = split_tokens(batch["input_ids"][row], batch["attention_mask"][row],
+                                              batch["completion_mask"][row])
+                rec.setdefault("prompt_ids", prompt)  # the same prompt heads both rows
+                rec[f"{part}_ids"] = tokens
+                # log_probs[t] scores token t+1, so the completion tokens' values sit under completion_mask[1:].
+                rec[f"{part}_logps"] = per_token[row][batch["completion_mask"][row, 1:].bool()]
+                rec[f"{part}_sum"] = float(sums[row])
+                if len(rec[f"{part}_logps"]) != len(tokens):
+                    raise RuntimeError(f"pair {len(records)}: {part} log-probs and tokens differ in length")
+            chosen_full, rejected_full = full[len(records)]
+            kept = (len(rec["chosen_ids"]), len(rec["rejected_ids"]))
+            rec["truncated"] = kept != (len(chosen_full), len(rejected_full))
+            records.append(rec)
+    return records
+
+
+def stage_config(params: Params, sft_dir: str | Path, prefs_dir: str | Path) -> dict[str, Any]:
+    """What the stored values depend on (written to ``config.json`` and the safetensors metadata)."""
+    model_dir = Path(sft_dir) / "model"
+    args = dpo_config(params, None, "unused")
+    return {
+        "seed": params.seed,
+        "model": params.model.model_dump(),
+        "sft_model": str(model_dir),
+        "model_sha256": weights_sha256(model_dir),
+        "pairs_sha256": sha256_file(Path(prefs_dir) / "pairs.jsonl"),
+        "max_length": args.max_length,
+        "truncation_mode": args.truncation_mode,
+        "pad_to_multiple_of": args.pad_to_multiple_of,
+    }
+
+
+def compute(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path,
+            scratch: Path) -> tuple[list[str], list[dict]]:
+    """Step 2: tokenize ``rows`` through DPOTrainer and run the SFT model once; returns (ids, records) in order."""
+    from datasets import Dataset
+
+    from alignpipe.models import load_model
+
+    model, tokenizer = load_model(Path(sft_dir) / "model", params.model, padding_side="right")
+    args = dpo_config(params, None, scratch)
+    with skip_weight_hash():
+        trainer = PerTokenRefTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                     processing_class=tokenizer)
+    ids = list(trainer.train_dataset["id"])
+    return ids, trainer.records
+
+
+def summarize(rows: list[dict], ids: list[str], records: list[dict], dropped: dict[str, int]) -> dict[str, Any]:
+    """Metrics: pair counts (read, dropped by reason, truncated), tokens, mean reference log-probs."""
+    too_long = len(rows) - len(ids)
+    n_tok = {p: sum(len(r[f"{p}_ids"]) for r in records) for p in ("chosen", "rejected")}
+    sums = {p: sum(r[f"{p}_sum"] for r in records) for p in ("chosen", "rejected")}
+    return {
+        "n_pairs": len(ids),
+        "n_read": len(rows) + sum(dropped.values()),
+        "dropped": {**dropped, **({"prompt_too_long": too_long} if too_long else {})},
+        "n_truncated": sum(r["truncated"] for r in records),
+        "chosen_tokens": n_tok["chosen"],
+        "rejected_tokens": n_tok["rejected"],
+        "ref_logp_per_token_chosen": round(sums["chosen"] / max(n_tok["chosen"], 1), 6),
+        "ref_logp_per_token_rejected": round(sums["rejected"] / max(n_tok["rejected"], 1), 6),
+        "ref_margin_mean": round((sums["chosen"] - sums["rejected"]) / len(ids), 6),
+    }
+
+
+def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict, metrics: dict) -> Path:
+    """Step 3: write the store, ``config.json`` and ``metrics.json`` atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    for part in PARTS:
+        seqs = [r[f"{part}_ids"] for r in records]
+        lengths = torch.tensor([0] + [len(s) for s in seqs], dtype=torch.int64)
+        tensors[f"{part}_offsets"] = torch.cumsum(lengths, 0)
+        tensors[f"{part}_ids"] = torch.tensor([t for s in seqs for t in s], dtype=torch.int64)
+        if part != "prompt":
+            tensors[f"{part}_logps"] = torch.cat([r[f"{part}_logps"] for r in records]).to(torch.float32)
+            tensors[f"{part}_sum"] = torch.tensor([r[f"{part}_sum"] for r in records], dtype=torch.float32)
+    meta = {"ids": json.dumps(ids), "config": json.dumps(config, sort_keys=True)}
+    with atomic_dir(out_dir) as tmp:
+        save_file(tensors, str(tmp / STORE), metadata=meta)
+        os.chmod(tmp / STORE, 0o644)  # safetensors creates it owner-only; the other outputs are world-readable
+        (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
+        (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
+    return Path(out_dir)
+
+
+def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str | Path = "data/sft",
+        out_dir: str | Path = "data/reflogps") -> dict[str, Any]:
+    """Run the whole stage; returns the metrics written to ``metrics.json``."""
+    seed_everything(params.seed)
+    config = stage_config(params, sft_dir, prefs_dir)
+    logger.info("reflogps stage config: %s", dumps(config).strip())
+    rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl")
+    ids, records = compute(params, rows, sft_dir, work_dir("reflogps", config))
+    metrics = summarize(rows, ids, records, dropped)
+    save(out_dir, ids, records, config, metrics)
+    logger.info("reflogps stage metrics: %s", dumps(metrics).strip())
+    return metrics
