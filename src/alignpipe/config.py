@@ -296,6 +296,20 @@ class ReportSection(Strict):
     rows: dict[str, str] = Field(
         default_factory=lambda: {"base": "Base", "sft": "SFT"}, description="evaluated model -> row label."
     )
+    hierarchical: list[str] = Field(
+        default_factory=list, description="Models (names from rows) in the Hierarchical Alignment table; [] = none."
+    )
+    reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
+    tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
+
+    @model_validator(mode="after")
+    def _known(self) -> "ReportSection":
+        unknown = [m for m in self.hierarchical if m not in self.rows]
+        if unknown:
+            raise ValueError(f"hierarchical names {unknown}, which are not in report.rows {list(self.rows)}")
+        if self.hierarchical and self.reference not in self.hierarchical:
+            raise ValueError(f"reference '{self.reference}' must be one of hierarchical {self.hierarchical}")
+        return self
 
 
 class Params(Strict):

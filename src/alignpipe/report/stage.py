@@ -20,8 +20,15 @@ from typing import Any
 
 from alignpipe.config import ConfigError, Params
 from alignpipe.report.plots import hsr_by_level
-from alignpipe.report.tables import followbench_table, to_csv, to_markdown
-from alignpipe.utils.io import DataError, atomic_dir, read_json
+from alignpipe.evaluate.pairwise import pairwise
+from alignpipe.report.tables import (
+    followbench_table,
+    hierarchical_markdown,
+    hierarchical_table,
+    to_csv,
+    to_markdown,
+)
+from alignpipe.utils.io import DataError, atomic_dir, read_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,22 @@ def readme(metrics_by_row: Mapping[str, Mapping[str, Any]], params: Params) -> s
     return "\n".join(lines) + "\n"
 
 
+def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+    """The Hierarchical Alignment table (pairwise against ``report.reference`` from the stored generations)."""
+    cfg = params.report
+    ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
+    labels = {name: cfg.rows[name] for name in cfg.hierarchical}
+    pairs = {
+        labels[name]: None
+        if name == cfg.reference
+        else pairwise(read_jsonl(Path(eval_dir) / name / "generations.jsonl"), ref_rows, tie_margin=cfg.tie_margin)
+        for name in cfg.hierarchical
+    }
+    table = hierarchical_table({labels[n]: metrics[labels[n]] for n in cfg.hierarchical}, pairs, labels[cfg.reference])
+    n_pairs = next((p["fluency"]["n"] for p in pairs.values() if p), None)
+    return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs)
+
+
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
     log.info("report rows: %s", dict(params.report.rows))
@@ -108,6 +131,12 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
         )
         (tmp / "followbench.csv").write_text(to_csv(table), encoding="utf-8")
         hsr_by_level(metrics, tmp / "hsr_by_level.png", confidence)
+        if params.report.hierarchical:
+            h_table, h_md = hierarchical(params, eval_dir, metrics)
+            (tmp / "hierarchical.md").write_text(
+                "# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8"
+            )
+            (tmp / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
     log.info("report written to %s (%d models)", out_dir, len(metrics))
     return table.to_dict(orient="index")

@@ -100,3 +100,66 @@ def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
 def to_csv(table: pd.DataFrame) -> str:
     """The table as CSV (all columns, intervals included; empty cells where a number is absent)."""
     return table.to_csv(float_format="%.4f", lineterminator="\n")
+
+
+HIER_DIMS = (("Fluency", "fluency"), ("Factuality", "factuality"), ("Coherence", "coherence"))
+
+
+def hierarchical_table(
+    metrics_by_row: Mapping[str, Mapping[str, Any]],
+    pairwise_by_row: Mapping[str, Mapping[str, Mapping[str, int]] | None],
+    reference: str,
+) -> pd.DataFrame:
+    """The Hierarchical Alignment table: judge scores, win/tie/loss against ``reference``, FollowBench, tax.
+
+    Args:
+        metrics_by_row: row label -> ``metrics.json`` content (the reference row among them).
+        pairwise_by_row: row label -> :func:`alignpipe.evaluate.pairwise.pairwise` result against the
+            reference (None for the reference itself).
+        reference: the reference row's label.
+
+    Returns:
+        One row per model. "Alignment tax" is the change in coherence against the reference for rows whose
+        fluency rose (the paper's definition: fluency up, logic down), NaN otherwise.
+    """
+    ref = metrics_by_row[reference]
+    records = []
+    for label, metrics in metrics_by_row.items():
+        row: dict[str, Any] = {"Model": label}
+        for column, key in HIER_DIMS:
+            row[column] = _get(metrics, key, 1.0)
+        for column, key in HIER_DIMS:
+            counts = (pairwise_by_row.get(label) or {}).get(key)
+            row[f"{column} W/T/L"] = f"{counts['win']}/{counts['tie']}/{counts['loss']}" if counts else "–"
+        row["HSR Avg"] = _get(metrics, "hsr_avg", 100.0)
+        row["SSR Avg"] = _get(metrics, "ssr_avg", 100.0)
+        row["CSL"] = _get(metrics, "csl", 1.0)
+        d_flu = row["Fluency"] - _get(ref, "fluency", 1.0)
+        d_coh = row["Coherence"] - _get(ref, "coherence", 1.0)
+        row["Alignment tax"] = d_coh if label != reference and d_flu > 0 else math.nan
+        records.append(row)
+    return pd.DataFrame.from_records(records).set_index("Model")
+
+
+def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | None) -> str:
+    """Markdown of :func:`hierarchical_table` with its legend."""
+    columns = list(table.columns)
+    lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for label, row in table.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            if isinstance(value, str):
+                cells.append(value)
+            elif column == "Alignment tax":
+                cells.append("–" if math.isnan(value) else f"{value:+.2f}")
+            else:
+                cells.append(_cell(value, 1 if column in ("HSR Avg", "SSR Avg") else 2))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Judge scores 1-10 (means). W/T/L: prompts where the row's response scored higher / within the tie "
+        f"margin / lower than {reference}'s on that dimension (n = {n_pairs} prompts). HSR/SSR Avg in %. "
+        f"Alignment tax: change in coherence against {reference} for rows whose fluency rose (– otherwise).",
+    ]
+    return "\n".join(lines) + "\n"
