@@ -36,6 +36,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from alignpipe.config import ConfigError, Params, load_params  # noqa: E402
 from alignpipe.utils.io import DataError, dumps  # noqa: E402
+from alignpipe.utils.seed import set_threads  # noqa: E402
 
 _TIMINGS: dict[str, float] = {}
 
@@ -65,7 +66,7 @@ def stage_flow(name: str) -> Callable:
             return f(*a, **kw)
 
         timed.__name__, timed.__doc__, timed.__module__ = f.__name__, f.__doc__, f.__module__
-        return flow(name=name, log_prints=True, validate_parameters=False)(timed)
+        return flow(name=name, log_prints=False, validate_parameters=False)(timed)
 
     return wrap
 
@@ -74,6 +75,7 @@ def stage_flow(name: str) -> Callable:
 def load_stage_params(path: str) -> Params:
     """Validate the whole params.yaml before any work, then log the resolved sections."""
     params = load_params(path)
+    set_threads(params.torch_threads)
     get_run_logger().info("resolved params:\n%s", dumps(params.model_dump(mode="json")))
     return params
 
@@ -101,6 +103,7 @@ def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentP
         extra_args(parser)
     args = vars(parser.parse_args())
     try:
+        load_params(args["params"])  # fail fast, before Prefect starts anything, on a bad params file
         flow_fn(**{k.replace("-", "_"): v for k, v in args.items()})
     except (ConfigError, DataError) as err:
         print(f"error in stage '{stage}': {err}", file=sys.stderr)

@@ -60,7 +60,7 @@ class WorldSection(Strict):
     )
     corpus_paraphrases: int = Field(6, ge=1, le=100, description="Statements of each KB fact in the corpus.")
     corpus_instruction_copies: int = Field(
-        1, ge=0, le=10, description="Copies of oracle train dialogues appended to the pretraining corpus."
+        0, ge=0, le=10, description="Copies of oracle train dialogues appended to the pretraining corpus."
     )
 
     @field_validator("categories")
@@ -145,6 +145,10 @@ class BaseSection(Strict):
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
     architecture: ArchitectureSection = Field(default_factory=ArchitectureSection)
     block_size: int = Field(256, ge=16, description="Tokens per packed pretraining sequence.")
+    chat_copies: int = Field(
+        1, ge=0, le=10, description="Copies of the world's train dialogues (sft.jsonl), rendered with the chat "
+        "template, added to the pretraining corpus (teaches the chat format; 0 = plain corpus only)."
+    )
     trainer: dict[str, Any] = Field(
         default_factory=dict, description="transformers.TrainingArguments overrides (learning_rate, max_steps, ...)."
     )
@@ -316,6 +320,10 @@ class Params(Strict):
     """The whole params.yaml."""
 
     seed: int = Field(1234, ge=0, le=2**32 - 1, description="The one seed that drives every random choice.")
+    torch_threads: int | None = Field(
+        1, ge=1, le=1024, description="CPU threads per stage for torch (pinned: results depend on it; null = torch's "
+        "default). 1 is fastest for the built-in model and never collapses when another process shares the cores."
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     world: WorldSection = Field(default_factory=WorldSection)
     base: BaseSection = Field(default_factory=BaseSection)

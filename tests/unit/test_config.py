@@ -31,7 +31,9 @@ def test_every_dvc_param_exists(repo_root):
     params = load_params(repo_root / "params.yaml").model_dump()
     for name, stage in dvc["stages"].items():
         body = stage.get("do", stage)
-        for key in body.get("params", []):
+        items = stage.get("foreach", [None])
+        keys = [k.replace("${item}", str(i)) for i in items for k in body.get("params", [])]
+        for key in keys:
             node = params
             for part in key.split("."):
                 assert part in node, f"stage {name} names param '{key}', which params.yaml lacks"

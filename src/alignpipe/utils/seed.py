@@ -26,3 +26,11 @@ def derive_seed(seed: int, *names: str | int) -> int:
 
     h = hashlib.sha256(("/".join(map(str, (seed, *names)))).encode()).digest()
     return int.from_bytes(h[:4], "little")
+
+
+def set_threads(threads: int | None) -> None:
+    """Pin torch's intra-op CPU threads (results can differ in the last digits with the thread count)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -54,7 +54,8 @@ def test_sft_rows_cover_the_train_pool(world):
     assert row["completion"] == [{"role": "assistant", "content": world.answers[row["id"]]}]
 
 
-def test_corpus_has_facts_and_train_dialogues_but_no_eval(world):
+def test_corpus_has_facts_and_train_dialogues_but_no_eval():
+    world = build_world(1234, WorldSection(corpus_instruction_copies=1))
     corpus = world.corpus
     kb = world.kb
     e = kb.entities[0]

@@ -1,0 +1,126 @@
+"""Plumbing shared by every Trainer the pipeline runs (pretraining, SFT, later DPO/reward models).
+
+- :func:`pipeline_args`: the TrainingArguments keys the pipeline owns (paths, seed, device, reporting); params
+  may not override them (``config._PIPELINE_OWNED``) because caching and resuming depend on them.
+- :func:`last_checkpoint`: the newest *complete* ``checkpoint-N`` in a directory, so an interrupted run resumes.
+- :func:`loss_log` / :func:`loss_csv`: the (step, loss) curve from ``trainer.state.log_history``, free of
+  wall-clock fields, and its ``log.csv`` text.
+- :class:`LogLastStep`: log at the final step too, so the curve ends where training ended.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Trainer writes trainer_state.json last when saving a checkpoint (transformers 5 Trainer._save_checkpoint),
+# so its presence marks a checkpoint that was not cut short by a kill.
+_COMPLETE_MARKER = "trainer_state.json"
+
+
+def pipeline_args(output_dir: str | Path, seed: int) -> dict[str, Any]:
+    """TrainingArguments kwargs every pipeline trainer sets: no reporting, seeded, resumable, fp32 on CPU.
+
+    Without a GPU it runs on CPU (``use_cpu``) in fp32: TRL configs default to bf16, which is slow or unsupported
+    on CPU. With a GPU, bf16/fp16 are left to the trainer section (TRL's default is bf16). ``data_seed`` equals
+    ``seed`` so the data order is part of the one seed.
+    """
+    import torch
+
+    on_cpu = not torch.cuda.is_available()
+    precision = {"bf16": False, "fp16": False} if on_cpu else {}
+    return {
+        "output_dir": str(output_dir),
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": on_cpu,
+        **precision,
+        "report_to": "none",
+        "save_strategy": "steps",
+        # Only the newest checkpoints matter for resuming; keep two in case the newest is being rotated.
+        "save_total_limit": 2,
+        "logging_strategy": "steps",
+        "dataloader_num_workers": 0,
+        # pin_memory only helps host-to-GPU copies and warns on CPU.
+        "dataloader_pin_memory": not on_cpu,
+    }
+
+
+def merge_args(defaults: dict[str, Any], overrides: dict[str, Any], owned: dict[str, Any]) -> dict[str, Any]:
+    """defaults <- params overrides <- pipeline-owned keys (the config validator already rejects owned keys)."""
+    return {**defaults, **overrides, **owned}
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """Return the newest complete ``checkpoint-N`` directory under ``output_dir``, or None.
+
+    Incomplete checkpoints (no ``trainer_state.json``: the process died while saving) are deleted, so that
+    Trainer's own checkpoint rotation never counts them and a resume never loads half-written weights.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found: list[tuple[int, Path]] = []
+    for child in output_dir.iterdir():
+        match = _CHECKPOINT.match(child.name)
+        if not match or not child.is_dir():
+            continue
+        if (child / _COMPLETE_MARKER).is_file():
+            found.append((int(match.group(1)), child))
+        else:
+            logger.warning("removing incomplete checkpoint %s (no %s)", child, _COMPLETE_MARKER)
+            shutil.rmtree(child, ignore_errors=True)
+    if not found:
+        return None
+    return str(max(found)[1])
+
+
+def loss_log(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The training-loss curve as ``[{"step", "loss", ...}]``; keeps only deterministic numeric fields.
+
+    ``log_history`` survives resuming (it is stored in each checkpoint), so the curve covers the whole run.
+    Runtime/throughput entries are dropped: outputs must not depend on wall-clock time.
+    """
+    keep = ("loss", "grad_norm", "learning_rate", "mean_token_accuracy", "entropy")
+    rows = []
+    for entry in log_history:
+        if "loss" not in entry:
+            continue
+        row = {"step": int(entry["step"])}
+        row.update({k: float(entry[k]) for k in keep if k in entry})
+        rows.append(row)
+    return rows
+
+
+class LogLastStep(TrainerCallback):
+    """Log at the final step too, so the loss curve (and the reported final loss) reaches the end of training."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and args.logging_strategy == "steps":
+            control.should_log = True
+        return control
+
+
+def loss_csv(log: list[dict[str, float]]) -> str:
+    """``step,loss`` CSV text of a :func:`loss_log` curve (the ``log.csv`` DVC plots read)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["step", "loss"])
+    for row in log:
+        writer.writerow([row["step"], f"{row['loss']:.6f}"])
+    return buf.getvalue()
+
+
+def count_parameters(model: Any) -> int:
+    """Number of distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())

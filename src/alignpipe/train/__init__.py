@@ -1,0 +1,1 @@
+"""Training stages built on TRL trainers: ``alignpipe.train.sft`` (supervised fine-tuning)."""
