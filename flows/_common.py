@@ -18,18 +18,9 @@ from typing import Any
 
 _PROCESS_START = time.time()
 
-# Quiet, offline defaults for libraries the stages import (the project's settings; the env can override).
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-}.items():
-    os.environ.setdefault(_key, _value)
+from alignpipe.utils.env import apply_offline_env  # noqa: E402
+
+apply_offline_env()  # before Prefect, transformers and datasets read their settings
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402

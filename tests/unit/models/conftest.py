@@ -54,17 +54,6 @@ def write_world(directory: Path, docs: list[str]) -> Path:
     return directory
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, spin-waiting OpenMP threads make tiny ops much slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
     return make_corpus()

@@ -86,17 +86,6 @@ def helpers():
                            make_params=make_params)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, spin-waiting OpenMP threads make tiny ops ~40x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def store(sft_dir, tmp_path_factory):
     """A pair file and its stored reference log-probs (computed once for the session): (prefs_dir, reflogps_dir)."""
