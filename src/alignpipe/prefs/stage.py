@@ -42,13 +42,20 @@ def stage_config(params: Params, world_dir: str | Path, sft_dir: str | Path) -> 
 
 
 def load_prompts(params: Params, world_dir: str | Path) -> list[dict[str, Any]]:
-    """The train-pool records at the configured levels (first ``max_prompts`` in file order)."""
+    """The train-pool records at the configured levels; a seeded subset of ``max_prompts`` of them, in file order.
+
+    A random subset rather than the first N: the pool is ordered by category, so a prefix would miss some.
+    """
+    import random
+
     from alignpipe.world import load_instructions
 
     cfg = params.preferences
     records = [r for r in load_instructions(Path(world_dir) / "train.jsonl") if r["level"] in cfg.levels]
-    if cfg.max_prompts is not None:
-        records = records[: cfg.max_prompts]
+    if cfg.max_prompts is not None and cfg.max_prompts < len(records):
+        keep = set(random.Random(derive_seed(params.seed, "preferences", "subset")).sample(range(len(records)),
+                                                                                           cfg.max_prompts))
+        records = [r for i, r in enumerate(records) if i in keep]
     if not records:
         raise ValueError(f"{world_dir}/train.jsonl has no prompts at levels {cfg.levels}")
     return records
