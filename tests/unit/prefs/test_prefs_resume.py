@@ -1,0 +1,46 @@
+"""Preference sampling resumes from its chunk cache: work done before a kill is not redone."""
+
+import alignpipe.models as models
+from alignpipe.config import validate_params
+from alignpipe.prefs import stage
+
+
+def _records(n):
+    return [{"id": f"r{i}", "instruction": f"Describe X{i}.", "level": 1} for i in range(n)]
+
+
+def test_sampling_resumes_from_cached_chunks(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_sample(model, tok, prompts, max_new_tokens, batch_size, **kw):
+        calls.append((len(prompts), kw["seed"]))
+        return [[f"{p[0]['content']} s{k}" for k in range(kw["num_return_sequences"])] for p in prompts]
+
+    monkeypatch.setattr(models, "sample", fake_sample)
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: ("model", "tok"))
+    params = validate_params({"preferences": {"num_samples": 2}})
+    records = _records(stage.CHUNK * 2 + 5)  # 3 chunks
+
+    first = stage.sample_candidates(params, records, tmp_path / "sft", tmp_path / "cache")
+    assert len(calls) == 3 and len(first) == len(records)
+
+    # A kill after chunk 1: chunk 2's cache file is gone; the rerun samples only that chunk, same result.
+    (tmp_path / "cache" / "chunk-00002.json").unlink()
+    calls.clear()
+    again = stage.sample_candidates(params, records, tmp_path / "sft", tmp_path / "cache")
+    assert calls == [(5, calls[0][1])] and again == first
+
+    # Nothing left to do: zero model calls.
+    calls.clear()
+    assert stage.sample_candidates(params, records, tmp_path / "sft", tmp_path / "cache") == first and not calls
+
+
+def test_subset_is_seeded_and_spans_the_pool(tmp_path, monkeypatch):
+    import alignpipe.world as world
+
+    pool = [{"id": f"c{i // 60}-{i}", "level": i % 6, "instruction": "q"} for i in range(360)]
+    monkeypatch.setattr(world, "load_instructions", lambda path: pool)
+    params = validate_params({"preferences": {"max_prompts": 30, "levels": [0, 1, 2, 3, 4, 5]}})
+    a = stage.load_prompts(params, tmp_path)
+    assert len(a) == 30 and a == stage.load_prompts(params, tmp_path)
+    assert len({r["id"].split("-")[0] for r in a}) >= 4  # not a prefix of the first category
