@@ -19,7 +19,7 @@ does (fused LM head, ``fused_lm_head=True``) but keeping every token.
 
 Outputs (``out_dir``): ``ref_logps.safetensors`` (ragged sequences flattened, with ``<part>_offsets`` of length
 n_pairs + 1; parts ``prompt``, ``chosen``, ``rejected``: ``<part>_ids`` int64, ``chosen_logps``/``rejected_logps``
-float32 per response token, ``chosen_sum``/``rejected_sum`` float32 as TRL sums them; metadata: ``ids`` and
+float32 per response token, ``chosen_sum``/``rejected_sum`` float32 as TRL sums them; metadata (one key, ``alignpipe``, a JSON object): ``ids`` and
 ``config`` as JSON), ``config.json`` (model path + weights sha256, max_length, truncation, pairs sha256) and
 ``metrics.json``.
 """
@@ -107,14 +107,15 @@ def load_ref_logps(directory: str | Path) -> RefLogps:
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     tensors = load_file(str(path))
-    ids = json.loads(meta.get("ids", "[]"))
+    stored = json.loads(meta.get("alignpipe", "{}"))
+    ids = stored.get("ids", [])
     for part in PARTS:
         off = tensors[f"{part}_offsets"]
         if len(off) != len(ids) + 1 or int(off[-1]) != len(tensors[f"{part}_ids"]):
             raise DataError(f"{path}: {part} offsets do not match {len(ids)} pairs (file is corrupt)")
         if part != "prompt" and tensors[f"{part}_logps"].shape != tensors[f"{part}_ids"].shape:
             raise DataError(f"{path}: {part} log-probs and token ids differ in length (file is corrupt)")
-    return RefLogps(path=path, ids=ids, tensors=tensors, config=json.loads(meta.get("config", "{}")))
+    return RefLogps(path=path, ids=ids, tensors=tensors, config=stored.get("config", {}))
 
 
 class PerTokenRefTrainer(DPOTrainer):
@@ -235,7 +236,9 @@ def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict,
         if part != "prompt":
             tensors[f"{part}_logps"] = torch.cat([r[f"{part}_logps"] for r in records]).to(torch.float32)
             tensors[f"{part}_sum"] = torch.tensor([r[f"{part}_sum"] for r in records], dtype=torch.float32)
-    meta = {"ids": json.dumps(ids), "config": json.dumps(config, sort_keys=True)}
+    # ONE metadata key: safetensors keeps metadata in a hash map whose key order varies from process to process,
+    # so several keys would make the file's bytes (and DVC's hash) differ between identical runs.
+    meta = {"alignpipe": json.dumps({"config": config, "ids": ids}, sort_keys=True)}
     with atomic_dir(out_dir) as tmp:
         save_file(tensors, str(tmp / STORE), metadata=meta)
         os.chmod(tmp / STORE, 0o644)  # safetensors creates it owner-only; the other outputs are world-readable

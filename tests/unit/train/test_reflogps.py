@@ -85,3 +85,12 @@ def test_stale_store_fails_early(store, sft_dir, helpers):
     prefs, ref_dir = store
     with pytest.raises(DataError, match="stale reference log-probs.*max_length 64 != align.max_length 48"):
         align.prepare(helpers.make_params(max_length=48), prefs, ref_dir, sft_dir)
+
+
+def test_store_has_one_metadata_key_so_bytes_do_not_vary(store):
+    """safetensors keeps metadata in a hash map (key order varies by process): one key keeps the bytes stable."""
+    from safetensors import safe_open
+
+    _, reflogps_dir = store
+    with safe_open(str(reflogps_dir / "ref_logps.safetensors"), framework="pt") as fh:
+        assert list(fh.metadata()) == ["alignpipe"]
