@@ -54,7 +54,8 @@ def tiny_repo(tmp_path_factory):
 def _declared(dvc_yaml: dict) -> tuple[list[str], list[str]]:
     outs, metrics = [], []
     for name, stage in dvc_yaml["stages"].items():
-        items = stage["foreach"].items() if "foreach" in stage else [(None, None)]
+        each = stage.get("foreach", [None])
+        items = each.items() if isinstance(each, dict) else [(i, i) for i in each]
         body = stage.get("do", stage)
         for key, item in items:
             def sub(s):
