@@ -38,8 +38,9 @@ from trl import SFTConfig, SFTTrainer
 
 from alignpipe.config import Params
 from alignpipe.models.load import load_model
-from alignpipe.models.training import LogLastStep, last_checkpoint, loss_csv, loss_log, merge_args, pipeline_args
-from alignpipe.utils.io import DataError, atomic_dir, dumps, read_jsonl, sha256_file, work_dir
+from alignpipe.models.stage import save  # same HF-directory layout as the base stage
+from alignpipe.models.training import LogLastStep, last_checkpoint, loss_log, merge_args, pipeline_args
+from alignpipe.utils.io import DataError, dumps, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -190,19 +191,6 @@ def stage_config(params: Params, data_files: list[str]) -> dict[str, Any]:
         "trainer_resolved": {**DEFAULT_SFT, **params.sft.trainer},
         "data_files": data_files,
     }
-
-
-def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir, metrics, config) -> Path:
-    """Write ``out_dir/{model/, metrics.json, log.csv, config.json}`` atomically (safetensors weights)."""
-    metrics = dict(metrics)
-    log = metrics.pop("log", [])
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
-        (tmp / "log.csv").write_text(loss_csv(log), encoding="utf-8")
-        (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
-    return Path(out_dir)
 
 
 def run(
