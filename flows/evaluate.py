@@ -3,6 +3,8 @@
     python -m flows.evaluate --name sft --model-dir data/sft/model     # what `dvc repro evaluate@sft` runs
 
 Outputs in data/evaluate/<name>/: generations.jsonl, metrics.json, levels.csv, config.json.
+With `evaluate.benchmark: followbench` in params.yaml the same files come from the official FollowBench data
+(rules + LLM judge; alignpipe.evaluate.followbench) instead of the world's pool.
 """
 
 from pathlib import Path
@@ -37,11 +39,30 @@ def summarize_and_write(name: str, model_dir: str, world_dir: str, generations: 
     return metrics
 
 
+@stage_task
+def followbench_load(params) -> tuple[list[dict], list[dict]]:
+    from alignpipe.evaluate.followbench import stage as fb
+
+    return fb.load(params)
+
+
+@stage_task
+def followbench_score_and_write(name: str, model_dir: str, records: list[dict], todo: list[dict],
+                                responses: list[str], params) -> dict:
+    from alignpipe.evaluate.followbench import stage as fb
+
+    return fb.score_and_write(params, name, model_dir, records, todo, responses, Path("data/evaluate") / name)
+
+
 @stage_flow("evaluate")
 def evaluate_flow(name: str, model_dir: str, params: str = "params.yaml", world_dir: str = "data/world") -> dict:
-    """Evaluate one model on the world's evaluation pool."""
+    """Evaluate one model on the world's evaluation pool (or on the official FollowBench data)."""
     cfg = load_stage_params(params)
     seed_everything(cfg.seed)
+    if cfg.evaluate.benchmark == "followbench":
+        records, todo = followbench_load(cfg)
+        responses = generate(model_dir, todo, cfg)
+        return followbench_score_and_write(name, model_dir, records, todo, responses, cfg)
     records = load_pool(world_dir, cfg.evaluate.levels)
     responses = generate(model_dir, records, cfg)
     generations = score(records, responses, world_dir)

@@ -276,6 +276,59 @@ class AlignSection(Strict):
         return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
 
 
+class FollowBenchJudgeSection(Strict):
+    """The judge of FollowBench's non-rule groups (the official script uses GPT-4 at temperature 0)."""
+
+    backend: Literal["model", "none"] = Field(
+        "model", description="'model': a local transformers model, greedy (temperature 0); 'none': no judge, the "
+        "judged groups are reported as unjudged and only the rule-scored part is scored."
+    )
+    model: str | None = Field(
+        None, description="Judge model (hub id or local dir) for backend 'model'; null = the evaluated model itself."
+    )
+    max_new_tokens: int = Field(1024, ge=1, le=8192, description="Judge output budget (official: 1024).")
+    batch_size: int = Field(8, ge=1, description="Judge prompts per generation batch.")
+    retries: int = Field(1, ge=0, le=5, description="Extra requests for an unparseable judge output before it is "
+                         "counted as unparseable (reported apart, never scored).")
+    prompt: str | None = Field(
+        None, description="Judge prompt template file (YAML); null = the packaged official prompt, judge_v1.yaml."
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"judge prompt template file {v} not found")
+        return v
+
+
+class FollowBenchSection(Strict):
+    """FollowBench on its official data (``evaluate.benchmark: followbench``)."""
+
+    source: str = Field(
+        "YuxinJiang/FollowBench", description="A local dir with the six *_constraints.json files, or a hub dataset id "
+        "(its data_en/ files)."
+    )
+    revision: str | None = Field(None, description="Hub dataset revision (ignored for a local dir).")
+    categories: list[Literal[CATEGORIES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CATEGORIES), description="Constraint categories to evaluate."
+    )
+    max_groups_per_category: int | None = Field(
+        None, ge=1, description="Seeded subset of groups per category (null: all 820 scored instructions)."
+    )
+    rules: Literal["compat", "fixed"] = Field(
+        "compat", description="'compat': the official rule verdicts, quirks included; 'fixed': four quirks corrected."
+    )
+    judge: FollowBenchJudgeSection = Field(default_factory=FollowBenchJudgeSection)
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must name distinct categories among {list(CATEGORIES)}")
+        return v
+
+
 class EvaluateSection(Strict):
     """The ``evaluate`` stage: greedy generation over the evaluation pool, verifiers, judge, metrics."""
 
@@ -284,6 +337,10 @@ class EvaluateSection(Strict):
     levels: list[int] = Field(default_factory=lambda: list(LEVELS), description="FollowBench levels scored (1-5).")
     bootstrap_samples: int = Field(1000, ge=0, description="Bootstrap resamples of groups for the 95% intervals.")
     confidence: float = Field(0.95, gt=0, lt=1)
+    benchmark: Literal["world", "followbench"] = Field(
+        "world", description="'world': the built-in world's pool; 'followbench': the official FollowBench data."
+    )
+    followbench: FollowBenchSection = Field(default_factory=FollowBenchSection)
 
     @field_validator("levels")
     @classmethod

@@ -86,3 +86,23 @@ def test_bad_yaml_names_the_line(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_followbench_section_validation(tmp_path):
+    from alignpipe.config import validate_params
+
+    fb = validate_params({"evaluate": {"benchmark": "followbench"}}).evaluate.followbench
+    assert (fb.rules, fb.judge.backend, fb.judge.retries, fb.source) == ("compat", "model", 1, "YuxinJiang/FollowBench")
+    for raw, expected in [
+        ({"benchmark": "lmsys"}, "evaluate.benchmark = 'lmsys'"),
+        ({"followbench": {"rules": "loose"}}, "evaluate.followbench.rules = 'loose'"),
+        ({"followbench": {"judge": {"backend": "gpt4"}}}, "evaluate.followbench.judge.backend = 'gpt4'"),
+        ({"followbench": {"judge": {"retries": 7}}}, "evaluate.followbench.judge.retries = 7"),
+        ({"followbench": {"max_groups_per_category": 0}}, "evaluate.followbench.max_groups_per_category = 0"),
+        ({"followbench": {"categories": ["style", "style"]}}, "evaluate.followbench.categories"),
+        ({"followbench": {"judge": {"prompt": str(tmp_path / "nope.yaml")}}}, "nope.yaml not found"),
+        ({"followbench": {"judje": {}}}, "unknown key 'evaluate.followbench.judje' (did you mean 'judge'?)"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            validate_params({"evaluate": raw})
+        assert expected in str(err.value), str(err.value)

@@ -188,6 +188,9 @@ def run(
 ) -> dict[str, Any]:
     """Evaluate one model on the world's evaluation pool; return the metrics written to ``metrics.json``.
 
+    With ``evaluate.benchmark: followbench`` the official FollowBench data replaces the world's pool
+    (:mod:`alignpipe.evaluate.followbench.stage`; ``world_dir`` is then unused).
+
     Args:
         params: the validated params (uses ``seed``, ``model`` and ``evaluate``).
         name: the evaluated variant (``base``, ``sft``, ...); names the output directory.
@@ -197,6 +200,10 @@ def run(
     """
     from alignpipe.world import load_kb
 
+    if params.evaluate.benchmark == "followbench":  # the official data instead of the world's pool
+        from alignpipe.evaluate.followbench.stage import run as run_followbench
+
+        return run_followbench(params, name, model_dir, out_dir)
     seed_everything(params.seed)
     cfg = params.evaluate
     out_dir = Path(out_dir) if out_dir is not None else Path("data/evaluate") / name

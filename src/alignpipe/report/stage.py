@@ -138,5 +138,10 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
             )
             (tmp / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
+        official = {label: m for label, m in metrics.items() if m.get("benchmark") == "followbench"}
+        if official:  # models evaluated on the official FollowBench data (evaluate.benchmark: followbench)
+            from alignpipe.evaluate.followbench.tables import write_report
+
+            write_report(tmp, official)
     log.info("report written to %s (%d models)", out_dir, len(metrics))
     return table.to_dict(orient="index")

@@ -1,0 +1,137 @@
+"""The evaluate stage on the official FollowBench data (``evaluate.benchmark: followbench``).
+
+Run (normally ``dvc repro evaluate@<name>`` with the benchmark switched in params.yaml; or directly)::
+
+    from alignpipe.config import load_params
+    from alignpipe.evaluate.followbench.stage import run
+    run(load_params("params.yaml"), "sft", "data/sft/model")
+
+Steps: load + validate the official data (``evaluate.followbench.source``: a local dir or the hub dataset), keep a
+seeded subset of groups if asked, generate greedily with the model's chat template (``evaluate.max_new_tokens``,
+``evaluate.batch_size``), score the rule groups by the official rules and the rest with the judge, summarize, and
+write to ``data/evaluate/<name>/`` the same files as the world benchmark: ``generations.jsonl`` (one row per
+scored instruction: response, method, verdicts, the judge's raw outputs), ``metrics.json``, ``levels.csv``,
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignpipe.config import FollowBenchJudgeSection, ModelSection, Params
+from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
+from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
+from alignpipe.evaluate.followbench.score import score, summarize
+from alignpipe.evaluate.stage import generate_responses, write
+from alignpipe.utils.io import sha256_file
+from alignpipe.utils.seed import derive_seed, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def load(params: Params) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(all records of the chosen groups, the records to answer)``: every level of the kept groups (for the
+    judge's evolution paths), and those at ``evaluate.levels`` (never level 0)."""
+    fb = params.evaluate.followbench
+    records = load_followbench(fb.source, fb.categories, fb.revision)
+    rng = np.random.default_rng(derive_seed(params.seed, "evaluate", "followbench", "groups"))
+    records = select_groups(records, fb.max_groups_per_category, rng)
+    todo = [r for r in records if r["level"] in params.evaluate.levels]
+    return records, todo
+
+
+def model_judge(name_or_path: str, model_section: ModelSection, cfg: FollowBenchJudgeSection) -> JudgeFn:
+    """A judge backed by a local transformers model: each prompt is one user turn, decoded greedily."""
+    from alignpipe.models import generate, load_model
+
+    model, tokenizer = load_model(str(name_or_path), model_section)
+
+    def judge(prompts: list[str]) -> list[str]:
+        chats = [[{"role": "user", "content": p}] for p in prompts]
+        return list(generate(model, tokenizer, chats, cfg.max_new_tokens, cfg.batch_size))
+
+    return judge
+
+
+def judge_description(cfg: FollowBenchJudgeSection, model_dir: str | Path) -> str:
+    if cfg.backend == "none":
+        return "none (judged groups left unscored)"
+    return f"local transformers model {cfg.model or model_dir} (greedy, max {cfg.max_new_tokens} new tokens)"
+
+
+def stage_config(params: Params, name: str, model_dir: str | Path) -> dict[str, Any]:
+    """The resolved configuration written to ``config.json`` (with the data files' sha256 when local)."""
+    fb = params.evaluate.followbench
+    source = Path(fb.source)
+    files = (
+        {c: sha256_file(source / file_name(c)) for c in fb.categories if (source / file_name(c)).is_file()}
+        if source.is_dir()
+        else None
+    )
+    template = Path(fb.judge.prompt) if fb.judge.prompt else DEFAULT_TEMPLATE
+    return {
+        "name": name,
+        "benchmark": "followbench",
+        "model_dir": str(model_dir),
+        "data": {"source": fb.source, "revision": fb.revision, "sha256": files},
+        "seed": params.seed,
+        "model": params.model.model_dump(),
+        "evaluate": params.evaluate.model_dump(),
+        "judge": judge_description(fb.judge, model_dir),
+        "judge_prompt": {
+            "file": template.name,
+            "version": load_template(template)["version"],
+            "sha256": hashlib.sha256(template.read_bytes()).hexdigest(),
+        },
+        "verifier": f"alignpipe.evaluate.followbench.rules (official rules, mode {fb.rules})",
+    }
+
+
+def run(params: Params, name: str, model_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate one model on the official FollowBench data; return the metrics written to ``metrics.json``."""
+    seed_everything(params.seed)
+    cfg, fb = params.evaluate, params.evaluate.followbench
+    out_dir = Path(out_dir) if out_dir is not None else Path("data/evaluate") / name
+    config = stage_config(params, name, model_dir)
+    log.info("evaluate %s on FollowBench: %s", name, json.dumps(config, sort_keys=True))
+
+    t0 = time.perf_counter()
+    records, todo = load(params)
+    responses = generate_responses(model_dir, todo, cfg, params.model)
+    log.info("generated %d responses in %.1fs", len(responses), time.perf_counter() - t0)
+    metrics = score_and_write(params, name, model_dir, records, todo, responses, out_dir, config)
+    log.info("evaluate %s on FollowBench done in %.1fs", name, time.perf_counter() - t0)
+    return metrics
+
+
+def score_and_write(
+    params: Params,
+    name: str,
+    model_dir: str | Path,
+    records: list[dict[str, Any]],
+    todo: list[dict[str, Any]],
+    responses: list[str],
+    out_dir: str | Path,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score the responses (rules, then the judge), summarize, write the outputs; return the metrics."""
+    cfg, fb = params.evaluate, params.evaluate.followbench
+    judge = None if fb.judge.backend == "none" else model_judge(fb.judge.model or model_dir, params.model, fb.judge)
+    template = load_template(fb.judge.prompt or DEFAULT_TEMPLATE)
+    rows = score(todo, responses, judge, template, fb.rules, fb.judge.retries, all_records=records)
+    metrics = summarize(
+        rows, cfg.levels, cfg.bootstrap_samples, cfg.confidence, derive_seed(params.seed, "evaluate", "bootstrap")
+    )
+    write(out_dir, rows, metrics, config if config is not None else stage_config(params, name, model_dir))
+    log.info(
+        "evaluate %s (FollowBench): HSR %.3f SSR %.3f CSL %.2f; rows by method %s; unparseable %d",
+        name, metrics["hsr_avg"], metrics["ssr_avg"], metrics["csl"], metrics["methods"], metrics["unparseable"]["n"],
+    )  # fmt: skip
+    return metrics
