@@ -47,6 +47,13 @@ def followbench_load(params) -> tuple[list[dict], list[dict]]:
 
 
 @stage_task
+def followbench_generate(model_dir: str, todo: list[dict], params) -> list[str]:
+    from alignpipe.evaluate.followbench import stage as fb
+
+    return fb.generate(params, model_dir, todo)
+
+
+@stage_task
 def followbench_score_and_write(name: str, model_dir: str, records: list[dict], todo: list[dict],
                                 responses: list[str], params) -> dict:
     from alignpipe.evaluate.followbench import stage as fb
@@ -61,7 +68,7 @@ def evaluate_flow(name: str, model_dir: str, params: str = "params.yaml", world_
     seed_everything(cfg.seed)
     if cfg.evaluate.benchmark == "followbench":
         records, todo = followbench_load(cfg)
-        responses = generate(model_dir, todo, cfg)
+        responses = followbench_generate(model_dir, todo, cfg)
         return followbench_score_and_write(name, model_dir, records, todo, responses, cfg)
     records = load_pool(world_dir, cfg.evaluate.levels)
     responses = generate(model_dir, records, cfg)

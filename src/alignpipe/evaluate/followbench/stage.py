@@ -8,7 +8,8 @@ Run (normally ``dvc repro evaluate@<name>`` with the benchmark switched in param
 
 Steps: load + validate the official data (``evaluate.followbench.source``: a local dir or the hub dataset), keep a
 seeded subset of groups if asked, generate greedily with the model's chat template (``evaluate.max_new_tokens``,
-``evaluate.batch_size``), score the rule groups by the official rules and the rest with the judge, summarize, and
+``evaluate.batch_size``; outputs stored by prompt under ``.cache/alignpipe/evaluate/<key>/``, keyed by the model's
+files and decoding settings, so an interrupted run resumes), score the rule groups by the official rules and the rest with the judge, summarize, and
 write to ``data/evaluate/<name>/`` the same files as the world benchmark: ``generations.jsonl`` (one row per
 scored instruction: response, method, verdicts, the judge's raw outputs), ``metrics.json``, ``levels.csv``,
 ``config.json``.
@@ -29,11 +30,13 @@ from alignpipe.config import FollowBenchJudgeSection, ModelSection, Params
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
 from alignpipe.evaluate.followbench.score import score, summarize
-from alignpipe.evaluate.stage import generate_responses, write
-from alignpipe.utils.io import sha256_file
+from alignpipe.evaluate.followbench.cache import cached_map
+from alignpipe.evaluate.stage import write
+from alignpipe.utils.io import sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
 log = logging.getLogger(__name__)
+CHUNK = 64  # prompts generated (or judged) between two appends to the resumable output store
 
 
 def load(params: Params) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -47,17 +50,52 @@ def load(params: Params) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return records, todo
 
 
-def model_judge(name_or_path: str, model_section: ModelSection, cfg: FollowBenchJudgeSection) -> JudgeFn:
-    """A judge backed by a local transformers model: each prompt is one user turn, decoded greedily."""
-    from alignpipe.models import generate, load_model
+def weights_digest(name_or_path: str | Path) -> str:
+    """sha256 over a local model directory's files (weights, config, tokenizer); a hub id stands for itself."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(name_or_path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        h.update(file.name.encode())
+        h.update(sha256_file(file).encode())
+    return h.hexdigest()
 
-    model, tokenizer = load_model(str(name_or_path), model_section)
 
-    def judge(prompts: list[str]) -> list[str]:
+def chat_model(name_or_path: str | Path, model_section: ModelSection, max_new_tokens: int, batch_size: int):
+    """``prompts -> greedy outputs`` of a local transformers model, each prompt one user turn in its chat template.
+
+    The model is loaded on the first call, so a run whose outputs are all cached never loads it.
+    """
+    loaded: list[Any] = []
+
+    def respond(prompts: list[str]) -> list[str]:
+        from alignpipe.models import generate, load_model
+
+        if not loaded:
+            loaded.extend(load_model(str(name_or_path), model_section))
         chats = [[{"role": "user", "content": p}] for p in prompts]
-        return list(generate(model, tokenizer, chats, cfg.max_new_tokens, cfg.batch_size))
+        return list(generate(loaded[0], loaded[1], chats, max_new_tokens, batch_size))
 
-    return judge
+    return respond
+
+
+def generate(params: Params, model_dir: str | Path, todo: list[dict[str, Any]]) -> list[str]:
+    """Greedy responses to each record's instruction (resumable: stored by prompt under the stage's work dir)."""
+    cfg = params.evaluate
+    key = {"followbench": "responses", "model": params.model.model_dump(), "weights": weights_digest(model_dir),
+           "max_new_tokens": cfg.max_new_tokens}
+    respond = chat_model(model_dir, params.model, cfg.max_new_tokens, cfg.batch_size)
+    return cached_map(respond, [r["instruction"] for r in todo], work_dir("evaluate", key) / "responses.jsonl", CHUNK)
+
+
+def model_judge(name_or_path: str | Path, model_section: ModelSection, cfg: FollowBenchJudgeSection) -> JudgeFn:
+    """A judge backed by a local transformers model, greedy (the official temperature 0), outputs stored by prompt."""
+    key = {"followbench": "judge", "model": model_section.model_dump(), "weights": weights_digest(name_or_path),
+           "max_new_tokens": cfg.max_new_tokens}
+    respond = chat_model(name_or_path, model_section, cfg.max_new_tokens, cfg.batch_size)
+    store = work_dir("evaluate", key) / "judge.jsonl"
+    return lambda prompts: cached_map(respond, prompts, store, CHUNK)
 
 
 def judge_description(cfg: FollowBenchJudgeSection, model_dir: str | Path) -> str:
@@ -104,7 +142,7 @@ def run(params: Params, name: str, model_dir: str | Path, out_dir: str | Path | 
 
     t0 = time.perf_counter()
     records, todo = load(params)
-    responses = generate_responses(model_dir, todo, cfg, params.model)
+    responses = generate(params, model_dir, todo)
     log.info("generated %d responses in %.1fs", len(responses), time.perf_counter() - t0)
     metrics = score_and_write(params, name, model_dir, records, todo, responses, out_dir, config)
     log.info("evaluate %s on FollowBench done in %.1fs", name, time.perf_counter() - t0)

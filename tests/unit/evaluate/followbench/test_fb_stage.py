@@ -36,11 +36,10 @@ def fake_models(monkeypatch, judge_fn):
         return f"model:{name_or_path}", "tokenizer"
 
     def generate(model, tokenizer, prompts, max_new_tokens, batch_size):
-        calls["generate"].append((model, len(prompts), max_new_tokens, batch_size))
         texts = [p[0]["content"] for p in prompts]
-        if all(t.startswith("Given an initial instruction") for t in texts):
-            return judge_fn(texts)
-        return [policy(t) for t in texts]
+        role = "judge" if all(t.startswith("Given an initial instruction") for t in texts) else "policy"
+        calls["generate"].append((role, model, len(prompts), max_new_tokens, batch_size))
+        return judge_fn(texts) if role == "judge" else [policy(t) for t in texts]
 
     models.load_model, models.generate = load_model, generate
     monkeypatch.setitem(sys.modules, "alignpipe.models", models)
@@ -64,9 +63,11 @@ def test_followbench_stage_and_report(fb_dir, fake_models, tmp_path):
 
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "generations.jsonl", "levels.csv", "metrics.json"]
     assert fake_models["load"] == ["data/sft/model", "data/sft/model"]  # policy, then the judge (itself)
-    policy_call, *judge_calls = fake_models["generate"]
-    assert policy_call == ("model:data/sft/model", 24 * 5, 9, 5)  # 4 groups x 6 categories x levels 1-5
-    assert all(c[2:] == (33, 3) for c in judge_calls) and len(judge_calls) == 2  # first pass, then the retries
+    policy_calls = [c for c in fake_models["generate"] if c[0] == "policy"]
+    judge_calls = [c for c in fake_models["generate"] if c[0] == "judge"]
+    # 4 groups x 6 categories x levels 1-5 = 120 prompts, generated in chunks of 64 (stored between chunks)
+    assert policy_calls == [("policy", "model:data/sft/model", 64, 9, 5), ("policy", "model:data/sft/model", 56, 9, 5)]
+    assert all(c[1:] == ("model:data/sft/model", c[2], 33, 3) for c in judge_calls)
 
     rows = read_jsonl(out / "generations.jsonl")
     assert len(rows) == 120 and metrics["n_groups"] == 24
@@ -94,8 +95,11 @@ def test_followbench_stage_and_report(fb_dir, fake_models, tmp_path):
     assert set(config["data"]["sha256"]) == set(metrics["per_category"])
 
     before = {p.name: p.read_bytes() for p in out.iterdir()}  # deterministic: same params, same bytes
+    n_calls = len(fake_models["generate"])
     stage.run(params, "fb", "data/sft/model", out_dir=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # ... and every response and judge output came from the stored outputs: no model loaded, nothing generated
+    assert len(fake_models["load"]) == 2 and len(fake_models["generate"]) == n_calls
 
     report = tmp_path / "report"
     report_run(params, eval_dir=tmp_path / "evaluate", out_dir=report)
