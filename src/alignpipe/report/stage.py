@@ -93,6 +93,8 @@ def readme(metrics_by_row: Mapping[str, Mapping[str, Any]], params: Params) -> s
     for label, metrics in metrics_by_row.items():
         used = metrics.get("_config", {})
         pool = f"`{used['world_dir']}/eval.jsonl`" if "world_dir" in used else "unknown"
+        if used.get("benchmark") == "followbench":  # see followbench_official.md
+            pool = f"official FollowBench data `{used['data']['source']}`"
         if used.get("eval_sha256"):
             pool += f" (sha256 {used['eval_sha256'][:12]})"
         lines.append(

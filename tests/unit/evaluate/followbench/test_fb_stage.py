@@ -110,6 +110,7 @@ def test_followbench_stage_and_report(fb_dir, fake_models, tmp_path):
     assert "## Rule-scored part (official rules)" in md and "## LLM-judged part (parsed judge outputs only)" in md
     assert f"| FB-model | {100 * metrics['hsr_l1']:.1f} |" in md
     assert (report / "followbench_radar.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"official FollowBench data `{fb_dir}`" in (report / "README.md").read_text()
 
 
 def test_followbench_stage_without_judge(fb_dir, fake_models, tmp_path):
