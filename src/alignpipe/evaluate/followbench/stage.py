@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from alignpipe.config import FollowBenchJudgeSection, ModelSection, Params
+from alignpipe.evaluate.followbench.cache import cached_map
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
 from alignpipe.evaluate.followbench.score import score, summarize
-from alignpipe.evaluate.followbench.cache import cached_map
 from alignpipe.evaluate.stage import write
 from alignpipe.utils.io import sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
@@ -70,12 +70,13 @@ def chat_model(name_or_path: str | Path, model_section: ModelSection, max_new_to
     loaded: list[Any] = []
 
     def respond(prompts: list[str]) -> list[str]:
-        from alignpipe.models import generate, load_model
+        from alignpipe.models import generate as greedy
+        from alignpipe.models import load_model
 
         if not loaded:
             loaded.extend(load_model(str(name_or_path), model_section))
         chats = [[{"role": "user", "content": p}] for p in prompts]
-        return list(generate(loaded[0], loaded[1], chats, max_new_tokens, batch_size))
+        return list(greedy(loaded[0], loaded[1], chats, max_new_tokens, batch_size))
 
     return respond
 
@@ -135,7 +136,6 @@ def stage_config(params: Params, name: str, model_dir: str | Path) -> dict[str, 
 def run(params: Params, name: str, model_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate one model on the official FollowBench data; return the metrics written to ``metrics.json``."""
     seed_everything(params.seed)
-    cfg, fb = params.evaluate, params.evaluate.followbench
     out_dir = Path(out_dir) if out_dir is not None else Path("data/evaluate") / name
     config = stage_config(params, name, model_dir)
     log.info("evaluate %s on FollowBench: %s", name, json.dumps(config, sort_keys=True))
