@@ -98,3 +98,17 @@ def test_select_groups_is_seeded_and_whole(fb_records):
     per_group = Counter(r["group_id"] for r in a)
     assert all(n == (5 if g.startswith("example") else 6) for g, n in per_group.items())
     assert select_groups(fb_records, None, np.random.default_rng(0)) == fb_records
+
+
+def test_hub_layout_through_datasets(fb_dir, tmp_path, monkeypatch):
+    """The hub path (``datasets.load_dataset`` on ``data_en/<file>``), run offline on a local copy of that layout."""
+    from alignpipe.evaluate.followbench import data
+
+    (tmp_path / "data_en").mkdir()
+    for cat in ("style", "example"):
+        (tmp_path / "data_en" / f"{cat}_constraints.json").symlink_to(fb_dir / f"{cat}_constraints.json")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    for cat in ("style", "example"):
+        rows, where = data._read_hub(str(tmp_path), cat, None)
+        assert where.endswith(f"data_en/{cat}_constraints.json")
+        assert validate(rows, cat, where) == load_followbench(fb_dir, [cat])
