@@ -8,11 +8,11 @@ Run (normally ``dvc repro evaluate@<name>`` with the benchmark switched in param
 
 Steps: load + validate the official data (``evaluate.followbench.source``: a local dir or the hub dataset), keep a
 seeded subset of groups if asked, generate greedily with the model's chat template (``evaluate.max_new_tokens``,
-``evaluate.batch_size``; outputs stored by prompt under ``.cache/alignpipe/evaluate/<key>/``, keyed by the model's
-files and decoding settings, so an interrupted run resumes), score the rule groups by the official rules and the rest with the judge, summarize, and
-write to ``data/evaluate/<name>/`` the same files as the world benchmark: ``generations.jsonl`` (one row per
-scored instruction: response, method, verdicts, the judge's raw outputs), ``metrics.json``, ``levels.csv``,
-``config.json``.
+``evaluate.batch_size``), score the rule groups by the official rules and the rest with the judge, summarize, and
+write to ``data/evaluate/<name>/`` the same files as the world benchmark: ``generations.jsonl`` (one row per scored
+instruction: response, method, verdicts, the judge's raw outputs), ``metrics.json``, ``levels.csv``,
+``config.json``. Responses and judge outputs are stored by prompt under ``.cache/alignpipe/evaluate/<key>/`` (the
+key covers the model's files and the decoding settings), so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
