@@ -59,7 +59,8 @@ def checkpoint_dir(params: Params, world_dir: str | Path) -> Path:
     key = stage_config(params)
     if params.model.name_or_path is None:
         key["corpus_sha256"] = sha256_file(corpus_path(world_dir))
-        key["dialogues_sha256"] = sha256_file(Path(world_dir) / "sft.jsonl")  # tokenizer (and chat copies)
+        if params.base.chat_copies:
+            key["dialogues_sha256"] = sha256_file(Path(world_dir) / "sft.jsonl")
     return work_dir("base", key)
 
 
@@ -88,25 +89,11 @@ def chat_documents(world_dir: str | Path, tokenizer: PreTrainedTokenizerBase, co
     return docs * copies
 
 
-def dialogue_texts(world_dir: str | Path) -> list[str]:
-    """The plain text of the world's train dialogues (``sft.jsonl``: prompt and completion contents)."""
-    rows = read_jsonl(Path(world_dir) / "sft.jsonl", required={"prompt": list, "completion": list})
-    return ["\n".join(str(m.get("content", "")) for m in r["prompt"] + r["completion"]) for r in rows]
-
-
 def train_tokenizer(params: Params, world_dir: str | Path = "data/world") -> PreTrainedTokenizerBase:
-    """Step 1 (built-in model): byte-level BPE on the corpus and the train dialogues' text (deterministic).
-
-    The model meets the dialogues in SFT (and in pretraining with ``base.chat_copies``), so the tokenizer learns
-    their words too: trained on ``corpus.txt`` alone (facts only) it spelled instruction words in bytes ("Lena" as
-    4 tokens), which doubled the dialogues' length and turned every copy-from-the-prompt constraint into a
-    multi-token induction task. Train dialogues only: the evaluation pool never reaches the tokenizer.
-    """
+    """Step 1 (built-in model): byte-level BPE on ``world_dir/corpus.txt`` (deterministic)."""
     docs = read_corpus(world_dir)
-    dialogues = dialogue_texts(world_dir)
-    tokenizer = tk.train_tokenizer(docs + dialogues, params.base.tokenizer)
-    logger.info("tokenizer: %d tokens from %d corpus documents and %d dialogues", len(tokenizer), len(docs),
-                len(dialogues))
+    tokenizer = tk.train_tokenizer(docs, params.base.tokenizer)
+    logger.info("tokenizer: %d tokens from %d corpus documents", len(tokenizer), len(docs))
     return tokenizer
 
 
