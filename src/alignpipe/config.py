@@ -316,6 +316,85 @@ class ReportSection(Strict):
         return self
 
 
+ROLE_NAMES = ("teacher", "referee", "generator", "editor", "judge")
+
+
+class RoleSection(Strict):
+    """One LLM role (teacher, referee, generator, editor or judge): its backend and generation settings."""
+
+    backend: Literal["oracle", "hf", "openai"] = Field(
+        "oracle", description="'oracle': the built-in world; 'hf': a local transformers model; 'openai': any "
+        "OpenAI-compatible endpoint (vLLM, TGI, transformers serve, hosted APIs)."
+    )
+    model: str | None = Field(None, description="hf: local dir or hub id; openai: the served model's name.")
+    base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(
+        None, description="openai: the NAME of the environment variable holding the key (never the key itself); "
+        "null for local servers without a key."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature (0 = greedy); null: the role's default (Lion's: teacher "
+        "0.7, referee 0.2, generator 1.0; editor 0.7, judge 0)."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=131_072, description="Generation budget per call; null: the role's default (generator 256, "
+        "judge 128, others 512)."
+    )
+    concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight at once.")
+    batch_size: int = Field(8, ge=1, le=4096, description="hf: prompts per generate() call.")
+    max_retries: int = Field(5, ge=0, le=100, description="Retries of a transient failure (connection, 429, 5xx).")
+    backoff_s: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each retry (with jitter).")
+    backoff_max_s: float = Field(60.0, ge=0, le=3600, description="Cap on one retry delay.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds before one request times out.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="hf: keep the last N prompt tokens (null: the model's context minus max_tokens)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="hf: weights dtype.")
+    trust_remote_code: bool = Field(False, description="hf: allow custom modelling code from the hub.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", v):
+            raise ValueError("must be the NAME of an environment variable (A-Z, 0-9, _), never the key itself")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "RoleSection":
+        if self.backend == "openai" and (not self.base_url or not self.model):
+            raise ValueError("backend 'openai' needs base_url and model")
+        if self.backend == "hf" and not self.model:
+            raise ValueError("backend 'hf' needs model (a local model directory or a hub id)")
+        extra = [k for k in ("model", "base_url", "api_key_env") if getattr(self, k) is not None]
+        if self.backend == "oracle" and extra:
+            raise ValueError(f"backend 'oracle' takes no {extra} (choose backend 'hf' or 'openai' to use a model)")
+        if self.backend == "hf" and (self.base_url or self.api_key_env):
+            raise ValueError("backend 'hf' takes no base_url / api_key_env (those are for 'openai')")
+        return self
+
+
+class RolesSection(Strict):
+    """The LLM roles of the papers, each on its own backend (see ``alignpipe.llm``)."""
+
+    teacher: RoleSection = Field(default_factory=RoleSection)
+    referee: RoleSection = Field(default_factory=RoleSection)
+    generator: RoleSection = Field(default_factory=RoleSection)
+    editor: RoleSection = Field(default_factory=RoleSection)
+    judge: RoleSection = Field(default_factory=RoleSection)
+    cache_dir: str | None = Field(
+        None, description="Disk cache of remote calls (null: $ALIGNPIPE_WORK_DIR/llm, else .cache/alignpipe/llm)."
+    )
+
+
 class Params(Strict):
     """The whole params.yaml."""
 
@@ -332,6 +411,7 @@ class Params(Strict):
     align: AlignSection = Field(default_factory=AlignSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    roles: RolesSection = Field(default_factory=RolesSection)
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -351,7 +431,8 @@ def _format_error(source: str, err: ValidationError) -> str:
             ctx = e["ctx"]
             lines.append(f"{source}: {key}.{ctx['subkey']} = {ctx['value']!r}: {ctx['allowed']}")
         else:
-            value = e.get("input")
+            # A key pasted where its variable's NAME belongs must not reach a log.
+            value = "<redacted>" if key.endswith("api_key_env") else e.get("input")
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {key} = {value!r}: {msg}")
     return "\n".join(lines)
