@@ -166,6 +166,17 @@ class SFTSection(Strict):
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
+    data: list[Literal["seed", "webr"]] = Field(
+        default_factory=lambda: ["seed"], description="Training data, concatenated in order: 'seed' = the world's "
+        "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl)."
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must name each data source at most once, and at least one")
+        return v
 
     @field_validator("trainer")
     @classmethod
@@ -395,6 +406,47 @@ class RolesSection(Strict):
     )
 
 
+class WebRSection(Strict):
+    """WebR (Web Reconstruction): instruction data from raw web pages (YJiangcm/WebR)."""
+
+    enabled: bool = Field(True, description="Run WebR in the synthesize stage.")
+    input: str | None = Field(
+        None, description="A JSON list or JSONL file of {\"webpage\": text} records; null: the world's pages.jsonl."
+    )
+    max_pages: int | None = Field(None, ge=1, description="A seeded subset of this many pages (null: all).")
+    section_prob: float = Field(
+        0.5, ge=0, le=1, description="Probability of keeping a random prefix of the page's sections (else all)."
+    )
+    len_limits: list[int] = Field(default_factory=lambda: [50, 100, 150, 200],
+                                  description="Word limits a request is drawn from.")
+    temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of every WebR call (WebR: 1.0).")
+    persona_max_tokens: int = Field(64, ge=1, description="Generation budget of the author persona (<= 30 words).")
+    request_max_tokens: int = Field(320, ge=1, description="Generation budget of a request (<= 200 words).")
+    response_max_tokens: int = Field(1024, ge=1, description="Generation budget of a response / refinement.")
+    part: bool = Field(True, description="Ablation switch: false turns the 'part' variants into 'all'.")
+    refine: bool = Field(True, description="Ablation switch: false keeps the WR rollout unrefined.")
+    dedup: bool = Field(True, description="Ablation switch: false skips the MinHash-LSH dedup of requests.")
+    dedup_threshold: float = Field(0.7, gt=0, lt=1, description="MinHash-LSH Jaccard threshold (WebR: 0.7).")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (WebR: 128).")
+    max_rows: int | None = Field(
+        None, ge=3, description="Cap on output rows, 2/3 Web-as-Instruction and 1/3 Web-as-Response (WebR's "
+        "save_num); null: keep all."
+    )
+
+    @field_validator("len_limits")
+    @classmethod
+    def _limits(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 5 for x in v):
+            raise ValueError("must be a non-empty list of word limits >= 5")
+        return v
+
+
+class SynthesizeSection(Strict):
+    """The ``synthesize`` stage: data synthesis over the LLM roles (WebR; Lion joins here)."""
+
+    webr: WebRSection = Field(default_factory=WebRSection)
+
+
 class Params(Strict):
     """The whole params.yaml."""
 
@@ -412,6 +464,7 @@ class Params(Strict):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
     roles: RolesSection = Field(default_factory=RolesSection)
+    synthesize: SynthesizeSection = Field(default_factory=SynthesizeSection)
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -443,9 +496,12 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    if "webr" in params.sft.data and not params.synthesize.webr.enabled:
+        raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

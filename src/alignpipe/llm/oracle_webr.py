@@ -54,8 +54,12 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4 and w not in _STOP}
 
 
+PERSONAS = ("A writer who publishes web pages about {s}.", "A local guide who likes to share facts about {s}.",
+            "A student collecting notes on {s} for a class.", "A blogger who writes short posts about {s}.")
+
+
 def persona(f: dict[str, Any], rng: random.Random) -> str:
-    return f"A writer who publishes web pages about {subject(f['web'])}."
+    return rng.choice(PERSONAS).format(s=subject(f["web"]))
 
 
 def _voice(author: str) -> str:
@@ -66,6 +70,8 @@ def _voice(author: str) -> str:
 def _focus(web: str, rng: random.Random) -> str | None:
     """The first words of a seeded section that has prose (the 'specific part')."""
     sections = [s for s in web.split("\n\n") if sentences(s)]
+    if len(sections) > 2:
+        sections = sections[:-1]  # the last block is most often a footer
     if not sections:
         return None
     first = rng.choice(sections).strip().splitlines()[0].lstrip("#").strip()
@@ -80,14 +86,30 @@ def _fit(options: list[str], limit: int) -> str:
     return " ".join(options[-1].split()[:limit])
 
 
+def _scope(web: str, focus: str | None) -> str:
+    """The section that begins with ``focus`` (the 'part'), else the whole text."""
+    if focus:
+        parts = [s for s in web.split("\n\n") if s.strip().lstrip("#").strip().startswith(focus)]
+        if parts:
+            return parts[0]
+    return web
+
+
 def wi_request(f: dict[str, Any], rng: random.Random, part: bool) -> str:
-    n = rng.choice((2, 3, 4))
-    task = rng.choice((
-        f"need the main points of the text above as a bulleted list of exactly {n} points, one sentence each.",
-        f"need the text above restated in exactly {n} plain sentences that keep its facts.",
-        f"need the text above turned into {n} questions with answers, as lines starting with 'Q:' and 'A:'.",
-    ))
     focus = _focus(f["web"], rng) if part else None
+    available = len(sentences(_scope(f["web"], focus)))
+    n = rng.choice([k for k in (2, 3, 4) if k <= available] or [max(available, 1)])
+    task = rng.choice(rng.choice((
+        (f"need the main points of the text above as a bulleted list of exactly {n} points, one sentence each.",
+         f"would like a bulleted list with exactly {n} short points taken from this text.",
+         f"want exactly {n} bulleted facts drawn from the page, one per line."),
+        (f"need the text above restated in exactly {n} plain sentences that keep its facts.",
+         f"would like this page retold in exactly {n} simple sentences for my readers.",
+         f"want a plain summary of exactly {n} sentences that keeps every fact it uses."),
+        (f"need the text above turned into {n} questions with answers, as lines starting with 'Q:' and 'A:'.",
+         f"would like {n} quiz questions with answers from this page, on lines starting with 'Q:' and 'A:'.",
+         f"want a study sheet of {n} questions and answers, with lines starting with 'Q:' and 'A:'."),
+    )))
     where = f' Use only the part that begins with "{focus}".' if focus else ""
     return _fit([f"{_voice(f['author'])} {task}{where}", f"I {task}{where}"], int(f["len_limit"]))
 
@@ -95,16 +117,13 @@ def wi_request(f: dict[str, Any], rng: random.Random, part: bool) -> str:
 def wi_response(f: dict[str, Any], rng: random.Random) -> str:
     web, request = f["web"], f["request"]
     m = re.search(r'begins with "(.+?)"', request)
-    scope = web
-    if m:
-        parts = [s for s in web.split("\n\n") if s.strip().lstrip("#").strip().startswith(m.group(1))]
-        scope = parts[0] if parts else web
-    n_match = re.search(r"exactly (\d+)|(\d+) questions", request)
+    scope = _scope(web, m.group(1) if m else None)
+    n_match = re.search(r"exactly (\d+)|(\d+) (?:quiz )?questions", request)
     n = int(next(g for g in n_match.groups() if g)) if n_match else 3
     sents = sentences(scope)[:n]
     if not sents:
         return REFUSAL
-    if "bulleted" in request:
+    if "bullet" in request:
         return "\n".join(f"- {s}" for s in sents)
     if "'Q:'" in request:
         topic = subject(web)
@@ -114,10 +133,15 @@ def wi_response(f: dict[str, Any], rng: random.Random) -> str:
 
 def wr_request(f: dict[str, Any], rng: random.Random, part: bool) -> str:
     topic = subject(f["web"])
-    focus = _focus(f["web"], rng) if part else None
-    ask = (f"What can you tell me about {topic}, in particular {focus}?" if focus
-           else f"What can you tell me about {topic}? Please give a short overview in a few sentences.")
-    return _fit([ask], int(f["len_limit"]))
+    if part:
+        scope = _scope(f["web"], _focus(f["web"], rng))
+        seen = _words(topic)
+        keys = [w for w in re.findall(r"[a-z]+", scope.lower()) if w in _words(w) and not (w in seen or seen.add(w))]
+        if keys:
+            listed = ", ".join(keys[:3]) if len(keys[:3]) < 3 else f"{keys[0]}, {keys[1]} and {keys[2]}"
+            return _fit([f"What can you tell me about {topic}, especially about {listed}?"], int(f["len_limit"]))
+    return _fit([f"What can you tell me about {topic}? Please give a short overview in a few sentences."],
+                int(f["len_limit"]))
 
 
 def wr_rollout(f: dict[str, Any], rng: random.Random, kb: KB | None) -> str:
