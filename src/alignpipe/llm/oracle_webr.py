@@ -22,6 +22,7 @@ from typing import Any
 from alignpipe.world.kb import KB
 
 REFUSAL = "I'm sorry, but the text does not contain enough information for that."
+NO_DETAILS = "I do not have detailed information about {topic}."
 _STOP = {"what", "with", "that", "this", "from", "about", "tell", "give", "please", "your", "there", "their",
          "which", "text", "short", "overview", "sentences", "know", "particular", "have", "does", "into"}
 
@@ -153,7 +154,7 @@ def wr_rollout(f: dict[str, Any], rng: random.Random, kb: KB | None) -> str:
                 attrs = kb.attributes(e.id)[:2]
                 return " ".join([kb.type_sentence(e.id), *(kb.fact(e.id, a) for a in attrs)])
     m = re.search(r"about (.+?)(?:[?,]|$)", request)
-    return f"I do not have detailed information about {m.group(1) if m else 'that'}."
+    return NO_DETAILS.format(topic=m.group(1) if m else "that")
 
 
 def wr_refine(f: dict[str, Any], rng: random.Random) -> str:
@@ -162,6 +163,8 @@ def wr_refine(f: dict[str, Any], rng: random.Random) -> str:
     relevant = [s for s in info if _words(s) & asked] or info[:3]
     supported = []
     for s in sentences(f["answer"]) or [f["answer"].strip()]:
+        if s.startswith(NO_DETAILS.split("{")[0]):
+            continue  # the rollout's admission is replaced by what the page says
         w = _words(s)
         if w and any(len(w & _words(i)) >= 0.6 * len(w) for i in info):
             supported.append(s)
