@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from alignpipe.config import ConfigError, Params, load_params  # noqa: E402
+from alignpipe.llm.base import LLMError  # noqa: E402
 from alignpipe.utils.io import DataError, dumps  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 
@@ -96,7 +97,7 @@ def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentP
     try:
         load_params(args["params"])  # fail fast, before Prefect starts anything, on a bad params file
         flow_fn(**{k.replace("-", "_"): v for k, v in args.items()})
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, LLMError) as err:
         print(f"error in stage '{stage}': {err}", file=sys.stderr)
         sys.exit(2)
     finally:

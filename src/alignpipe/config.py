@@ -166,6 +166,17 @@ class SFTSection(Strict):
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
+    data: list[Literal["seed", "webr"]] = Field(
+        default_factory=lambda: ["seed"], description="Training data, concatenated in order: 'seed' = the world's "
+        "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl)."
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must name each data source at most once, and at least one")
+        return v
 
     @field_validator("trainer")
     @classmethod
@@ -373,6 +384,127 @@ class ReportSection(Strict):
         return self
 
 
+ROLE_NAMES = ("teacher", "referee", "generator", "editor", "judge")
+
+
+class RoleSection(Strict):
+    """One LLM role (teacher, referee, generator, editor or judge): its backend and generation settings."""
+
+    backend: Literal["oracle", "hf", "openai"] = Field(
+        "oracle", description="'oracle': the built-in world; 'hf': a local transformers model; 'openai': any "
+        "OpenAI-compatible endpoint (vLLM, TGI, transformers serve, hosted APIs)."
+    )
+    model: str | None = Field(None, description="hf: local dir or hub id; openai: the served model's name.")
+    base_url: str | None = Field(None, description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(
+        None, description="openai: the NAME of the environment variable holding the key (never the key itself); "
+        "null for local servers without a key."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature (0 = greedy); null: the role's default (Lion's: teacher "
+        "0.7, referee 0.2, generator 1.0; editor 0.7, judge 0)."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=131_072, description="Generation budget per call; null: the role's default (generator 256, "
+        "judge 128, others 512)."
+    )
+    concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight at once.")
+    batch_size: int = Field(8, ge=1, le=4096, description="hf: prompts per generate() call.")
+    max_retries: int = Field(5, ge=0, le=100, description="Retries of a transient failure (connection, 429, 5xx).")
+    backoff_s: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each retry (with jitter).")
+    backoff_max_s: float = Field(60.0, ge=0, le=3600, description="Cap on one retry delay.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds before one request times out.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="hf: keep the last N prompt tokens (null: the model's context minus max_tokens)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="hf: weights dtype.")
+    trust_remote_code: bool = Field(False, description="hf: allow custom modelling code from the hub.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", v):
+            raise ValueError("must be the NAME of an environment variable (A-Z, 0-9, _), never the key itself")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> "RoleSection":
+        if self.backend == "openai" and (not self.base_url or not self.model):
+            raise ValueError("backend 'openai' needs base_url and model")
+        if self.backend == "hf" and not self.model:
+            raise ValueError("backend 'hf' needs model (a local model directory or a hub id)")
+        extra = [k for k in ("model", "base_url", "api_key_env") if getattr(self, k) is not None]
+        if self.backend == "oracle" and extra:
+            raise ValueError(f"backend 'oracle' takes no {extra} (choose backend 'hf' or 'openai' to use a model)")
+        if self.backend == "hf" and (self.base_url or self.api_key_env):
+            raise ValueError("backend 'hf' takes no base_url / api_key_env (those are for 'openai')")
+        return self
+
+
+class RolesSection(Strict):
+    """The LLM roles of the papers, each on its own backend (see ``alignpipe.llm``)."""
+
+    teacher: RoleSection = Field(default_factory=RoleSection)
+    referee: RoleSection = Field(default_factory=RoleSection)
+    generator: RoleSection = Field(default_factory=RoleSection)
+    editor: RoleSection = Field(default_factory=RoleSection)
+    judge: RoleSection = Field(default_factory=RoleSection)
+    cache_dir: str | None = Field(
+        None, description="Disk cache of remote calls (null: $ALIGNPIPE_WORK_DIR/llm, else .cache/alignpipe/llm)."
+    )
+
+
+class WebRSection(Strict):
+    """WebR (Web Reconstruction): instruction data from raw web pages (YJiangcm/WebR)."""
+
+    enabled: bool = Field(True, description="Run WebR in the synthesize stage.")
+    input: str | None = Field(
+        None, description="A JSON list or JSONL file of {\"webpage\": text} records; null: the world's pages.jsonl."
+    )
+    max_pages: int | None = Field(None, ge=1, description="A seeded subset of this many pages (null: all).")
+    section_prob: float = Field(
+        0.5, ge=0, le=1, description="Probability of keeping a random prefix of the page's sections (else all)."
+    )
+    len_limits: list[int] = Field(default_factory=lambda: [50, 100, 150, 200],
+                                  description="Word limits a request is drawn from.")
+    temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature of every WebR call (WebR: 1.0).")
+    persona_max_tokens: int = Field(64, ge=1, description="Generation budget of the author persona (<= 30 words).")
+    request_max_tokens: int = Field(320, ge=1, description="Generation budget of a request (<= 200 words).")
+    response_max_tokens: int = Field(1024, ge=1, description="Generation budget of a response / refinement.")
+    persona: bool = Field(True, description="Ablation switch: false writes requests without an author persona.")
+    part: bool = Field(True, description="Ablation switch: false turns the 'part' variants into 'all'.")
+    refine: bool = Field(True, description="Ablation switch: false keeps the WR rollout unrefined.")
+    dedup: bool = Field(True, description="Ablation switch: false skips the MinHash-LSH dedup of requests.")
+    dedup_threshold: float = Field(0.7, gt=0, lt=1, description="MinHash-LSH Jaccard threshold (WebR: 0.7).")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (WebR: 128).")
+    max_rows: int | None = Field(
+        None, ge=3, description="Cap on output rows, 2/3 Web-as-Instruction and 1/3 Web-as-Response (WebR's "
+        "save_num); null: keep all."
+    )
+
+    @field_validator("len_limits")
+    @classmethod
+    def _limits(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 5 for x in v):
+            raise ValueError("must be a non-empty list of word limits >= 5")
+        return v
+
+
+class SynthesizeSection(Strict):
+    """The ``synthesize`` stage: data synthesis over the LLM roles (WebR; Lion joins here)."""
+
+    webr: WebRSection = Field(default_factory=WebRSection)
+
+
 class Params(Strict):
     """The whole params.yaml."""
 
@@ -389,6 +521,8 @@ class Params(Strict):
     align: AlignSection = Field(default_factory=AlignSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    roles: RolesSection = Field(default_factory=RolesSection)
+    synthesize: SynthesizeSection = Field(default_factory=SynthesizeSection)
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -408,7 +542,8 @@ def _format_error(source: str, err: ValidationError) -> str:
             ctx = e["ctx"]
             lines.append(f"{source}: {key}.{ctx['subkey']} = {ctx['value']!r}: {ctx['allowed']}")
         else:
-            value = e.get("input")
+            # A key pasted where its variable's NAME belongs must not reach a log.
+            value = "<redacted>" if key.endswith("api_key_env") else e.get("input")
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {key} = {value!r}: {msg}")
     return "\n".join(lines)
@@ -419,9 +554,12 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    if "webr" in params.sft.data and not params.synthesize.webr.enabled:
+        raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -1,0 +1,75 @@
+"""Any OpenAI-compatible chat endpoint (vLLM, TGI, ``transformers serve``, hosted APIs) via the ``openai`` client.
+
+    backend = OpenAIBackend(base_url="http://127.0.0.1:8000/v1", model="my-model", api_key_env="MY_API_KEY")
+
+The key is read from the environment variable NAMED in params (``api_key_env``) when the backend is built; it
+is never stored in the identity (the cache key), in logs or in errors. Local servers that need no key take
+``api_key_env: null`` (a placeholder key is sent). The client's own retries are off: :class:`RoleClient`
+retries, so the retry budget and the counters are the pipeline's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alignpipe.llm.base import ChatRequest, Completion, LLMError, TransientError
+
+_RETRY_STATUS = {408, 409, 425, 429}
+
+
+class OpenAIBackend:
+    kind, remote, batched = "openai", True, False
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout_s: float = 120.0):
+        import openai
+
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise LLMError(f"openai backend at {base_url}: the environment variable {api_key_env} "
+                               "(named by api_key_env) is not set")
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self._openai = openai
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "no-key", max_retries=0,
+                                     timeout=timeout_s)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base_url": self.base_url, "model": self.model}
+
+    def describe(self) -> str:
+        return f"openai model '{self.model}' at {self.base_url}"
+
+    def complete_one(self, request: ChatRequest) -> Completion:
+        oa = self._openai
+        try:
+            resp = self._client.chat.completions.create(
+                model=self.model, messages=request.messages, max_tokens=request.max_tokens,
+                temperature=request.temperature, seed=request.seed,
+            )  # fmt: skip
+        except (oa.APIConnectionError, oa.RateLimitError, oa.InternalServerError) as err:  # timeouts included
+            raise TransientError(f"{type(err).__name__}: {err}", _retry_after(err)) from None
+        except oa.APIStatusError as err:
+            if err.status_code in _RETRY_STATUS or err.status_code >= 500:
+                raise TransientError(f"HTTP {err.status_code}: {err}", _retry_after(err)) from None
+            raise LLMError(f"{self.describe()}: HTTP {err.status_code}: {err}") from None
+        if not resp.choices:
+            return Completion(text="", finish_reason="empty")
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Completion(
+            text=choice.message.content or "",
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            finish_reason=str(choice.finish_reason or "stop"),
+        )
+
+
+def _retry_after(err: Exception) -> float | None:
+    response = getattr(err, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,216 @@
+"""The five roles of the papers over any backend, and :func:`build_roles` that makes them from params.
+
+    roles = build_roles(params.roles, seed=params.seed, kb=kb)          # kb: the world's, or None
+    answers = roles.teacher.answer(["Describe Velmora."], records=[rec])  # list[str | None]
+    scores = roles.referee.compare_swapped(instructions, teacher_answers, student_answers, records)
+    new = roles.generator.new_instructions(instructions, hard=True, records=records)  # list[Generated | None]
+    edited = roles.editor.edit(instructions, losing, winning, records)
+    judged = roles.judge.score(instructions, responses, records)     # list[{"fluency", ...} | None]
+    verdicts = roles.judge.check(instructions, responses, constraints, records)  # list[list[bool] | None]
+    texts = roles.generator.chat("webr_persona.v1", [{"web": page}])    # any template, free text
+    roles.metrics()                                                    # per-role counters for metrics.json
+
+Every method takes parallel lists and returns one item per input, ``None`` where the output was unparseable
+(counted in ``unparseable``, never raised). ``records`` (the world's instruction records) are optional: LLM
+backends read only the rendered prompt, the oracle needs them for the world's verifiers. Each request's seed
+is derived from the role seed, the template and the rendered prompt (plus an optional ``key``, e.g. a sample
+index), so the same request always carries the same seed and a rerun hits the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignpipe.config import ROLE_NAMES, ModelSection, RoleSection, RolesSection
+from alignpipe.llm import parse
+from alignpipe.llm.base import ChatRequest, Completion
+from alignpipe.llm.cache import DiskCache
+from alignpipe.llm.client import RoleClient
+from alignpipe.llm.prompts import render
+from alignpipe.utils.seed import derive_seed
+
+ROLE_DEFAULTS = {  # (temperature, max_tokens) when params leave them null
+    "teacher": (0.7, 512), "referee": (0.2, 512), "generator": (1.0, 256), "editor": (0.7, 512), "judge": (0.0, 128),
+}
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A new instruction; ``record`` is the world record behind it when the oracle generated it."""
+
+    instruction: str
+    record: dict[str, Any] | None = None
+
+
+class Role:
+    """One role: renders templates, calls its client, parses, counts unparseable output."""
+
+    def __init__(self, name: str, client: RoleClient, temperature: float, max_tokens: int, seed: int):
+        self.name, self.client = name, client
+        self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+
+    @property
+    def stats(self):
+        return self.client.stats
+
+    def request(self, template: str, fields: dict[str, Any], key: Any = None, temperature: float | None = None,
+                max_tokens: int | None = None) -> ChatRequest:
+        messages = render(template, fields)
+        digest = hashlib.sha256(json.dumps([messages, key], sort_keys=True).encode()).hexdigest()[:16]
+        return ChatRequest(template, fields, messages,
+                           max_tokens=self.max_tokens if max_tokens is None else max_tokens,
+                           temperature=self.temperature if temperature is None else temperature,
+                           seed=derive_seed(self.seed, self.name, template, digest))
+
+    def complete(self, template: str, fields: Sequence[dict[str, Any]], keys: Sequence[Any] | None = None,
+                 **overrides: Any) -> list[Completion]:
+        """Raw completions of ``template`` filled with each ``fields`` (overrides: temperature, max_tokens)."""
+        keys = list(keys) if keys is not None else [None] * len(fields)
+        return self.client.complete([self.request(template, f, k, **overrides) for f, k in zip(fields, keys)])
+
+    def parsed(self, completions: list[Completion], parser: Callable[[str], Any]) -> list[Any]:
+        out = [parser(c.text) for c in completions]
+        self.stats.add(unparseable=sum(x is None for x in out))
+        return out
+
+    def chat(self, template: str, fields: Sequence[dict[str, Any]], keys: Sequence[Any] | None = None,
+             **overrides: Any) -> list[str | None]:
+        """Free-text answers to any template (None: empty output)."""
+        return self.parsed(self.complete(template, fields, keys, **overrides), parse.text)
+
+
+def _recs(records: Sequence[dict | None] | None, n: int) -> list[dict | None]:
+    if records is not None and len(records) != n:
+        raise ValueError(f"got {len(records)} records for {n} items")
+    return list(records) if records is not None else [None] * n
+
+
+class Teacher(Role):
+    def answer(self, instructions: Sequence[str], records: Sequence[dict | None] | None = None,
+               keys: Sequence[Any] | None = None) -> list[str | None]:
+        """The teacher's response to each instruction (``keys`` tell repeated samples of one prompt apart)."""
+        fields = [{"instruction": t, "record": r} for t, r in zip(instructions, _recs(records, len(instructions)))]
+        return self.chat("teacher_answer.v1", fields, keys)
+
+
+class Referee(Role):
+    def compare(self, instructions: Sequence[str], answers_1: Sequence[str], answers_2: Sequence[str],
+                records: Sequence[dict | None] | None = None) -> list[tuple[float, float] | None]:
+        """(score of answer 1, score of answer 2), each 1-10, as presented in this order."""
+        fields = [{"instruction": t, "answer_1": a, "answer_2": b, "record": r}
+                  for t, a, b, r in zip(instructions, answers_1, answers_2, _recs(records, len(instructions)))]
+        return self.parsed(self.complete("referee_compare.v1", fields), parse.referee_scores)
+
+    def compare_swapped(self, instructions: Sequence[str], answers_a: Sequence[str], answers_b: Sequence[str],
+                        records: Sequence[dict | None] | None = None) -> list[tuple[float, float] | None]:
+        """Lion's referee: both orders scored, each answer's two scores averaged; None if either is unparseable."""
+        ab = self.compare(instructions, answers_a, answers_b, records)
+        ba = self.compare(instructions, answers_b, answers_a, records)
+        return [None if x is None or y is None else ((x[0] + y[1]) / 2, (x[1] + y[0]) / 2) for x, y in zip(ab, ba)]
+
+
+class Generator(Role):
+    def new_instructions(self, instructions: Sequence[str], hard: bool,
+                         records: Sequence[dict | None] | None = None,
+                         keys: Sequence[Any] | None = None) -> list[Generated | None]:
+        """One new instruction per seed instruction: same domain and task type (hard) or rarer (easy)."""
+        template = "generator_hard.v1" if hard else "generator_easy.v1"
+        fields = [{"instruction": t, "record": r} for t, r in zip(instructions, _recs(records, len(instructions)))]
+        comps = self.complete(template, fields, keys)
+        texts = self.parsed(comps, parse.instruction)
+        return [None if t is None else Generated(t, (c.data or {}).get("record")) for t, c in zip(texts, comps)]
+
+
+class Editor(Role):
+    def edit(self, instructions: Sequence[str], losing: Sequence[str], winning: Sequence[str],
+             records: Sequence[dict | None] | None = None) -> list[str | None]:
+        """A minimal edit of each losing response toward the winning one."""
+        fields = [{"instruction": t, "losing": lo, "winning": w, "record": r}
+                  for t, lo, w, r in zip(instructions, losing, winning, _recs(records, len(instructions)))]
+        return self.chat("editor_edit.v1", fields)
+
+
+class Judge(Role):
+    def score(self, instructions: Sequence[str], responses: Sequence[str],
+              records: Sequence[dict | None] | None = None) -> list[dict[str, float] | None]:
+        """``{"fluency", "factuality", "coherence"}`` (1-10) per response."""
+        fields = [{"instruction": t, "response": a, "record": r}
+                  for t, a, r in zip(instructions, responses, _recs(records, len(instructions)))]
+        return self.parsed(self.complete("judge_score.v1", fields), parse.judge_scores)
+
+    def check(self, instructions: Sequence[str], responses: Sequence[str], constraints: Sequence[Sequence[str]],
+              records: Sequence[dict | None] | None = None) -> list[list[bool] | None]:
+        """One verdict per constraint (FollowBench-style YES/NO) per response."""
+        fields = [{"instruction": t, "response": a, "record": r,
+                   "constraints": "\n".join(f"{i}. {c}" for i, c in enumerate(cs, 1))}
+                  for t, a, cs, r in zip(instructions, responses, constraints, _recs(records, len(instructions)))]
+        comps = self.complete("judge_check.v1", fields)
+        out = [parse.verdicts(c.text, len(cs)) for c, cs in zip(comps, constraints)]
+        self.stats.add(unparseable=sum(x is None for x in out))
+        return out
+
+
+@dataclass
+class Roles:
+    teacher: Teacher
+    referee: Referee
+    generator: Generator
+    editor: Editor
+    judge: Judge
+
+    def metrics(self) -> dict[str, dict[str, int]]:
+        """Per-role counters, plus their totals under ``"total"``."""
+        per = {name: getattr(self, name).stats.as_dict() for name in ROLE_NAMES}
+        per["total"] = {k: sum(p[k] for p in per.values()) for k in next(iter(per.values()))}
+        return per
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "llm"
+
+
+def make_backend(cfg: RoleSection, kb=None):
+    """The backend a role section names (not shared; :func:`build_roles` shares equal ones)."""
+    if cfg.backend == "oracle":
+        from alignpipe.llm.oracle_backend import OracleBackend
+
+        return OracleBackend(kb)
+    if cfg.backend == "hf":
+        from alignpipe.llm.hf_backend import HFBackend
+
+        section = ModelSection(name_or_path=cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        return HFBackend(cfg.model, section, cfg.max_prompt_tokens)
+    from alignpipe.llm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s)
+
+
+def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path | None = None) -> Roles:
+    """Roles from params. Roles on the same backend settings share one backend (an hf model loads once)."""
+    cache = DiskCache(cache_dir or section.cache_dir or default_cache_dir())
+    backends: dict[str, Any] = {}
+    built = {}
+    classes = {"teacher": Teacher, "referee": Referee, "generator": Generator, "editor": Editor, "judge": Judge}
+    for name in ROLE_NAMES:
+        cfg: RoleSection = getattr(section, name)
+        ident = json.dumps(cfg.model_dump(include={"backend", "model", "base_url", "api_key_env", "timeout_s",
+                                                   "max_prompt_tokens", "dtype", "trust_remote_code"}),
+                           sort_keys=True)
+        if ident not in backends:
+            backends[ident] = make_backend(cfg, kb)
+        client = RoleClient(name, backends[ident], cache, concurrency=cfg.concurrency, batch_size=cfg.batch_size,
+                            max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s)
+        temperature, max_tokens = ROLE_DEFAULTS[name]
+        built[name] = classes[name](
+            name, client,
+            temperature=temperature if cfg.temperature is None else cfg.temperature,
+            max_tokens=max_tokens if cfg.max_tokens is None else cfg.max_tokens,
+            seed=derive_seed(seed, "roles", name),
+        )  # fmt: skip
+    return Roles(**built)

@@ -1,0 +1,103 @@
+"""RoleClient: disk cache by request hash, retry with backoff, bounded concurrency, counters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignpipe.llm import ChatRequest, DiskCache, LLMError, RoleClient, request_key
+
+
+def req(text: str, seed: int = 0, temperature: float = 0.7) -> ChatRequest:
+    return ChatRequest("teacher_answer.v1", {"instruction": text},
+                       [{"role": "user", "content": text}], max_tokens=16, temperature=temperature, seed=seed)
+
+
+def test_request_key_is_stable_and_covers_what_is_sent():
+    ident = {"kind": "openai", "base_url": "http://h/v1", "model": "m"}
+    k = request_key(ident, req("a"))
+    assert k == request_key(dict(reversed(list(ident.items()))), req("a"))  # key order does not matter
+    assert len({k, request_key(ident, req("b")), request_key(ident, req("a", seed=1)),
+                request_key(ident, req("a", temperature=0.0)), request_key({**ident, "model": "n"}, req("a"))}) == 5
+
+
+def test_disk_cache_round_trip_and_damaged_entry_is_a_miss(tmp_path):
+    from alignpipe.llm import Completion
+
+    cache = DiskCache(tmp_path)
+    cache.put("ab" + "0" * 62, req("x"), Completion("hello", 3, 1, data={"k": 1}))
+    got = cache.get("ab" + "0" * 62)
+    assert (got.text, got.prompt_tokens, got.completion_tokens) == ("hello", 3, 1)
+    assert got.data == {"k": 1} and got.cached
+    (tmp_path / "ab" / ("ab" + "0" * 62 + ".json")).write_text("{not json")
+    assert cache.get("ab" + "0" * 62) is None and cache.get("cd" + "0" * 62) is None
+
+
+def test_second_run_is_served_from_cache_with_zero_requests(tmp_path, scripted):
+    backend = scripted()
+    first = RoleClient("teacher", backend, DiskCache(tmp_path), concurrency=2)
+    out = first.complete([req("a"), req("b"), req("a", seed=5)])
+    assert [c.text for c in out] == ["echo a", "echo b", "echo a"]
+    assert first.stats.as_dict()["requests"] == 3 and first.stats.cache_hits == 0
+    assert first.stats.completion_tokens == 6  # two words per answer
+    again = RoleClient("teacher", backend, DiskCache(tmp_path))  # a rerun: new process state, same disk
+    out2 = again.complete([req("a"), req("b"), req("a", seed=5)])
+    assert [c.text for c in out2] == ["echo a", "echo b", "echo a"] and all(c.cached for c in out2)
+    assert (again.stats.requests, again.stats.cache_hits, again.stats.completion_tokens) == (0, 3, 0)
+    assert backend.calls == 3
+
+
+def test_crash_midway_keeps_answers_and_rerun_pays_only_the_rest(tmp_path, scripted):
+    reqs = [req(f"q{i}") for i in range(6)]
+    crashing = scripted(fatal_after=4)
+    with pytest.raises(LLMError, match="HTTP 400"):
+        RoleClient("teacher", crashing, DiskCache(tmp_path), concurrency=1).complete(reqs)
+    assert len(DiskCache(tmp_path)) == 4
+    healthy = scripted()
+    client = RoleClient("teacher", healthy, DiskCache(tmp_path), concurrency=1)
+    assert [c.text for c in client.complete(reqs)] == [f"echo q{i}" for i in range(6)]
+    assert (client.stats.requests, client.stats.cache_hits, healthy.calls) == (2, 4, 2)
+
+
+def test_transient_errors_are_retried_with_exponential_backoff(tmp_path, scripted):
+    sleeps: list[float] = []
+    backend = scripted(fail_first=3)
+    client = RoleClient("referee", backend, DiskCache(tmp_path), concurrency=1, max_retries=5, backoff_s=2.0,
+                        backoff_max_s=5.0, sleep=sleeps.append)
+    assert client.complete([req("a")])[0].text == "echo a"
+    s = client.stats.as_dict()
+    assert (s["requests"], s["retries"], s["failures"]) == (4, 3, 0)
+    # base 2, 4, 8 capped at 5, each times a jitter factor in [0.5, 1.5]
+    for got, base in zip(sleeps, (2.0, 4.0, 5.0)):
+        assert 0.5 * base <= got <= 1.5 * base
+    assert sleeps[2] <= 5.0  # the cap holds after jitter
+
+
+def test_retry_budget_exhausted_gives_a_clear_error(tmp_path, scripted):
+    client = RoleClient("judge", scripted(fail_first=99), DiskCache(tmp_path), max_retries=2, backoff_s=0,
+                        sleep=lambda s: None)
+    with pytest.raises(LLMError, match=r"role 'judge' \(scripted backend\): gave up after 3 attempts; .*HTTP 503"):
+        client.complete([req("a")])
+    assert (client.stats.requests, client.stats.retries, client.stats.failures) == (3, 2, 1)
+
+
+def test_fatal_errors_are_not_retried(tmp_path, scripted):
+    client = RoleClient("judge", scripted(fatal_after=0), DiskCache(tmp_path), max_retries=5, sleep=lambda s: None)
+    with pytest.raises(LLMError, match="HTTP 400"):
+        client.complete([req("a")])
+    assert (client.stats.requests, client.stats.retries) == (1, 0)
+
+
+def test_concurrency_is_bounded(tmp_path, scripted):
+    backend = scripted(delay=0.05)
+    RoleClient("teacher", backend, DiskCache(tmp_path), concurrency=3).complete([req(f"q{i}") for i in range(12)])
+    assert backend.max_in_flight == 3 and backend.calls == 12
+
+
+def test_cache_files_hold_the_request_but_no_secret(tmp_path, scripted):
+    RoleClient("teacher", scripted(), DiskCache(tmp_path)).complete([req("a")])
+    (entry,) = tmp_path.glob("*/*.json")
+    blob = json.loads(entry.read_text())
+    assert blob["template"] == "teacher_answer.v1" and blob["request"]["messages"][0]["content"] == "a"
+    assert set(blob) == {"template", "request", "completion"}

@@ -1,0 +1,82 @@
+"""The openai backend against a REAL OpenAI-compatible server: `transformers serve` on 127.0.0.1 with a tiny
+local model (started and stopped by the ``openai_server`` fixture in conftest.py). No mocked client."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from alignpipe.config import validate_params
+from alignpipe.llm import DiskCache, LLMError, RoleClient, build_roles
+from alignpipe.llm.openai_backend import OpenAIBackend
+from alignpipe.llm.roles import Judge, Teacher
+
+SECRET = "sk-test-DO-NOT-LEAK-4242"
+
+
+def _roles(base_url, model, cache_dir, **extra):
+    spec = {"backend": "openai", "base_url": base_url, "model": model, "max_tokens": 8, "temperature": 0.0,
+            "concurrency": 3, **extra}
+    return build_roles(validate_params({"roles": {"teacher": spec, "judge": spec}}).roles, seed=5,
+                       cache_dir=cache_dir)
+
+
+def test_answers_tokens_and_a_rerun_from_cache(openai_server, tmp_path, monkeypatch):
+    base_url, model = openai_server
+    monkeypatch.setenv("ALIGNPIPE_TEST_KEY", SECRET)
+    prompts = [f"Describe {n}." for n in ("Velmora", "Quenth", "Arlis", "Dorvan", "Lysa")]
+    roles = _roles(base_url, model, tmp_path / "cache", api_key_env="ALIGNPIPE_TEST_KEY")
+    first = roles.teacher.answer(prompts)
+    s = roles.metrics()["teacher"]
+    assert len(first) == 5 and s["requests"] == 5 and s["cache_hits"] == 0 and s["failures"] == 0
+    assert s["prompt_tokens"] > 5 * 10 and 5 <= s["completion_tokens"] <= 5 * 8
+    assert s["unparseable"] == sum(a is None for a in first)
+    # A rerun (new roles, same cache) pays nothing: zero requests, every answer identical.
+    again = _roles(base_url, model, tmp_path / "cache", api_key_env="ALIGNPIPE_TEST_KEY")
+    assert again.teacher.answer(prompts) == first
+    s2 = again.metrics()["teacher"]
+    assert (s2["requests"], s2["cache_hits"], s2["completion_tokens"]) == (0, 5, 0)
+    # The key is in no cache file and not in the backend identity (the cache key).
+    blobs = [p.read_text() for p in (tmp_path / "cache").rglob("*.json")]
+    assert len(blobs) == 5 and not any(SECRET in b for b in blobs)
+    assert SECRET not in repr(roles.teacher.client.backend.identity())
+    assert SECRET not in roles.teacher.client.backend.describe()
+
+
+def test_unparseable_judge_output_is_counted_not_raised(openai_server, tmp_path):
+    base_url, model = openai_server
+    # The tiny random model cannot write "Fluency: <n>" lines: every answer is unparseable, and nothing crashes.
+    judge: Judge = _roles(base_url, model, tmp_path, max_tokens=6).judge
+    out = judge.score(["Describe Velmora.", "Describe Quenth."], ["Velmora is old.", "Quenth."])
+    assert out == [None, None] and judge.stats.unparseable == 2 and judge.stats.requests == 2
+
+
+def test_sampling_with_seeds_through_the_server(openai_server, tmp_path):
+    base_url, model = openai_server
+    backend = OpenAIBackend(base_url, model)
+    t = Teacher("teacher", RoleClient("teacher", backend, DiskCache(tmp_path), concurrency=2), 1.0, 6, seed=9)
+    comps = t.complete("teacher_answer.v1", [{"instruction": "Describe Arlis."}] * 2, keys=[0, 1])
+    assert len({c.text for c in comps}) >= 1 and t.stats.requests == 2
+    assert len(list(tmp_path.rglob("*.json"))) == 2  # two keys, two seeds, two cache entries
+
+
+def test_missing_key_variable_is_a_clear_error(openai_server, monkeypatch):
+    monkeypatch.delenv("ALIGNPIPE_ABSENT_KEY", raising=False)
+    with pytest.raises(LLMError, match="environment variable ALIGNPIPE_ABSENT_KEY .* is not set"):
+        OpenAIBackend(openai_server[0], openai_server[1], api_key_env="ALIGNPIPE_ABSENT_KEY")
+
+
+def test_server_down_fails_after_the_retry_budget_not_a_hang(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", timeout_s=5)
+    client = RoleClient("teacher", backend, DiskCache(tmp_path), max_retries=2, backoff_s=0.05, backoff_max_s=0.1)
+    t0 = time.time()
+    with pytest.raises(LLMError, match=rf"gave up after 3 attempts; last error: APIConnectionError"):
+        Teacher("teacher", client, 0.0, 4, seed=0).answer(["Hi"])
+    assert time.time() - t0 < 10
+    assert (client.stats.requests, client.stats.retries, client.stats.failures) == (3, 2, 1)
+    assert not list(tmp_path.rglob("*.json"))  # nothing cached for a failed call
