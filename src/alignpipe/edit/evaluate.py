@@ -154,21 +154,17 @@ def stage_config(params: Params, edits_dir: str | Path, sft_dir: str | Path, lte
                        "icl_model": str(Path(sft_dir) / "model"), "lte_model": str(Path(lte_dir) / "model")}}
 
 
-def run(params: Params, edits_dir: str | Path = "data/edits", sft_dir: str | Path = "data/sft",
-        lte_dir: str | Path = "data/edit_align", out_dir: str | Path = "data/edit_eval") -> dict[str, Any]:
-    """Plan, answer with both systems, score, write; returns the metrics written to ``metrics.json``."""
-    seed_everything(params.seed)
-    config = stage_config(params, edits_dir, sft_dir, lte_dir)
-    edits = read_edits(Path(edits_dir) / "eval.jsonl")
-    queries = plan(edits, params.edit_eval)
+def locality_questions(queries: list[dict[str, Any]]) -> list[str]:
+    """The bare locality questions: the unedited SFT policy's answers to them are the locality reference."""
+    return sorted({q["question"] for q in queries if q["kind"] == "locality"})
+
+
+def finish(params: Params, edits: list[dict[str, Any]], queries: list[dict[str, Any]], sft_answers: dict[str, str],
+           lte_answers: dict[str, str], config: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Score both systems, summarize per mode and size, write the outputs; returns the metrics."""
+    reference = {q: sft_answers[q] for q in locality_questions(queries)}
+    rows = score(edits, queries, sft_answers, reference, "icl") + score(edits, queries, lte_answers, reference, "lte")
     sizes = resolve_sizes(params.edit_eval.sizes, len(edits))
-    log.info("edit_eval: %d eval edits, sizes %s, %d queries", len(edits), sizes, len(queries))
-    locality_questions = sorted({q["question"] for q in queries if q["kind"] == "locality"})
-    sft_answers = answer(Path(sft_dir) / "model", [q["prompt"] for q in queries] + locality_questions, params)
-    reference = {q: sft_answers[q] for q in locality_questions}
-    rows = score(edits, queries, sft_answers, reference, "icl")
-    rows += score(edits, queries, answer(Path(lte_dir) / "model", [q["prompt"] for q in queries], params),
-                  reference, "lte")
     results: dict[str, Any] = {}
     for system in SYSTEMS:
         for mode in params.edit_eval.modes:
@@ -181,3 +177,18 @@ def run(params: Params, edits_dir: str | Path = "data/edits", sft_dir: str | Pat
         write_json(tmp / "config.json", config)
     log.info("edit_eval metrics: %s", dumps(metrics).strip())
     return metrics
+
+
+def run(params: Params, edits_dir: str | Path = "data/edits", sft_dir: str | Path = "data/sft",
+        lte_dir: str | Path = "data/edit_align", out_dir: str | Path = "data/edit_eval") -> dict[str, Any]:
+    """Plan, answer with both systems, score, write; returns the metrics written to ``metrics.json``."""
+    seed_everything(params.seed)
+    config = stage_config(params, edits_dir, sft_dir, lte_dir)
+    edits = read_edits(Path(edits_dir) / "eval.jsonl")
+    queries = plan(edits, params.edit_eval)
+    log.info("edit_eval: %d eval edits, sizes %s, %d queries", len(edits),
+             resolve_sizes(params.edit_eval.sizes, len(edits)), len(queries))
+    prompts = [q["prompt"] for q in queries]
+    sft_answers = answer(Path(sft_dir) / "model", prompts + locality_questions(queries), params)
+    lte_answers = answer(Path(lte_dir) / "model", prompts, params)
+    return finish(params, edits, queries, sft_answers, lte_answers, config, out_dir)
