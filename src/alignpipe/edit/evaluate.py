@@ -107,18 +107,19 @@ def answer(model_dir: str | Path, prompts: list[str], params: Params) -> dict[st
 
 def score(edits: list[dict[str, Any]], queries: list[dict[str, Any]], responses: dict[str, str],
           reference: dict[str, str], system: str) -> list[dict[str, Any]]:
-    """One generation row per query: in-scope answers must contain the new answer, locality must not change."""
+    """One generation row per query with its ``score``: in-scope, 1.0 when the answer contains the new answer;
+    locality, the word agreement with the unedited SFT policy's answer to the bare question."""
     rows = []
     for q in queries:
         response = responses[q["prompt"]]
         if q["kind"] == "locality":
-            ok = M.same_answer(response, reference[q["question"]])
+            ok = round(M.agreement(response, reference[q["question"]]), 6)
         else:
-            ok = M.contains_answer(response, q["answers"])
+            ok = float(M.contains_answer(response, q["answers"]))
         rows.append({"system": system, "mode": q["mode"], "sizes": q["sizes"], "edit_id": edits[q["edit"]]["id"],
                      "edit": q["edit"], "kind": q["kind"], "question": q["question"], "prompt": q["prompt"],
                      "retrieved": [edits[j]["id"] for j in q["retrieved"]],
-                     "hit": q["edit"] in q["retrieved"], "response": response, "correct": bool(ok)})
+                     "hit": q["edit"] in q["retrieved"], "response": response, "score": ok})
     return rows
 
 
@@ -130,7 +131,7 @@ def summarize(rows: list[dict[str, Any]], size: int) -> dict[str, Any]:
     for r in rows:
         if size not in r["sizes"]:
             continue
-        per_edit.setdefault(r["edit"], {}).setdefault(r["kind"], []).append(float(r["correct"]))
+        per_edit.setdefault(r["edit"], {}).setdefault(r["kind"], []).append(r["score"])
         if r["kind"] == "prompt":
             fluent.append(r["response"])
             hits.append(float(r["hit"]))

@@ -3,9 +3,9 @@
 - :func:`contains_answer`: an answer counts as correct when one of the gold answers occurs in it as a whole
   word sequence after normalization (lower case, punctuation to spaces). Edit success (``prompt``),
   generalization (``rephrase``) and portability use it against the new target / the portability answers.
-- :func:`same_answer`: locality compares the edited system's answer with the unedited model's answer to the
-  same bare question (EasyEdit compares post- with pre-edit outputs, not with the gold answer: a locality
-  failure is a change the edit caused, not a fact the model never knew).
+- :func:`agreement`: locality compares the edited system's answer with the unedited model's answer to the
+  same bare question, word by word (EasyEdit compares post- with pre-edit outputs token by token, not with the
+  gold answer: a locality failure is a change the edit caused, not a fact the model never knew).
 - :func:`ngram_entropy`: fluency as EasyEdit computes it (``compute_n_gram_entropy``): for n = 2 and 3 the
   entropy (bits) of the n-gram frequency distribution of one text, weighted 2/3 and 4/3, averaged over the
   two n; :func:`fluency` averages that over texts (``agg="arith"``). EasyEdit tokenizes with
@@ -40,6 +40,18 @@ def contains_answer(response: str, answers: Sequence[str]) -> bool:
 def same_answer(response: str, reference: str) -> bool:
     """True when the two answers are equal after normalization."""
     return normalize(response) == normalize(reference)
+
+
+def agreement(response: str, reference: str) -> float:
+    """Share of word positions where the two (normalized) answers agree, over the longer one's length.
+
+    EasyEdit's locality is the share of answer tokens on which the edited and the unedited model agree; this is
+    the same comparison on the two greedy answers' words (1.0 = unchanged; both empty = unchanged).
+    """
+    a, b = normalize(response).split(), normalize(reference).split()
+    if not a and not b:
+        return 1.0
+    return sum(x == y for x, y in zip(a, b)) / max(len(a), len(b))
 
 
 def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:

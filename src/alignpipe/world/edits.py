@@ -115,9 +115,14 @@ def make_edits(kb: KB, seed: int, n_train: int, n_eval: int, n_locality: int = 2
     if n_train + n_eval > len(facts):
         raise ValueError(f"{n_train} train + {n_eval} eval edits need as many KB facts; the KB has {len(facts)}")
     rng.shuffle(facts)
-    # Ref facts first for the eval split: they are the ones with portability questions.
-    facts.sort(key=lambda f: f[1] not in HOPS)
-    chosen = {"eval": facts[:n_eval], "train": facts[n_eval : n_eval + n_train]}
+    # Ref facts (the ones with portability questions) first, shared between the splits in proportion to their
+    # sizes, so both the alignment data and the evaluation get portability questions.
+    refs, plain = [f for f in facts if f[1] in HOPS], [f for f in facts if f[1] not in HOPS]
+    n_ref_eval = min(n_eval, round(len(refs) * n_eval / (n_eval + n_train)))
+    n_ref_train = min(n_train, len(refs) - n_ref_eval)
+    eval_facts = refs[:n_ref_eval] + plain[: n_eval - n_ref_eval]
+    train_facts = refs[n_ref_eval : n_ref_eval + n_ref_train] + plain[n_eval - n_ref_eval :][: n_train - n_ref_train]
+    chosen = {"eval": eval_facts, "train": train_facts}
     out: dict[str, list[dict[str, Any]]] = {}
     for split in ("train", "eval"):
         edited = set(chosen[split])

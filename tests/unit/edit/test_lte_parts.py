@@ -161,6 +161,9 @@ def test_metrics_against_hand_computed_values():
     assert M.contains_answer("Franche-Comté, of course", ["Franche-Comté"])
     assert M.same_answer("Krapol lives in the caves.", "krapol lives in the caves")
     assert not M.same_answer("Krapol lives in the sea.", "Krapol lives in the caves.")
+    assert M.agreement("Krapol lives in the sea.", "krapol lives in the caves") == 4 / 5  # sea != caves
+    assert M.agreement("Krapol lives.", "Krapol lives in the caves.") == 2 / 5
+    assert M.agreement("", "") == 1.0 and M.agreement("x", "") == 0.0
     # "a b a b": bigrams ab, ba, ab -> p = (2/3, 1/3), H2 = 0.918296; trigrams aba, bab -> H3 = 1;
     # (2/3 * 0.918296 + 4/3 * 1) / 2 = 0.972765
     h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))

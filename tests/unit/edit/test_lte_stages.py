@@ -116,5 +116,5 @@ def test_edit_align_then_edit_eval(peft, edits_dir, sft_dir, tmp_path):
     sel = [g for g in gens if g["system"] == "icl" and g["mode"] == "batch" and 2 in g["sizes"]
            and g["kind"] == "prompt"]
     assert metrics["results"]["icl"]["batch"]["2"]["edit_success"] == pytest.approx(
-        sum(g["correct"] for g in sel) / len(sel), abs=1e-4)
+        sum(g["score"] for g in sel) / len(sel), abs=1e-4)
     assert evaluate.run(params, edits_dir, sft_dir, out, tmp_path / "again") == metrics  # deterministic
