@@ -55,7 +55,9 @@ def _questions(value: Any, where: str) -> dict[str, list[dict[str, Any]]]:
     if value in (None, ""):
         return {}
     if not isinstance(value, dict):
-        raise DataError(f"{where}: must be an object of {{kind: [{{prompt, ground_truth}}]}}, got {type(value).__name__}")
+        raise DataError(
+            f"{where}: must be an object of {{kind: [{{prompt, ground_truth}}]}}, got {type(value).__name__}"
+        )
     out: dict[str, list[dict[str, Any]]] = {}
     for kind, items in value.items():
         items = [items] if isinstance(items, dict) else items

@@ -60,7 +60,7 @@ def lte_markdown(table: pd.DataFrame, metrics: Mapping[str, Any]) -> str:
         "the edit store into LTE's template; greedy answers. Edit Succ.: the answer to the edit's question contains "
         "the new object; Portability: the answer to a question that follows from the edit contains its answer; "
         "Locality: word agreement of the answer to an unrelated question with the unedited SFT policy's answer "
-        "(all %, per-edit means). Fluency: n-gram entropy (EasyEdit's weights) of the edit-question answers. batch: N edits stored "
-        "at once; sequential: edits stored one by one, each asked right after.",
+        "(all %, per-edit means). Fluency: n-gram entropy (EasyEdit's weights) of the edit-question answers. "
+        "batch: N edits stored at once; sequential: edits stored one by one, each asked right after.",
     ]
     return "\n".join(lines) + "\n"
