@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,11 @@ def fit(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path, config:
     data_digest = hashlib.sha256(dumps(rows).encode()).hexdigest()[:16]
     ckpt = work_dir("edit_align", {**config, "data": data_digest, "weights": _weights_digest(model_dir)})
     peft_config = lora_config(cfg.lora, None) if cfg.peft == "lora" else None
-    trainer = sft.build_trainer(params, model, tokenizer, dataset, ckpt, section=cfg, defaults=DEFAULT_EDIT_ALIGN,
-                                peft_config=peft_config)
+    with warnings.catch_warnings():
+        # peft probes the deprecated alias `is_gradient_checkpointing` when wrapping; nothing to act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        trainer = sft.build_trainer(params, model, tokenizer, dataset, ckpt, section=cfg,
+                                    defaults=DEFAULT_EDIT_ALIGN, peft_config=peft_config)
     metrics = sft.train(trainer, ckpt)
     metrics["trainable_parameters"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     return trainer, metrics

@@ -174,3 +174,21 @@ def test_metrics_against_hand_computed_values():
     assert M.ngram_entropy("word") == 0.0
     assert M.fluency(["a b a b", "word"]) == pytest.approx(0.972765 / 2, abs=1e-6)
     assert math.isnan(M.fluency([])) and math.isnan(M.mean([]))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"edit_eval": {"top_k": 0}}, "edit_eval.top_k = 0"),
+    ({"edit_eval": {"sizes": [10, 10]}}, "edit_eval.sizes = [10, 10]: must be a non-empty list without repeats"),
+    ({"edit_eval": {"modes": ["stream"]}}, "edit_eval.modes.0 = 'stream'"),
+    ({"edit_align": {"mix": [0.6, 0.25, 0.25]}}, "edit_align.mix = [0.6, 0.25, 0.25]: must be non-negative shares"),
+    ({"edit_align": {"trainer": {"max_length": 8}}}, "edit_align.trainer.max_length = 8: set by the pipeline"),
+    ({"edit_align": {"peft": "qlora"}}, "edit_align.peft = 'qlora'"),
+    ({"edits": {"n_eval": 5, "eval_files": ["x.json"]}}, "train_files / eval_files are for source 'knowedit'"),
+    ({"edits": {"sorce": "world"}}, "unknown key 'edits.sorce' (did you mean 'source'?)"),
+])  # fmt: skip
+def test_lte_params_fail_naming_the_key(raw, message):
+    from alignpipe.config import ConfigError, validate_params
+
+    with pytest.raises(ConfigError) as err:
+        validate_params(raw)
+    assert message in str(err.value)
