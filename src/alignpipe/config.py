@@ -373,6 +373,7 @@ class ReportSection(Strict):
     )
     reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
+    lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
 
     @model_validator(mode="after")
     def _known(self) -> "ReportSection":
@@ -505,6 +506,81 @@ class SynthesizeSection(Strict):
     webr: WebRSection = Field(default_factory=WebRSection)
 
 
+class EditsSection(Strict):
+    """The ``edits`` stage (LTE): counterfactual edits of the world's KB, or KnowEdit files at paper scale."""
+
+    source: Literal["world", "knowedit"] = Field(
+        "world", description="'world': edits of data/world/kb.json; 'knowedit': the files below."
+    )
+    n_train: int = Field(48, ge=1, description="world: edits for the alignment phase (disjoint facts from eval).")
+    n_eval: int = Field(100, ge=1, description="world: edits for the inference phase.")
+    n_locality: int = Field(2, ge=1, le=10, description="world: locality questions per edit.")
+    train_files: list[str] = Field(default_factory=list, description="knowedit: JSON files of alignment edits.")
+    eval_files: list[str] = Field(default_factory=list, description="knowedit: JSON files of evaluation edits.")
+    max_train: int | None = Field(None, ge=1, description="knowedit: a seeded subset of the train edits (null: all).")
+    max_eval: int | None = Field(None, ge=1, description="knowedit: a seeded subset of the eval edits (null: all).")
+
+    @model_validator(mode="after")
+    def _files(self) -> "EditsSection":
+        if self.source == "knowedit" and (not self.train_files or not self.eval_files):
+            raise ValueError("source 'knowedit' needs train_files and eval_files (KnowEdit JSON files)")
+        if self.source == "world" and (self.train_files or self.eval_files):
+            raise ValueError("train_files / eval_files are for source 'knowedit'; source 'world' generates edits")
+        return self
+
+
+class EditAlignSection(Strict):
+    """The ``edit_align`` stage (LTE's alignment phase): SFTTrainer on edit-following data, LoRA or full."""
+
+    peft: Literal["none", "lora"] = Field("lora", description="'lora': adapters on the SFT policy; 'none': full.")
+    lora: LoraSection = Field(default_factory=LoraSection)
+    max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
+    mix: list[float] = Field(
+        default_factory=lambda: [0.5, 0.25, 0.25], description="Shares of edits with 0, 1, 2, ... retrieved "
+        "distractor facts (LTE: 50% / 25% / 25%)."
+    )
+    plain_locality: bool = Field(True, description="Also ask locality questions without the template (LTE).")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
+
+    @field_validator("mix")
+    @classmethod
+    def _mix(cls, v: list[float]) -> list[float]:
+        if not v or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("must be non-negative shares (for 0, 1, 2, ... distractors) that sum to 1")
+        return v
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import SFTConfig
+
+        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
+
+
+class EditEvalSection(Strict):
+    """The ``edit_eval`` stage (LTE's inference phase): retrieve stored edits, answer, score."""
+
+    top_k: int = Field(1, ge=1, le=16, description="Stored edits retrieved per question (BM25).")
+    sizes: list[int | None] = Field(
+        default_factory=lambda: [10, 100, None], description="Edits in the store per run (null: all eval edits)."
+    )
+    modes: list[Literal["batch", "sequential"]] = Field(
+        default_factory=lambda: ["batch", "sequential"], description="'batch': all N edits stored, then asked; "
+        "'sequential': edits arrive one by one, each asked right after it is stored."
+    )
+    max_new_tokens: int = Field(32, ge=1, le=8192, description="Generation budget per answer.")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+
+    @field_validator("sizes", "modes")
+    @classmethod
+    def _nonempty(cls, v: list) -> list:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must be a non-empty list without repeats")
+        if any(isinstance(x, int) and x < 1 for x in v):
+            raise ValueError("edit-store sizes must be >= 1 (or null for all eval edits)")
+        return v
+
+
 class Params(Strict):
     """The whole params.yaml."""
 
@@ -523,6 +599,9 @@ class Params(Strict):
     report: ReportSection = Field(default_factory=ReportSection)
     roles: RolesSection = Field(default_factory=RolesSection)
     synthesize: SynthesizeSection = Field(default_factory=SynthesizeSection)
+    edits: EditsSection = Field(default_factory=EditsSection)
+    edit_align: EditAlignSection = Field(default_factory=EditAlignSection)
+    edit_eval: EditEvalSection = Field(default_factory=EditEvalSection)
 
 
 def _format_error(source: str, err: ValidationError) -> str:

@@ -1,4 +1,5 @@
-"""The ``report`` stage: FollowBench tables and plots from ``data/evaluate/<name>/metrics.json``.
+"""The ``report`` stage: FollowBench tables and plots from ``data/evaluate/<name>/metrics.json`` (and, with
+``report.lte``, the LTE table from ``data/edit_eval/metrics.json``: ``lte.md``, ``lte.csv``).
 
 Run (normally ``dvc repro report``; or directly)::
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import ConfigError, Params
+from alignpipe.report.lte import lte_markdown, lte_table
 from alignpipe.report.plots import hsr_by_level
 from alignpipe.evaluate.pairwise import pairwise
 from alignpipe.report.tables import (
@@ -121,7 +123,8 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
     return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs)
 
 
-def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report") -> dict[str, Any]:
+def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
+        edit_eval_dir: str | Path = "data/edit_eval") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
     log.info("report rows: %s", dict(params.report.rows))
     metrics = load_metrics(eval_dir, params.report.rows)
@@ -139,6 +142,13 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
                 "# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8"
             )
             (tmp / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
+        if params.report.lte:  # LTE (knowledge editing): data/edit_eval/metrics.json
+            lte_metrics = read_json(Path(edit_eval_dir) / "metrics.json")
+            l_table = lte_table(lte_metrics)
+            (tmp / "lte.md").write_text("# LTE knowledge editing\n\n"
+                                        + lte_markdown(l_table, lte_metrics), encoding="utf-8")
+            (tmp / "lte.csv").write_text(l_table.to_csv(index=False, float_format="%.4f", lineterminator="\n"),
+                                         encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
         official = {label: m for label, m in metrics.items() if m.get("benchmark") == "followbench"}
         if official:  # models evaluated on the official FollowBench data (evaluate.benchmark: followbench)

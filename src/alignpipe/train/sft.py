@@ -124,15 +124,21 @@ class PipelineSFTTrainer(SFTTrainer):
         return EpochSeededLengthSampler(batch, lengths, self.args.data_seed or self.args.seed)
 
 
-def sft_config(params: Params, output_dir: str | Path) -> SFTConfig:
-    """SFTConfig = :data:`DEFAULT_SFT` <- ``params.sft.trainer`` <- pipeline-owned keys."""
+def sft_config(params: Params, output_dir: str | Path, section: Any = None,
+               defaults: dict[str, Any] | None = None) -> SFTConfig:
+    """SFTConfig = :data:`DEFAULT_SFT` <- ``params.sft.trainer`` <- pipeline-owned keys.
+
+    ``section`` (anything with ``max_length`` and ``trainer``, default ``params.sft``) and ``defaults`` let
+    other SFT-style stages (LTE's ``edit_align``) reuse this configuration with their own params section.
+    """
+    section = params.sft if section is None else section
     owned = pipeline_args(output_dir, params.seed)
-    owned["max_length"] = params.sft.max_length
+    owned["max_length"] = section.max_length
     if not torch.cuda.is_available():
         # TRL turns gradient checkpointing on by default; on CPU it only costs time (memory is not the limit).
         # transformers 5 names it activation_checkpointing (gradient_checkpointing is a deprecated alias).
         owned["activation_checkpointing"] = False
-    return SFTConfig(**merge_args(DEFAULT_SFT, params.sft.trainer, owned))
+    return SFTConfig(**merge_args(DEFAULT_SFT if defaults is None else defaults, section.trainer, owned))
 
 
 def build_trainer(
@@ -142,16 +148,23 @@ def build_trainer(
     dataset: Dataset,
     output_dir: str | Path,
     callbacks: list[TrainerCallback] | None = None,
+    section: Any = None,
+    defaults: dict[str, Any] | None = None,
+    peft_config: Any = None,
 ) -> PipelineSFTTrainer:
-    """An ``SFTTrainer`` with completion-only loss on ``dataset`` (tokenized here, by TRL)."""
+    """An ``SFTTrainer`` with completion-only loss on ``dataset`` (tokenized here, by TRL).
+
+    ``section``/``defaults`` as in :func:`sft_config`; ``peft_config`` (a peft ``LoraConfig``) trains adapters.
+    """
     tokenizer.padding_side = "right"
-    args = sft_config(params, output_dir)
+    args = sft_config(params, output_dir, section, defaults)
     return PipelineSFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[LogLastStep(), *(callbacks or [])],
+        peft_config=peft_config,
     )
 
 
