@@ -79,8 +79,7 @@ def lion_final(ctx, roles, pool, round_: int):
 def write_outputs(params, webr_out, lion_out, roles, config: dict, out_dir: str) -> dict:
     rows, meta, metrics = webr_out
     metrics = {**metrics, "roles": roles.metrics()}
-    synth.write(out_dir, rows, meta, metrics, config, lion_out)
-    return metrics
+    return synth.write(out_dir, rows, meta, metrics, config, lion_out)
 
 
 def lion_rounds(cfg, roles, world_dir: str, base_dir: str):

@@ -8,8 +8,10 @@ is cached on disk by request hash (``alignpipe.llm``), so a killed run resumes w
 
 Outputs in ``data/synthesize/``: ``webr.jsonl`` (``{prompt_id, messages}``, WebR's format), ``sft_webr.jsonl``
 (the same rows as prompt-completion records for the sft stage, ``sft.data: [seed, webr]``),
-``webr_meta.jsonl`` (per row: type, page id, sections kept, word, length limit, persona), ``metrics.json``
-(counts per type, refusal and dedup removals, role counters) and ``config.json``.
+``webr_meta.jsonl`` (per row: type, page id, sections kept, word, length limit, persona), Lion's
+``lion.jsonl`` / ``sft_lion.jsonl`` and ``lion/`` (rounds, see :mod:`alignpipe.synth.lion_stage`, run after
+WebR), ``metrics.json`` (counts per type, refusal and dedup removals, Lion's per-round metrics, role counters)
+and ``config.json``.
 """
 
 from __future__ import annotations
@@ -139,11 +141,12 @@ def assemble(params: Params, plans: list[webr.Plan], persona: dict[str, str | No
 
 
 def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict, config: dict,
-          lion: tuple[lion_stage.LionContext | None, list[dict], dict] | None = None) -> None:
+          lion: tuple[lion_stage.LionContext | None, list[dict], dict] | None = None) -> dict:
     """Every output at once (WebR's and Lion's), so a killed stage never leaves a complete-looking directory.
 
     ``lion``: (context, final rows, Lion metrics) from :func:`alignpipe.synth.lion_stage.run`, or None when Lion
-    is off (its files are then written empty). ``metrics`` gets Lion's under ``"lion"``; ``roles`` is the total.
+    is off (its files are then written empty). Returns the metrics written: ``metrics`` plus Lion's under
+    ``"lion"`` (``roles`` is the stage's total).
     """
     ctx, lion_rows, lion_metrics = lion or (None, [], {"rows": 0, "rounds": [], "lion": "disabled"})
     metrics = {**metrics, "lion": lion_metrics}
@@ -156,6 +159,7 @@ def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict
         lion_stage.write_into(tmp, ctx, lion_rows, lion_metrics.get("rounds", []))
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
+    return metrics
 
 
 def run_webr(params: Params, pages: list[dict[str, Any]], roles: Roles) -> tuple[list[dict], list[dict], dict]:
@@ -181,6 +185,6 @@ def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Pat
     rows, meta, metrics = run_webr(params, pages, roles)
     lion = lion_stage.run(params, roles, world_dir, base_dir) if params.synthesize.lion.enabled else None
     metrics["roles"] = roles.metrics()
-    write(out_dir, rows, meta, metrics, config, lion)
+    metrics = write(out_dir, rows, meta, metrics, config, lion)
     log.info("synthesize: roles %s", metrics["roles"]["total"])
-    return {**metrics, "lion": lion[2] if lion else {"rows": 0}}
+    return metrics

@@ -284,8 +284,9 @@ def test_hf_teacher_and_generator_through_the_same_code_rerun_makes_no_request(w
     # A rerun in a fresh work dir recomputes every phase, and every hf answer comes from the disk cache.
     monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "work-2"))
     m2 = stage.run(params, world_dir, tmp_path / "b", base_dir)
-    assert m2["roles"]["total"]["requests"] == 0
+    assert m2["roles"]["teacher"]["requests"] == m2["roles"]["generator"]["requests"] == 0  # the oracle is computed
     assert m2["roles"]["teacher"]["cache_hits"] == roles["teacher"]["calls"]
+    assert m2["roles"]["generator"]["cache_hits"] == roles["generator"]["calls"]
     assert (tmp_path / "a" / "lion.jsonl").read_bytes() == (tmp_path / "b" / "lion.jsonl").read_bytes()
 
 
