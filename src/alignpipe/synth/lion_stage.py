@@ -1,13 +1,16 @@
 """Lion's phases in the ``synthesize`` stage: each round's imitation, discrimination and generation as artifacts.
 
     ctx = prepare(params, world_dir="data/world", base_dir="data/base")   # initial pool, eval subset, work dir
-    done = [baseline(ctx, roles)]                                         # round 0: the initial student's score
+    baseline(ctx, roles)                                                  # round 0: the initial student's score
     pool = ctx.pool
     for r in range(1, params.synthesize.lion.rounds + 1):
-        done.append(imitation(ctx, roles, r, pool))                      # teacher answers; student fine-tuned
-        done.append(discrimination(ctx, roles, r))                        # referee, both orders; hard / easy
-        pool = (g := generation(ctx, roles, r))["pool"]; done.append(g)   # new hard + rarer instructions
-    done.append(final_answers(ctx, roles, pool, r))                       # the teacher answers the last ones
+        imitation(ctx, roles, r, pool)                                    # teacher answers; student fine-tuned
+        discrimination(ctx, roles, r)                                     # referee, both orders; hard / easy
+        pool = generation(ctx, roles, r)["pool"]                          # + new hard and rarer instructions
+    final_answers(ctx, roles, pool, r)                                    # the teacher answers the last ones
+    rows = final_rows(ctx, r)                                             # {prompt_id, messages}
+
+(:func:`run` does exactly this and collects each phase's metrics; the flow runs each phase as a task.)
 
 Every phase writes one directory ``<work dir>/round_<r>/<phase>/`` atomically and returns what it holds; a
 directory that already exists is read back instead of recomputed, so a killed run continues from the last
