@@ -443,6 +443,7 @@ class WebRSection(Strict):
     persona_max_tokens: int = Field(64, ge=1, description="Generation budget of the author persona (<= 30 words).")
     request_max_tokens: int = Field(320, ge=1, description="Generation budget of a request (<= 200 words).")
     response_max_tokens: int = Field(1024, ge=1, description="Generation budget of a response / refinement.")
+    persona: bool = Field(True, description="Ablation switch: false writes requests without an author persona.")
     part: bool = Field(True, description="Ablation switch: false turns the 'part' variants into 'all'.")
     refine: bool = Field(True, description="Ablation switch: false keeps the WR rollout unrefined.")
     dedup: bool = Field(True, description="Ablation switch: false skips the MinHash-LSH dedup of requests.")

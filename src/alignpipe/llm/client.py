@@ -49,9 +49,10 @@ class RoleClient:
         out: list[Completion | None] = [None] * len(requests)
         keys: list[str | None] = [None] * len(requests)
         todo: list[int] = []
+        identity = self.backend.identity() if self.cache is not None else None
         for i, req in enumerate(requests):
             if self.cache is not None:
-                keys[i] = request_key(self.backend.identity(), req)
+                keys[i] = request_key(identity, req)  # type: ignore[arg-type]
                 hit = self.cache.get(keys[i])
                 if hit is not None:
                     out[i] = hit

@@ -174,6 +174,8 @@ def wr_refine(f: dict[str, Any], rng: random.Random) -> str:
 
 def respond(name: str, f: dict[str, Any], rng: random.Random, kb: KB | None) -> str | None:
     """The WebR template ``name``'s answer, or None if ``name`` is not a WebR template."""
+    if name.endswith("_nopersona"):  # the ablation's templates: the same behaviour with no author
+        name, f = name.removesuffix("_nopersona"), {**f, "author": ""}
     table = {
         "webr_persona": lambda: persona(f, rng),
         "webr_wi_all": lambda: wi_request(f, rng, part=False),

@@ -66,6 +66,8 @@ def load(params: Params, world_dir: str | Path, fan_out=None) -> tuple[list[dict
 def personas(params: Params, pages: list[dict[str, Any]], roles: Roles) -> dict[str, str | None]:
     """The author persona of every page, from the whole page (before sectioning, as the authors do)."""
     cfg = params.synthesize.webr
+    if not cfg.persona:  # the "without persona" ablation: no persona call, persona-free request templates
+        return {p["id"]: "" for p in pages}
     out = roles.generator.chat("webr_persona.v1", [{"web": p["webpage"]} for p in pages],
                                temperature=cfg.temperature, max_tokens=cfg.persona_max_tokens)
     return {p["id"]: o for p, o in zip(pages, out)}
@@ -81,9 +83,10 @@ def requests(params: Params, plans: list[webr.Plan], persona: dict[str, str | No
     cfg = params.synthesize.webr
     out: list[str | None] = [None] * len(plans)
     for kind, template in REQUEST_TEMPLATES.items():
+        template = template if cfg.persona else template.replace(".v1", "_nopersona.v1")
         idx = [i for i, p in enumerate(plans) if p.type == kind and persona[p.page_id] is not None]
-        fields = [{"web": plans[i].web, "author": persona[plans[i].page_id], "word": plans[i].word,
-                   "len_limit": plans[i].len_limit} for i in idx]
+        fields = [{"web": plans[i].web, "word": plans[i].word, "len_limit": plans[i].len_limit,
+                   **({"author": persona[plans[i].page_id]} if cfg.persona else {})} for i in idx]
         for i, text in zip(idx, roles.generator.chat(template, fields, temperature=cfg.temperature,
                                                      max_tokens=cfg.request_max_tokens)):
             out[i] = text

@@ -113,3 +113,14 @@ def test_bad_input_names_the_record_and_bad_mixture_fails_early(tmp_path):
 
     with pytest.raises(ConfigError, match=r"sft.data = \['seed', 'webr'\]: 'webr' needs synthesize.webr.enabled"):
         validate_params({"sft": {"data": ["seed", "webr"]}, "synthesize": {"webr": {"enabled": False}}})
+
+
+def test_without_persona_ablation(world_dir, tmp_path):
+    params = validate_params({"seed": 5, "synthesize": {"webr": {"persona": False}, "lion": {"enabled": False}}})
+    m = stage.run(params, world_dir, tmp_path / "o")
+    _check_outputs(tmp_path / "o", m)
+    assert m["roles"]["generator"]["calls"] == 12  # requests only: no persona call
+    meta = _read(tmp_path / "o" / "webr_meta.jsonl")
+    assert meta and all(r["persona"] == "" for r in meta)
+    rows = _read(tmp_path / "o" / "webr.jsonl")
+    assert not any("As a " in r["messages"][0]["content"] for r in rows)  # the oracle's persona voice is gone

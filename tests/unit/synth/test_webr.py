@@ -45,7 +45,9 @@ def _pages(n):
     return [{"id": f"p{i}", "webpage": f"Title {i}\n\nBody of page {i} with words."} for i in range(n)]
 
 
-@pytest.mark.parametrize("n, expected", [(12, [4, 4, 2, 2]), (6, [2, 2, 1, 1]), (7, [2, 3, 1, 1]), (600, [200, 200, 100, 100])])
+@pytest.mark.parametrize("n, expected", [
+    (12, [4, 4, 2, 2]), (6, [2, 2, 1, 1]), (7, [2, 3, 1, 1]), (600, [200, 200, 100, 100]),
+])  # fmt: skip
 def test_split_is_wi_wr_two_to_one_each_half_all_and_part(n, expected):
     plans = webr.plan_pages(_pages(n), WebRSection(), seed=3)
     assert [sum(p.type == t for p in plans) for t in webr.TYPES] == expected
