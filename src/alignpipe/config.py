@@ -166,9 +166,10 @@ class SFTSection(Strict):
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
-    data: list[Literal["seed", "webr"]] = Field(
+    data: list[Literal["seed", "webr", "lion"]] = Field(
         default_factory=lambda: ["seed"], description="Training data, concatenated in order: 'seed' = the world's "
-        "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl)."
+        "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl), 'lion' = "
+        "Lion's final train pool with the teacher's answers (data/synthesize/sft_lion.jsonl)."
     )
 
     @field_validator("data")
@@ -451,6 +452,24 @@ class RoleSection(Strict):
         return self
 
 
+class RunnerSection(Strict):
+    """The Prefect task runner that remote role calls (openai backend) fan out through in the flows."""
+
+    kind: Literal["thread", "dask"] = Field(
+        "thread", description="'thread': a thread pool as wide as the largest role concurrency; 'dask': a Dask "
+        "cluster (prefect-dask), the one at `address` or a local one of `workers` workers."
+    )
+    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); null: a local cluster.")
+    workers: int = Field(2, ge=1, le=4096, description="dask, local cluster: number of workers.")
+    processes: bool = Field(False, description="dask, local cluster: workers in processes (true) or threads.")
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> "RunnerSection":
+        if self.kind == "thread" and self.address is not None:
+            raise ValueError("address needs kind: dask")
+        return self
+
+
 class RolesSection(Strict):
     """The LLM roles of the papers, each on its own backend (see ``alignpipe.llm``)."""
 
@@ -462,6 +481,7 @@ class RolesSection(Strict):
     cache_dir: str | None = Field(
         None, description="Disk cache of remote calls (null: $ALIGNPIPE_WORK_DIR/llm, else .cache/alignpipe/llm)."
     )
+    runner: RunnerSection = Field(default_factory=RunnerSection)
 
 
 class WebRSection(Strict):
@@ -500,10 +520,52 @@ class WebRSection(Strict):
         return v
 
 
+class LionSection(Strict):
+    """Lion (adversarial distillation, YJiangcm/Lion): rounds of imitation, discrimination and generation."""
+
+    enabled: bool = Field(True, description="Run Lion in the synthesize stage.")
+    rounds: int = Field(3, ge=1, le=100, description="Iterations of imitation -> discrimination -> generation "
+                        "(Lion: 3).")
+    input: str | None = Field(
+        None, description="A JSON list or JSONL file of {\"instruction\", \"input\"?} records (Alpaca/Lion "
+        "format) as the initial pool; null: the world's train.jsonl."
+    )
+    max_prompts: int | None = Field(None, ge=1, description="A seeded subset of the initial pool (null: all).")
+    student: str = Field(
+        "base", description="The student every round fine-tunes from: 'base' = the base stage's model "
+        "(data/base/model), or a local model directory / hub id (e.g. an earlier SFT model)."
+    )
+    threshold: float = Field(1.0, gt=0, le=9, description="Hard if teacher score - student score >= this (Lion: 1).")
+    new_hard: int = Field(64, ge=0, description="New instructions generated from hard ones per round "
+                          "(Lion: 3000).")
+    new_easy: int = Field(64, ge=0, description="New (rarer) instructions generated from easy ones per round "
+                          "(Lion: 3000).")
+    max_attempts: float = Field(3.0, ge=1, le=100, description="Generator calls per wanted instruction, at most "
+                                "(rejected ones are retried up to this budget).")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Reject a new instruction whose ROUGE-L F1 "
+                                   "against the pool exceeds this (Lion: 0.7).")
+    min_words: int = Field(4, ge=1, description="Reject a new instruction with fewer words (Lion: <= 3 rejected).")
+    eval_prompts: int = Field(48, ge=0, description="A seeded subset of the world's eval pool on which each "
+                              "round's student is scored against the teacher (relative score); 0: none.")
+    max_new_tokens: int = Field(96, ge=1, le=8192, description="Student generation budget per response.")
+    batch_size: int = Field(32, ge=1, description="Student prompts per generation batch.")
+    max_length: int = Field(384, ge=16, description="Student training: truncation of prompt + answer tokens.")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides of the student's "
+                                    "fine-tuning (the sft stage's defaults otherwise).")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import SFTConfig
+
+        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
+
+
 class SynthesizeSection(Strict):
-    """The ``synthesize`` stage: data synthesis over the LLM roles (WebR; Lion joins here)."""
+    """The ``synthesize`` stage: data synthesis over the LLM roles (WebR and Lion)."""
 
     webr: WebRSection = Field(default_factory=WebRSection)
+    lion: LionSection = Field(default_factory=LionSection)
 
 
 class EditsSection(Strict):
@@ -638,6 +700,8 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(_format_error(source, err)) from None
     if "webr" in params.sft.data and not params.synthesize.webr.enabled:
         raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
+    if "lion" in params.sft.data and not params.synthesize.lion.enabled:
+        raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'lion' needs synthesize.lion.enabled = true")
     return params
 
 
