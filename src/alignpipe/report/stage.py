@@ -119,6 +119,29 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
     return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs)
 
 
+def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+    """The BMC table (``report.bmc``: model -> row label there): the Hierarchical Alignment table's columns, W/T/L
+    and alignment tax against ``report.reference`` (which is a row only when ``report.bmc`` lists it)."""
+    cfg = params.report
+    ref_label = cfg.rows[cfg.reference]
+    ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
+    labels = dict(cfg.bmc)
+    by_label = {labels[n]: metrics[cfg.rows[n]] for n in cfg.bmc}
+    pairs: dict[str, Any] = {
+        labels[n]: None if n == cfg.reference
+        else pairwise(read_jsonl(Path(eval_dir) / n / "generations.jsonl"), ref_rows, tie_margin=cfg.tie_margin)
+        for n in cfg.bmc
+    }
+    reference = labels.get(cfg.reference, ref_label)
+    if cfg.reference not in cfg.bmc:  # the baseline of W/T/L and the tax, not a row of this table
+        by_label = {**by_label, reference: metrics[ref_label]}
+    table = hierarchical_table(by_label, pairs, reference)
+    if cfg.reference not in cfg.bmc:
+        table = table.drop(index=reference)
+    n_pairs = next((p["fluency"]["n"] for p in pairs.values() if p), None)
+    return table, hierarchical_markdown(table, reference, n_pairs)
+
+
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
     log.info("report rows: %s", dict(params.report.rows))
@@ -137,6 +160,11 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
                 "# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8"
             )
             (tmp / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
+        if params.report.bmc:
+            b_table, b_md = bmc(params, eval_dir, metrics)
+            (tmp / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
+                                        encoding="utf-8")
+            (tmp / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
     log.info("report written to %s (%d models)", out_dir, len(metrics))
     return table.to_dict(orient="index")

@@ -5,9 +5,10 @@ Example::
     editor = WorldEditor(kb, records)                 # records: the instruction records the prompts come from
     bridged = editor.edit(record["instruction"], losing, winning)
 
-What the edit does. Both responses are split into words, spaces and punctuation marks, and
-``difflib.SequenceMatcher`` aligns them; every non-equal opcode is a *hunk* (a span of the losing response and the
-span of the winning response that replaces it). Applying every hunk gives the winning response; applying none, the
+What the edit does. Both responses are split into sentences of words, spaces and punctuation marks, and
+``difflib.SequenceMatcher`` aligns the sentences; a replaced sentence similar to its counterpart is aligned again
+word by word. Every difference is a *hunk* (a span of the losing response and the span of the winning response
+that replaces it): a few words inside a sentence, or whole sentences. Applying every hunk gives the winning response; applying none, the
 losing one. The editor starts from the winning response and reverts hunks back to the losing text, the largest
 first, keeping each revert when the text still **satisfies every constraint the winning response satisfies and
 scores at least as well on each judge dimension** (fluency, factuality, coherence); passes repeat until no revert
@@ -32,6 +33,7 @@ from alignpipe.world.verify import verify
 
 _PIECES = re.compile(r"\w+|\s+|[^\w\s]")
 MAX_PASSES = 4
+WORD_LEVEL = 0.5  # a replaced sentence this similar to its counterpart is edited word by word
 
 
 def pieces(text: str) -> list[str]:
@@ -52,10 +54,56 @@ class Hunk:
         return max(self.i2 - self.i1, len(self.new))
 
 
+def sentences_of(text_pieces: list[str]) -> list[list[str]]:
+    """Split pieces into units: sentences (ending with ``.``/``!``/``?`` before a space, or before a newline) and
+    the whitespace between them, each its own unit (so a moved line break is an edit of its own)."""
+    units: list[list[str]] = [[]]
+    for p in text_pieces:
+        prev = units[-1][-1] if units[-1] else None
+        if p.isspace() and ("\n" in p or prev in (".", "!", "?")):
+            units += [[p], []]
+        else:
+            units[-1].append(p)
+    return [u for u in units if u]
+
+
+def _word_ratio(a: list[str], b: list[str]) -> float:
+    """difflib's similarity of two sentences over their words and marks (spaces would inflate it)."""
+    words = [[p for p in x if not p.isspace()] for x in (a, b)]
+    return difflib.SequenceMatcher(None, *words, autojunk=False).ratio()
+
+
 def hunks(losing: list[str], winning: list[str]) -> list[Hunk]:
-    """The non-equal opcodes of the piece-level diff (autojunk off: responses are short and junk would hide words)."""
-    matcher = difflib.SequenceMatcher(None, losing, winning, autojunk=False)
-    return [Hunk(i1, i2, tuple(winning[j1:j2])) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+    """Edits that turn the losing pieces into the winning ones, sentence by sentence.
+
+    Sentences are aligned first (difflib over whole sentences); a replaced sentence whose counterpart is similar
+    (ratio of their words >= ``WORD_LEVEL``) is edited word by word, any other replaced, deleted or inserted span
+    as whole sentences. Whole-sentence edits keep word-level mixing from stitching two unrelated sentences into one
+    that a rule-based judge cannot read (difflib's autojunk is off: responses are short).
+    """
+    lose_units, win_units = sentences_of(losing), sentences_of(winning)
+    lose_start = [0]
+    for u in lose_units:
+        lose_start.append(lose_start[-1] + len(u))
+    out: list[Hunk] = []
+    matcher = difflib.SequenceMatcher(None, ["".join(u) for u in lose_units], ["".join(u) for u in win_units],
+                                      autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for i, j in zip(range(i1, i2), range(j1, j2)):
+                a, b = lose_units[i], win_units[j]
+                inner = difflib.SequenceMatcher(None, a, b, autojunk=False)
+                if _word_ratio(a, b) >= WORD_LEVEL:
+                    out += [Hunk(lose_start[i] + a1, lose_start[i] + a2, tuple(b[b1:b2]))
+                            for t, a1, a2, b1, b2 in inner.get_opcodes() if t != "equal"]
+                else:
+                    out.append(Hunk(lose_start[i], lose_start[i + 1], tuple(b)))
+            continue
+        new = tuple(p for u in win_units[j1:j2] for p in u)
+        out.append(Hunk(lose_start[i1], lose_start[i2], new))
+    return out
 
 
 def apply(losing: list[str], applied: list[Hunk]) -> str:

@@ -171,3 +171,34 @@ def test_bmc_variant_trains(helpers, sft_dir, bmc_store, tmp_path):
     assert metrics["steps"] == 2 and 0 < metrics["bmc/modified_frac"] < 1 and metrics["bmc/weight_mean"] > 1
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert len(changed) == len(before)
+
+
+def test_bridged_pairs_get_their_own_reference_store(helpers, sft_dir, tmp_path, monkeypatch):
+    """With a ``bridged`` column, reflogps stores (bridged, rejected) too, and bridging variants train on it."""
+    from alignpipe.config import ConfigError
+    from alignpipe.train import align, reflogps
+    from alignpipe.train.reflogps import BRIDGED_STORE, load_ref_logps
+
+    monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "_work"))
+    rows = edit_pairs(8)
+    for r in rows:  # a pseudo-winning response: the rejected one with its last word fixed
+        r["bridged"] = [{"role": "assistant", "content": r["rejected"][0]["content"].replace(".", " too.")}]
+    prefs = helpers.write_pairs(tmp_path / "preferences", rows)
+    params = helpers.make_params()
+    metrics = reflogps.run(params, prefs, sft_dir, tmp_path / "reflogps")
+    assert metrics["bridged"]["n_pairs"] == 8
+    plain, bridged = load_ref_logps(tmp_path / "reflogps"), load_ref_logps(tmp_path / "reflogps", BRIDGED_STORE)
+    for pid in plain.ids:
+        a, b = plain.pair(pid), bridged.pair(pid)
+        assert a["prompt_ids"] == b["prompt_ids"] and a["rejected_ids"] == b["rejected_ids"]
+        assert a["chosen_ids"] != b["chosen_ids"]
+        torch.testing.assert_close(a["rejected_logps"], b["rejected_logps"])
+    for variant in ("dpo_bc", "dpo_bmc"):
+        rows_b, _, ref, model, tok = align.prepare(params, prefs, tmp_path / "reflogps", sft_dir, variant)
+        assert [r["chosen"] for r in rows_b] == [r["bridged"] for r in rows] and ref.path.name == BRIDGED_STORE
+        trainer = align.build_trainer(params, variant, model, tok, rows_b, ref, tmp_path / variant)
+        assert align.train(trainer)["steps"] == 2
+    # Without the column, a bridging variant fails before any work, saying what to turn on.
+    helpers.write_pairs(tmp_path / "plain", edit_pairs(8))
+    with pytest.raises(ConfigError, match="preferences.bridging.enabled"):
+        align.prepare(params, tmp_path / "plain", tmp_path / "reflogps", sft_dir, "dpo_bc")

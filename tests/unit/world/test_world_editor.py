@@ -23,6 +23,16 @@ def test_pieces_round_trip_and_hunks():
     assert apply(lose, hs[:1]) == "A x c d."
 
 
+def test_all_hunks_give_the_winner_exactly(world, oracle):
+    rng = random.Random(3)
+    for r in world.train[::37][:30]:
+        winning = world.answers[r["id"]]
+        losing = oracle.wrong(r, rng.choice(["wrong_fact", "repeat", "truncate", "off_topic"]), rng)
+        lose = pieces(losing)
+        assert apply(lose, hunks(lose, pieces(winning))) == winning
+        assert apply(lose, []) == losing
+
+
 def test_bridged_fixes_violated_constraints_and_keeps_losing_text(world, oracle, editor, judge):
     rng = random.Random(0)
     records = [r for r in world.train if r["level"] >= 2][::7][:40]
