@@ -180,7 +180,8 @@ class BridgingSection(Strict):
 
     enabled: bool = Field(True, description="Add a 'bridged' response to every pair (pairs.jsonl); off: no column.")
     editor: Literal["world"] = Field(
-        "world", description="'world': the built-in oracle editor (verifiers + judge; LLM editors come with the roles)."
+        "world", description="'world': the built-in oracle editor (verifiers + judge); LLM editors come with the "
+        "roles interface."
     )
 
 
@@ -342,8 +343,11 @@ class ReportSection(Strict):
         default_factory=list, description="Models (names from rows) in the Hierarchical Alignment table; [] = none."
     )
     reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
-    bmc: dict[str, str] = Field(
-        default_factory=dict, description="BMC table: evaluated model -> its row label there (names from rows); {} = none."
+    bmc: list[str] = Field(
+        default_factory=list, description="Models (names from rows) in the BMC table, in row order; [] = none."
+    )
+    bmc_labels: dict[str, str] = Field(
+        default_factory=dict, description="Row labels in the BMC table where they differ from rows (dpo_full: DPO)."
     )
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
 
@@ -357,6 +361,9 @@ class ReportSection(Strict):
         unknown = [m for m in self.bmc if m not in self.rows]
         if unknown:
             raise ValueError(f"bmc names {unknown}, which are not in report.rows {list(self.rows)}")
+        unknown = [m for m in self.bmc_labels if m not in self.bmc]
+        if unknown:
+            raise ValueError(f"bmc_labels names {unknown}, which are not in report.bmc {self.bmc}")
         if self.bmc and self.reference not in self.rows:
             raise ValueError(f"reference '{self.reference}' (the BMC table's W/T/L baseline) must be in report.rows")
         return self

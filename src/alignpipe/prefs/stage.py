@@ -3,9 +3,10 @@
     python -m flows.preferences      # what `dvc repro preferences` runs
 
 Steps (public, so the flow runs them as tasks): ``load_prompts`` -> ``sample_candidates`` -> ``label`` ->
-``make_pairs`` -> ``bridge`` (BMC, when ``preferences.bridging.enabled``) -> ``write``. Sampling goes in chunks of prompts, each chunk seeded by its index and cached in
+``make_pairs`` -> ``write``. Sampling goes in chunks of prompts, each chunk seeded by its index and cached in
 ``.cache/alignpipe/preferences/<config hash>/``: a killed run resumes at the first missing chunk and the
-samples do not depend on where it was killed.
+samples do not depend on where it was killed. With ``preferences.bridging.enabled``, ``bridge`` (BMC) runs
+between ``make_pairs`` and ``write``; it never changes the sample cache's key.
 
 Outputs in ``data/preferences/``: ``pairs.jsonl`` (TRL conversational preference format + provenance; with
 bridging also ``bridged``, BMC's pseudo-winning response, and ``score_bridged``),

@@ -120,12 +120,12 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
 
 
 def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
-    """The BMC table (``report.bmc``: model -> row label there): the Hierarchical Alignment table's columns, W/T/L
-    and alignment tax against ``report.reference`` (which is a row only when ``report.bmc`` lists it)."""
+    """The BMC table (``report.bmc``, labels from ``report.bmc_labels`` or ``report.rows``): the Hierarchical
+    Alignment table's columns, W/T/L and alignment tax against ``report.reference`` (a row only when listed)."""
     cfg = params.report
     ref_label = cfg.rows[cfg.reference]
     ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
-    labels = dict(cfg.bmc)
+    labels = {n: cfg.bmc_labels.get(n, cfg.rows[n]) for n in cfg.bmc}
     by_label = {labels[n]: metrics[cfg.rows[n]] for n in cfg.bmc}
     pairs: dict[str, Any] = {
         labels[n]: None if n == cfg.reference

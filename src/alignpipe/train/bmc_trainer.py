@@ -55,7 +55,8 @@ class BMCCollator(DataCollatorForPreference):
             return out
         rows = [[0] * len(e["prompt_ids"]) + list(e[mask]) for mask in MASKS for e in examples]
         if self.max_length is not None:
-            sl = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            keep_start = self.truncation_mode == "keep_start"
+            sl = slice(None, self.max_length) if keep_start else slice(-self.max_length, None)
             rows = [r[sl] for r in rows]
         mask = torch.zeros_like(out["completion_mask"])
         for i, r in enumerate(rows):

@@ -8,8 +8,8 @@ Example::
 What the edit does. Both responses are split into sentences of words, spaces and punctuation marks, and
 ``difflib.SequenceMatcher`` aligns the sentences; a replaced sentence similar to its counterpart is aligned again
 word by word. Every difference is a *hunk* (a span of the losing response and the span of the winning response
-that replaces it): a few words inside a sentence, or whole sentences. Applying every hunk gives the winning response; applying none, the
-losing one. The editor starts from the winning response and reverts hunks back to the losing text, the largest
+that replaces it): a few words inside a sentence, or whole sentences. Applying every hunk gives the winning
+response; applying none, the losing one. The editor starts from the winning response and reverts hunks back to the losing text, the largest
 first, keeping each revert when the text still **satisfies every constraint the winning response satisfies and
 scores at least as well on each judge dimension** (fluency, factuality, coherence); passes repeat until no revert
 is kept. The result fixes what the losing response got wrong (violated constraints, wrong facts, broken

@@ -13,7 +13,7 @@ from alignpipe.utils.io import write_json, write_jsonl
 
 NAMES = {"sft": "SFT", "dpo_full": "Full-DPO", "dpo_bc": "DPO-BC", "dpo_mc": "DPO-MC", "dpo_bmc": "DPO-BMC",
          "global_bmc": "Global+BMC"}
-BMC_ROWS = {"dpo_full": "DPO", "dpo_bc": "DPO-BC", "dpo_mc": "DPO-MC", "dpo_bmc": "DPO-BMC", "global_bmc": "Global+BMC"}
+BMC_ROWS = ["dpo_full", "dpo_bc", "dpo_mc", "dpo_bmc", "global_bmc"]
 
 
 def _metrics(flu, coh):
@@ -34,7 +34,7 @@ def eval_dir(tmp_path):
 
 
 def test_bmc_table(eval_dir, tmp_path):
-    params = Params(report=ReportSection(rows=NAMES, bmc=BMC_ROWS, reference="sft"))
+    params = Params(report=ReportSection(rows=NAMES, bmc=BMC_ROWS, bmc_labels={"dpo_full": "DPO"}, reference="sft"))
     out = tmp_path / "report"
     stage.run(params, eval_dir=eval_dir, out_dir=out)
     md = (out / "bmc.md").read_text()
@@ -52,4 +52,6 @@ def test_bmc_table(eval_dir, tmp_path):
 
 def test_bmc_names_must_be_rows():
     with pytest.raises(ConfigError, match="bmc names \\['dpo_bmc'\\]"):
-        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": {"dpo_bmc": "DPO-BMC"}}})
+        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": ["dpo_bmc"]}})
+    with pytest.raises(ConfigError, match="bmc_labels names \\['sft'\\]"):
+        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": [], "bmc_labels": {"sft": "S"}}})
