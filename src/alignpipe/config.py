@@ -187,6 +187,16 @@ class SFTSection(Strict):
         return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
 
 
+class BridgingSection(Strict):
+    """BMC bridging (arXiv 2506.09329): a pseudo-winning response per pair, the losing one minimally edited."""
+
+    enabled: bool = Field(True, description="Add a 'bridged' response to every pair (pairs.jsonl); off: no column.")
+    editor: Literal["world"] = Field(
+        "world", description="'world': the built-in oracle editor (verifiers + judge); LLM editors come with the "
+        "roles interface."
+    )
+
+
 class PreferencesSection(Strict):
     """The ``preferences`` stage: sample K responses per train prompt, label them, build chosen/rejected pairs."""
 
@@ -208,6 +218,7 @@ class PreferencesSection(Strict):
     )
     levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5], description="Train-pool levels to sample.")
     max_prompts: int | None = Field(None, ge=1, description="Cap on train prompts (None: all).")
+    bridging: BridgingSection = Field(default_factory=BridgingSection)
 
     @field_validator("levels")
     @classmethod
@@ -239,6 +250,14 @@ class VariantSection(Strict):
     )
     layers: list[int] | None = Field(None, description="Explicit decoder layer indices (override block).")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides for this variant.")
+    pairs: Literal["original", "bridged"] = Field(
+        "original", description="BMC bridging: 'bridged' trains on (pseudo-winning, rejected) pairs from the "
+        "preferences stage's 'bridged' column instead of (chosen, rejected)."
+    )
+    token_weights: Literal["none", "bmc"] = Field(
+        "none", description="BMC modeling: 'bmc' weights the tokens that differ between chosen and rejected "
+        "(align.bmc.delta) in the policy and reference log-probs."
+    )
 
     @field_validator("trainer")
     @classmethod
@@ -246,6 +265,11 @@ class VariantSection(Strict):
         from trl import DPOConfig
 
         return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
+
+    @property
+    def is_bmc(self) -> bool:
+        """Whether BMC's bridging or modeling is on (align.bmc.beta then applies)."""
+        return self.pairs == "bridged" or self.token_weights == "bmc"
 
     @model_validator(mode="after")
     def _layers(self) -> "VariantSection":
@@ -266,7 +290,21 @@ def _default_variants() -> dict[str, VariantSection]:
         "local": VariantSection(peft="lora", block="local"),
         "mid": VariantSection(peft="lora", block="mid"),
         "global": VariantSection(peft="lora", block="global"),
+        "dpo_bc": VariantSection(peft="none", pairs="bridged"),
+        "dpo_mc": VariantSection(peft="none", token_weights="bmc"),
+        "dpo_bmc": VariantSection(peft="none", pairs="bridged", token_weights="bmc"),
+        "global_bmc": VariantSection(peft="lora", block="global", pairs="bridged", token_weights="bmc"),
     }
+
+
+class BMCSection(Strict):
+    """BMC hyperparameters (YJiangcm/BMC defaults: DPOConfig beta 0.1, dpo_bmc_delta 2.0)."""
+
+    delta: float = Field(2.0, ge=0, le=1000, description="δ: token weight w = 1 + m·min(1/π, δ); 0 = plain DPO. "
+                         "The authors use 1.5 (instruction following), 3.0 (QA, math).")
+    beta: float = Field(0.1, gt=0, description="DPO β of the BMC variants (the authors' recipes: 0.01-0.05 at "
+                        "7-8B, lr 5e-7); a variant's own trainer.beta still wins.")
+    autojunk: bool = Field(True, description="difflib's autojunk heuristic in the token diff (on, as the authors').")
 
 
 class AlignSection(Strict):
@@ -276,6 +314,7 @@ class AlignSection(Strict):
     lora: LoraSection = Field(default_factory=LoraSection)
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
     variants: dict[str, VariantSection] = Field(default_factory=_default_variants)
+    bmc: BMCSection = Field(default_factory=BMCSection)
     accelerate_config: str | None = Field(
         None, description="An accelerate config file (configs/accelerate/*.yaml): run align under accelerate launch."
     )
@@ -373,6 +412,12 @@ class ReportSection(Strict):
         default_factory=list, description="Models (names from rows) in the Hierarchical Alignment table; [] = none."
     )
     reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
+    bmc: list[str] = Field(
+        default_factory=list, description="Models (names from rows) in the BMC table, in row order; [] = none."
+    )
+    bmc_labels: dict[str, str] = Field(
+        default_factory=dict, description="Row labels in the BMC table where they differ from rows (dpo_full: DPO)."
+    )
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
 
@@ -383,6 +428,14 @@ class ReportSection(Strict):
             raise ValueError(f"hierarchical names {unknown}, which are not in report.rows {list(self.rows)}")
         if self.hierarchical and self.reference not in self.hierarchical:
             raise ValueError(f"reference '{self.reference}' must be one of hierarchical {self.hierarchical}")
+        unknown = [m for m in self.bmc if m not in self.rows]
+        if unknown:
+            raise ValueError(f"bmc names {unknown}, which are not in report.rows {list(self.rows)}")
+        unknown = [m for m in self.bmc_labels if m not in self.bmc]
+        if unknown:
+            raise ValueError(f"bmc_labels names {unknown}, which are not in report.bmc {self.bmc}")
+        if self.bmc and self.reference not in self.rows:
+            raise ValueError(f"reference '{self.reference}' (the BMC table's W/T/L baseline) must be in report.rows")
         return self
 
 

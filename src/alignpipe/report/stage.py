@@ -123,6 +123,29 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
     return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs)
 
 
+def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+    """The BMC table (``report.bmc``, labels from ``report.bmc_labels`` or ``report.rows``): the Hierarchical
+    Alignment table's columns, W/T/L and alignment tax against ``report.reference`` (a row only when listed)."""
+    cfg = params.report
+    ref_label = cfg.rows[cfg.reference]
+    ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
+    labels = {n: cfg.bmc_labels.get(n, cfg.rows[n]) for n in cfg.bmc}
+    by_label = {labels[n]: metrics[cfg.rows[n]] for n in cfg.bmc}
+    pairs: dict[str, Any] = {
+        labels[n]: None if n == cfg.reference
+        else pairwise(read_jsonl(Path(eval_dir) / n / "generations.jsonl"), ref_rows, tie_margin=cfg.tie_margin)
+        for n in cfg.bmc
+    }
+    reference = labels.get(cfg.reference, ref_label)
+    if cfg.reference not in cfg.bmc:  # the baseline of W/T/L and the tax, not a row of this table
+        by_label = {**by_label, reference: metrics[ref_label]}
+    table = hierarchical_table(by_label, pairs, reference)
+    if cfg.reference not in cfg.bmc:
+        table = table.drop(index=reference)
+    n_pairs = next((p["fluency"]["n"] for p in pairs.values() if p), None)
+    return table, hierarchical_markdown(table, reference, n_pairs)
+
+
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
         edit_eval_dir: str | Path = "data/edit_eval") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
@@ -149,6 +172,11 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
                                         + lte_markdown(l_table, lte_metrics), encoding="utf-8")
             (tmp / "lte.csv").write_text(l_table.to_csv(index=False, float_format="%.4f", lineterminator="\n"),
                                          encoding="utf-8")
+        if params.report.bmc:
+            b_table, b_md = bmc(params, eval_dir, metrics)
+            (tmp / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
+                                        encoding="utf-8")
+            (tmp / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
         official = {label: m for label, m in metrics.items() if m.get("benchmark") == "followbench"}
         if official:  # models evaluated on the official FollowBench data (evaluate.benchmark: followbench)
