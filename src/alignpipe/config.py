@@ -194,9 +194,9 @@ class BridgingSection(Strict):
     """BMC bridging (arXiv 2506.09329): a pseudo-winning response per pair, the losing one minimally edited."""
 
     enabled: bool = Field(True, description="Add a 'bridged' response to every pair (pairs.jsonl); off: no column.")
-    editor: Literal["world"] = Field(
-        "world", description="'world': the built-in oracle editor (verifiers + judge); LLM editors come with the "
-        "roles interface."
+    editor: Literal["world", "roles"] = Field(
+        "world", description="'world': the built-in oracle editor (verifiers + judge); 'roles': the roles "
+        "interface's editor role (roles.editor: oracle, hf or openai) with the editor_edit.v2 prompt."
     )
 
 

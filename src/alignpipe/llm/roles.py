@@ -133,7 +133,7 @@ class Editor(Role):
         """A minimal edit of each losing response toward the winning one."""
         fields = [{"instruction": t, "losing": lo, "winning": w, "record": r}
                   for t, lo, w, r in zip(instructions, losing, winning, _recs(records, len(instructions)))]
-        return self.chat("editor_edit.v1", fields)
+        return self.chat("editor_edit.v2", fields)
 
 
 class Judge(Role):

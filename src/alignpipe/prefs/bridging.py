@@ -12,9 +12,11 @@ editor behind :class:`Editor` (``edit(prompt, losing, winning) -> str``) can do 
 
 - ``world`` (default): :class:`alignpipe.world.editor.WorldEditor`, the built-in oracle editor (keeps the
   losing text except where the world's verifiers and judge need the winning one's);
-- an LLM (at paper scale, through the roles interface): :class:`PromptEditor` renders the project's editor
-  prompt (``prompts/bmc_editor_v1.txt``, placeholders ``{instruction}``, ``{losing}``, ``{winning}``; the
-  authors did not publish theirs) and returns the model's completion.
+- ``roles`` (at paper scale): :class:`RolesEditor`, the roles interface's ``editor`` role (``roles.editor`` in
+  params: the world oracle, a local ``hf`` model or an ``openai`` endpoint), batched, cached and counted like every
+  role call. Its prompt is the roles' versioned ``editor_edit.v2`` template (``alignpipe/llm/prompts/``; the
+  authors did not publish theirs). An output the role cannot give (``None``) leaves the winning response as the
+  pseudo-winner and is counted (``editor_failed``).
 
 Pairs keep every existing field (TRL's ``prompt``/``chosen``/``rejected`` are untouched, so reflogps and align
 read them as before) and gain ``bridged`` (one assistant message, like ``chosen``) and ``score_bridged``.
@@ -28,44 +30,40 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-PROMPTS = Path(__file__).parent / "prompts"
-EDITOR_PROMPT_VERSION = "v1"
+EDITOR_TEMPLATE = "editor_edit.v2"
 
 
 class Editor(Protocol):
     """BMC's editor role: the losing response minimally edited toward the winning one."""
 
-    def edit(self, prompt: str, losing: str, winning: str) -> str: ...
+    def edit(self, prompt: str, losing: str, winning: str) -> str | None: ...
 
 
-def editor_template(version: str = EDITOR_PROMPT_VERSION) -> str:
-    """The editor prompt template ``prompts/bmc_editor_<version>.txt``."""
-    path = PROMPTS / f"bmc_editor_{version}.txt"
-    if not path.is_file():
-        known = sorted(p.stem.removeprefix("bmc_editor_") for p in PROMPTS.glob("bmc_editor_*.txt"))
-        raise ValueError(f"no BMC editor prompt version {version!r}; known: {known}")
-    return path.read_text(encoding="utf-8")
+def editor_messages(prompt: str, losing: str, winning: str) -> list[dict[str, str]]:
+    """The editor prompt (the roles' ``editor_edit.v2`` template) filled in, as chat messages."""
+    from alignpipe.llm import prompts
+
+    return prompts.render(EDITOR_TEMPLATE, {"instruction": prompt.strip(), "losing": losing.strip(),
+                                            "winning": winning.strip()})
 
 
-def editor_prompt(prompt: str, losing: str, winning: str, version: str = EDITOR_PROMPT_VERSION) -> str:
-    """The editor prompt filled in (``str.format`` on the template; braces in the responses are left alone)."""
-    return editor_template(version).format(instruction=prompt.strip(), losing=losing.strip(), winning=winning.strip())
-
-
-class PromptEditor:
-    """An :class:`Editor` over any text completion function (an LLM role): prompt in, corrected response out.
+class RolesEditor:
+    """An :class:`Editor` over the roles interface's ``editor`` role, batched through :meth:`edit_many`.
 
     Args:
-        complete: ``complete(prompt_text) -> completion`` (e.g. a chat call with one user message).
-        version: editor prompt version (``prompts/bmc_editor_<version>.txt``).
+        role: ``build_roles(...).editor`` (any backend).
+        records: world instruction records by prompt text (only the oracle backend reads them; may be empty).
     """
 
-    def __init__(self, complete: Callable[[str], str], version: str = EDITOR_PROMPT_VERSION):
-        editor_template(version)  # an unknown version fails here, before any call
-        self.complete, self.version = complete, version
+    def __init__(self, role: Any, records: dict[str, dict[str, Any]] | None = None):
+        self.role, self.records = role, records or {}
 
-    def edit(self, prompt: str, losing: str, winning: str) -> str:
-        return self.complete(editor_prompt(prompt, losing, winning, self.version)).strip()
+    def edit_many(self, prompts: list[str], losing: list[str], winning: list[str]) -> list[str | None]:
+        out = self.role.edit(prompts, losing, winning, [self.records.get(p) for p in prompts])
+        return [o.strip() if isinstance(o, str) and o.strip() else None for o in out]
+
+    def edit(self, prompt: str, losing: str, winning: str) -> str | None:
+        return self.edit_many([prompt], [losing], [winning])[0]
 
 
 def world_editor(kb: Any, records: list[dict[str, Any]]) -> Editor:
@@ -97,11 +95,17 @@ def bridge_pairs(pairs: list[dict[str, Any]], editor: Editor,
         editor: the editor role.
         score: ``score(pair, text)``, the labeler's preference score of a response to the pair's prompt.
     """
-    out, kept, same_as_chosen, scores = [], [], 0, []
-    for pair in pairs:
-        prompt = pair["prompt"][-1]["content"]
-        losing, winning = _text(pair["rejected"]), _text(pair["chosen"])
-        bridged = editor.edit(prompt, losing, winning)
+    out, kept, same_as_chosen, scores, failed = [], [], 0, [], 0
+    prompts = [pair["prompt"][-1]["content"] for pair in pairs]
+    losings, winnings = [_text(p["rejected"]) for p in pairs], [_text(p["chosen"]) for p in pairs]
+    if hasattr(editor, "edit_many"):  # one batched call (an LLM role: batched, cached, fanned out)
+        edited = editor.edit_many(prompts, losings, winnings)
+    else:
+        edited = [editor.edit(p, lo, w) for p, lo, w in zip(prompts, losings, winnings)]
+    for pair, losing, winning, bridged in zip(pairs, losings, winnings, edited):
+        if bridged is None:  # the editor gave nothing usable: the winning response stays the pseudo-winner
+            failed += 1
+            bridged = winning
         row = {**pair, "bridged": [{"role": "assistant", "content": bridged}]}
         if score is not None:
             row["score_bridged"] = score(pair, bridged)
@@ -111,6 +115,7 @@ def bridge_pairs(pairs: list[dict[str, Any]], editor: Editor,
         same_as_chosen += bridged.strip() == winning.strip()
     stats = {
         "n_bridged": len(out),
+        "editor_failed": failed,
         "bridged_equals_chosen": round(same_as_chosen / max(len(out), 1), 6),
         "kept_losing_words_mean": round(statistics.fmean(kept), 6) if kept else None,
     }

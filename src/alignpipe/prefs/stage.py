@@ -172,19 +172,28 @@ def bridge(
     params: Params, records: list[dict[str, Any]], pairs: list[dict[str, Any]], world_dir: str | Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """BMC bridging: every pair gains ``bridged`` (the editor's pseudo-winning response) and ``score_bridged``."""
-    from alignpipe.prefs.bridging import bridge_pairs, world_editor
+    from alignpipe.prefs.bridging import RolesEditor, bridge_pairs, world_editor
     from alignpipe.world import Judge, load_kb, verify
 
     cfg = params.preferences
     kb = load_kb(Path(world_dir) / "kb.json")
     judge, by_id = Judge(kb), {r["id"]: r for r in records}
-    editor = world_editor(kb, records)  # cfg.bridging.editor == "world", the only editor without LLM roles
+    roles = None
+    if cfg.bridging.editor == "roles":  # the roles interface's editor (oracle / hf / openai), batched and cached
+        from alignpipe.llm import build_roles
+
+        roles = build_roles(params.roles, seed=params.seed, kb=kb)
+        editor = RolesEditor(roles.editor, {r["instruction"]: r for r in records})
+    else:
+        editor = world_editor(kb, records)
 
     def score(pair: dict[str, Any], text: str) -> float:
         record = by_id[pair["prompt_id"]]
         return response_score(verify(record, text), judge.score(record, text), cfg.judge_weight)
 
     out, stats = bridge_pairs(pairs, editor, score)
+    if roles is not None:
+        stats["roles"] = roles.metrics()
     log.info("bridging (%s editor): %s", cfg.bridging.editor, json.dumps(stats))
     return out, stats
 

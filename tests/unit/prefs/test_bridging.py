@@ -6,28 +6,59 @@ import pytest
 
 from alignpipe.config import ConfigError, WorldSection, validate_params
 from alignpipe.prefs import stage
-from alignpipe.prefs.bridging import PromptEditor, bridge_pairs, editor_prompt, editor_template, kept_fraction
+from alignpipe.prefs.bridging import RolesEditor, bridge_pairs, editor_messages, kept_fraction
 from alignpipe.prefs.pairs import Candidate, pair_row
 from alignpipe.train.pairs import read_pairs
 from alignpipe.utils.io import write_jsonl
 
 
-def test_editor_prompt_template_is_versioned_and_filled():
-    text = editor_prompt("Describe Velmora. Use JSON.", 'Velmora {"a": 1} is red.', "Velmora is blue.")
+def test_editor_prompt_is_the_roles_versioned_template_and_filled():
+    msgs = editor_messages("Describe Velmora. Use JSON.", ' Velmora {"a": 1} is red.', "Velmora is blue.")
+    assert [m["role"] for m in msgs] == ["system", "user"] and "careful editor" in msgs[0]["content"]
+    text = msgs[1]["content"]
     assert "### Instruction\nDescribe Velmora. Use JSON." in text
-    assert '### LOSING response\nVelmora {"a": 1} is red.' in text  # braces in a response survive
+    assert '### LOSING response\nVelmora {"a": 1} is red.' in text  # braces in a response survive, stripped
     assert "### WINNING response\nVelmora is blue." in text
     assert text.rstrip().endswith("### Corrected response")
-    assert "{" not in editor_template().replace("{instruction}", "").replace("{losing}", "").replace("{winning}", "")
-    with pytest.raises(ValueError, match="known: \\['v1'\\]"):
-        editor_template("v9")
 
 
-def test_prompt_editor_sends_the_prompt_and_strips_the_answer():
-    sent = []
-    editor = PromptEditor(lambda p: sent.append(p) or "  Velmora is blue.\n")
-    assert editor.edit("Describe Velmora.", "Velmora is red.", "Velmora is blue.") == "Velmora is blue."
-    assert sent == [editor_prompt("Describe Velmora.", "Velmora is red.", "Velmora is blue.")]
+class _Role:
+    """A stand-in editor role: edits by replacing 'red' with 'blue'; gives nothing (None) for empty losers."""
+
+    def __init__(self):
+        self.calls = []
+
+    def edit(self, instructions, losing, winning, records):
+        self.calls.append((list(instructions), list(records)))
+        return [lo.replace("red", "blue") if lo else None for lo in losing]
+
+
+def test_roles_editor_batches_one_call_and_counts_failed_edits():
+    role = _Role()
+    editor = RolesEditor(role, {"Describe Velmora.": {"id": "r1"}})
+    pairs = [{"prompt": [{"role": "user", "content": "Describe Velmora."}],
+              "chosen": [{"role": "assistant", "content": "Velmora is blue and old."}],
+              "rejected": [{"role": "assistant", "content": lo}], "score_chosen": 1.0} for lo in
+             ["Velmora is red and old.", ""]]
+    out, stats = bridge_pairs(pairs, editor, score=lambda pair, text: float("blue" in text))
+    assert len(role.calls) == 1 and role.calls[0][1] == [{"id": "r1"}, {"id": "r1"}]
+    assert out[0]["bridged"][0]["content"] == "Velmora is blue and old."
+    assert out[1]["bridged"][0]["content"] == "Velmora is blue and old."  # failed edit: the winner stays
+    assert stats["editor_failed"] == 1 and stats["n_bridged"] == 2
+
+
+def test_roles_editor_over_the_oracle_backend(small_world):
+    from alignpipe.llm import build_roles
+
+    world = small_world
+    params = validate_params({"seed": 1})
+    roles = build_roles(params.roles, seed=1, kb=world.kb, cache_dir=None)
+    rec = next(r for r in world.train if r["level"] >= 1)
+    winning = world.answers[rec["id"]]
+    losing = winning.upper()
+    editor = RolesEditor(roles.editor, {rec["instruction"]: rec})
+    assert isinstance(editor.edit(rec["instruction"], losing, winning), str)
+    assert roles.metrics()["editor"]["calls"] == 1
 
 
 def test_kept_fraction():
