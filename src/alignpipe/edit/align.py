@@ -29,24 +29,15 @@ from alignpipe.config import Params
 from alignpipe.edit.records import read_edits
 from alignpipe.edit.template import alignment_rows
 from alignpipe.models.training import loss_csv
+from alignpipe.train.sft import DEFAULT_SFT
 from alignpipe.utils.cache import model_digest
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir, write_json, write_jsonl
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
 
-# The SFT stage's defaults, fewer checkpoints: the alignment set is a few hundred rows on the built-in world.
-DEFAULT_EDIT_ALIGN: dict[str, Any] = {
-    "num_train_epochs": 3,
-    "per_device_train_batch_size": 8,
-    "learning_rate": 2e-3,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.05,
-    "weight_decay": 0.0,
-    "logging_steps": 10,
-    "save_steps": 100,
-    "train_sampling_strategy": "group_by_length",
-}
+# The SFT stage's defaults (the alignment set is a few hundred rows on the built-in world).
+DEFAULT_EDIT_ALIGN: dict[str, Any] = dict(DEFAULT_SFT)
 
 
 def stage_config(params: Params, edits_dir: str | Path, sft_dir: str | Path) -> dict[str, Any]:
