@@ -79,7 +79,8 @@ class TokenizerSection(Strict):
     vocab_size: int = Field(2048, ge=300, le=262_144, description="Vocabulary size including special tokens.")
     min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
     include_dialogues: bool = Field(
-        False, description="Also train on the train dialogues' text (instruction words become whole tokens)."
+        False, description="Also train on the train dialogues' text (instruction words become whole tokens); "
+        "params.yaml turns it on for the built-in world."
     )
 
 
