@@ -64,8 +64,21 @@ def get_variant(params: Params, name: str) -> VariantSection:
 
 
 def stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
-                 sft_dir: str | Path) -> dict[str, Any]:
+                 sft_dir: str | Path, neurons_dir: str | Path = "data/neurons",
+                 rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
     """What this variant's result depends on (``config.json``; also keys the checkpoint directory)."""
+    section = get_variant(params, variant)
+    config = _stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir)
+    if section.allo is not None:  # ALLO variants also read the neuron masks and the token weights
+        from alignpipe.train.allo import allo_inputs
+
+        config["allo"] = section.allo.model_dump()
+        config["inputs"].update(allo_inputs(params, section.allo, neurons_dir, rewards_dir))
+    return config
+
+
+def _stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
+                  sft_dir: str | Path) -> dict[str, Any]:
     section = get_variant(params, variant)
     return {
         "seed": params.seed,
@@ -257,6 +270,10 @@ def fit(params: Params, variant: str, prepared: tuple, config: dict[str, Any],
     """Steps 2-3 for one variant: build the trainer on ``prepare``'s output, train; returns (trainer, metrics)."""
     rows, dropped, ref, model, tokenizer = prepared
     section = get_variant(params, variant)
+    if section.allo is not None:
+        from alignpipe.train import allo
+
+        return allo.fit(params, variant, prepared, config, callbacks)
     trainer = build_trainer(params, variant, model, tokenizer, rows, ref, work_dir("align", config), callbacks)
     layers = resolve_layers(section, num_layers(model), name=variant)
     metrics = {"variant": variant, "peft": section.peft, "n_layers": num_layers(model),
