@@ -414,12 +414,18 @@ class ReportSection(Strict):
     )
     reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
+    allo: list[str] = Field(
+        default_factory=list, description="Models (names from rows) in the ALLO table, in order; [] = no table."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> "ReportSection":
         unknown = [m for m in self.hierarchical if m not in self.rows]
         if unknown:
             raise ValueError(f"hierarchical names {unknown}, which are not in report.rows {list(self.rows)}")
+        unknown_allo = [m for m in self.allo if m not in self.rows]
+        if unknown_allo:
+            raise ValueError(f"allo names {unknown_allo}, which are not in report.rows {list(self.rows)}")
         if self.hierarchical and self.reference not in self.hierarchical:
             raise ValueError(f"reference '{self.reference}' must be one of hierarchical {self.hierarchical}")
         return self

@@ -11,7 +11,7 @@ Steps (RUCAIBox/ALLO ``train_warmup.py`` + ``gen_neuron_mask.py``): a full-param
 = |θ_warmup - θ_sft| and ``grad_abs`` = Σ_steps |∂L/∂θ| of the same run; masks from ``neurons.scorer`` with ONE
 global threshold over all parameters (:mod:`alignpipe.neurons.scores`) for each ratio in ``neurons.ratios``.
 
-Outputs (``data/neurons/``): ``mask_r<ratio>.safetensors`` (parameter name -> uint8 0/1, one file per ratio),
+Outputs (``data/neurons/``): ``masks/mask_r<ratio>.safetensors`` (parameter name -> uint8 0/1, one file per ratio),
 ``warmup/`` (the warm-up model, HF directory: the rewards stage reads its implicit per-token reward),
 ``stats.csv`` (selected/total per layer and module type, per mask and scorer), ``neurons_by_layer.png``,
 ``metrics.json`` (thresholds, counts, per-layer and per-module percentages, scorer agreement) and ``config.json``.
@@ -142,6 +142,7 @@ def save(out_dir: str | Path, trainer: Any, results: dict, params: Params, metri
     chosen = params.neurons.scorer
     with atomic_dir(out_dir) as tmp:
         shutil.move(str(staging), tmp / "warmup")
+        (tmp / "masks").mkdir()
         for r in params.neurons.ratios:
             path = mask_file(tmp, r)
             save_file({n: m.contiguous() for n, m in sorted(results[chosen][r][0].items())}, str(path),

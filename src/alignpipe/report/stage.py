@@ -22,6 +22,8 @@ from alignpipe.config import ConfigError, Params
 from alignpipe.report.plots import hsr_by_level
 from alignpipe.evaluate.pairwise import pairwise
 from alignpipe.report.tables import (
+    allo_markdown,
+    allo_table,
     followbench_table,
     hierarchical_markdown,
     hierarchical_table,
@@ -119,7 +121,19 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
     return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs)
 
 
-def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report") -> dict[str, Any]:
+def allo(params: Params, align_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+    """The ALLO table: the evaluate metrics of ``report.allo`` plus each row's align metrics (parameter counts)."""
+    labels = {name: params.report.rows[name] for name in params.report.allo}
+    train = {}
+    for name, label in labels.items():
+        path = Path(align_dir) / name / "metrics.json"
+        train[label] = read_json(path) if path.is_file() else None
+    table = allo_table({label: metrics[label] for label in labels.values()}, train)
+    return table, allo_markdown(table)
+
+
+def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
+        align_dir: str | Path = "data/align") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
     log.info("report rows: %s", dict(params.report.rows))
     metrics = load_metrics(eval_dir, params.report.rows)
@@ -137,6 +151,10 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
                 "# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8"
             )
             (tmp / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
+        if params.report.allo:
+            a_table, a_md = allo(params, align_dir, metrics)
+            (tmp / "allo.md").write_text("# ALLO (built-in world)\n\n" + a_md, encoding="utf-8")
+            (tmp / "allo.csv").write_text(to_csv(a_table), encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
     log.info("report written to %s (%d models)", out_dir, len(metrics))
     return table.to_dict(orient="index")

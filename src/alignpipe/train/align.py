@@ -284,12 +284,16 @@ def fit(params: Params, variant: str, prepared: tuple, config: dict[str, Any],
 
 def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences",
         reflogps_dir: str | Path = "data/reflogps", sft_dir: str | Path = "data/sft",
-        out_dir: str | Path | None = None, callbacks: list | None = None) -> dict[str, Any]:
-    """Run the whole stage for one variant; returns the metrics written to ``metrics.json``."""
+        out_dir: str | Path | None = None, callbacks: list | None = None, neurons_dir: str | Path = "data/neurons",
+        rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
+    """Run the whole stage for one variant; returns the metrics written to ``metrics.json``.
+
+    ``neurons_dir`` / ``rewards_dir`` are read by ALLO variants only (masks, token weights).
+    """
     seed_everything(params.seed)
     section = get_variant(params, variant)
     out_dir = Path(out_dir or f"data/align/{variant}")
-    config = stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir)
+    config = stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir, neurons_dir, rewards_dir)
     logger.info("align@%s config: %s", variant, dumps(config).strip())
     trainer, metrics = fit(params, variant, prepare(params, prefs_dir, reflogps_dir, sft_dir), config, callbacks)
     save(trainer, out_dir, metrics, config)

@@ -40,8 +40,8 @@ TOKEN_COLUMNS = ("ref_chosen_tok", "ref_rejected_tok", "rejected_weight")
 
 
 def mask_file(neurons_dir: str | Path, ratio: float) -> Path:
-    """The neurons stage's mask file for ``ratio`` percent (``mask_r5.safetensors``, ``mask_r12.5.safetensors``)."""
-    return Path(neurons_dir) / f"mask_r{ratio:g}.safetensors"
+    """The neurons stage's mask file for ``ratio`` percent (``masks/mask_r5.safetensors``, ``masks/mask_r12.5...``)."""
+    return Path(neurons_dir) / "masks" / f"mask_r{ratio:g}.safetensors"
 
 
 class PerTokenCollator:
