@@ -42,7 +42,8 @@ class MaskedAdamW(Optimizer):
 
     Args:
         params: parameters (or param groups) to optimize.
-        masks: parameter -> mask tensor of the same shape (0/1, any dtype); parameters not in it are unmasked.
+        masks: parameter -> mask tensor of the same shape (nonzero = update; kept as bool); parameters not in
+            it are unmasked.
         lr, betas, eps, weight_decay: as ``torch.optim.AdamW`` (eps is added to √v, not to the bias-corrected √v̂,
             as in transformers' AdamW and the authors' optimizer).
         mask_weight_decay: apply the decay only where the mask is 1 (default False: unmasked, as the authors).
@@ -59,7 +60,7 @@ class MaskedAdamW(Optimizer):
         for p, m in (masks or {}).items():
             if m.shape != p.shape:
                 raise DataError(f"mask of shape {tuple(m.shape)} does not fit a parameter of shape {tuple(p.shape)}")
-            self.masks[p] = m.to(device=p.device, dtype=p.dtype)
+            self.masks[p] = m.to(device=p.device, dtype=torch.bool)  # 1 byte per entry (8 GB at 8B, not 16)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, masks: dict[str, torch.Tensor] | None, **kwargs: Any) -> "MaskedAdamW":
@@ -75,30 +76,41 @@ class MaskedAdamW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
-                t = float(state["step"])
-                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                denom = exp_avg_sq.sqrt().add_(group["eps"])
-                step_size = group["lr"] * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-                mask = self.masks.get(p)
-                numer = exp_avg if mask is None else exp_avg * mask
-                p.addcdiv_(numer, denom, value=-step_size)
-                if group["weight_decay"] > 0.0:
-                    decay = p if mask is None or not self.mask_weight_decay else p * mask
-                    p.add_(decay, alpha=-group["lr"] * group["weight_decay"])
+            by_device: dict[Any, list[torch.Tensor]] = {}
+            for p in params:  # multi-tensor (foreach) kernels need one device and dtype per call
+                by_device.setdefault((p.device, p.dtype), []).append(p)
+            for group_params in by_device.values():
+                self._update(group, group_params)
         return loss
+
+    def _update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """One AdamW step for parameters on one device, with multi-tensor kernels (as torch's foreach AdamW)."""
+        beta1, beta2 = group["betas"]
+        grads = [p.grad for p in params]
+        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)  # m = β1 m + (1-β1) g
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denom, group["eps"])
+        numer = [m * self.masks[p] if p in self.masks else m for p, m in zip(params, exp_avgs)]
+        steps = [float(self.state[p]["step"]) for p in params]
+        sizes = [-group["lr"] * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) for t in steps]
+        torch._foreach_addcdiv_(params, numer, denom, sizes)
+        if group["weight_decay"] > 0.0:
+            decay = [p * self.masks[p] if self.mask_weight_decay and p in self.masks else p for p in params]
+            torch._foreach_add_(params, decay, alpha=-group["lr"] * group["weight_decay"])
 
 
 def load_masks(path: str | Path, model: torch.nn.Module, block_layers: list[int] | None = None) -> dict[str, torch.Tensor]:
