@@ -20,6 +20,7 @@ The warm-up checkpoints (with the accumulated gradients) go to ``work_dir("neuro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -146,7 +147,9 @@ def save(out_dir: str | Path, trainer: Any, results: dict, params: Params, metri
         for r in params.neurons.ratios:
             path = mask_file(tmp, r)
             save_file({n: m.contiguous() for n, m in sorted(results[chosen][r][0].items())}, str(path),
-                      metadata={"ratio": f"{r:g}", "scorer": chosen, "threshold": params.neurons.threshold})
+                      # ONE metadata key: safetensors' metadata map has no stable key order (see train.reflogps)
+                      metadata={"alignpipe": json.dumps({"ratio": r, "scorer": chosen,
+                                                         "threshold": params.neurons.threshold}, sort_keys=True)})
             os.chmod(path, 0o644)
         (tmp / "stats.csv").write_text(stats_csv(tables), encoding="utf-8")
         series = {f"{s} top {r:g}%": metrics["ratios"][f"{r:g}"][s]["by_layer_percent"]
