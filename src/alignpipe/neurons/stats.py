@@ -87,14 +87,15 @@ def plot_by_layer(series: Mapping[str, list[float]], n_layers: int, path: str | 
     if n_layers >= 3:
         for (name, layers), shade in zip(layer_blocks(n_layers).items(), ("#e8f0fe", "#fef7e0", "#e6f4ea")):
             ax.axvspan(layers[0] - 0.5, layers[-1] + 0.5, color=shade, zorder=0)
-            ax.text((layers[0] + layers[-1]) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center",
-                    va="top", fontsize=8)
+            ax.text((layers[0] + layers[-1]) / 2, 1.01, f"{name} block", transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=8)
     for label, values in series.items():
         ax.plot(range(n_layers), values, marker="o", label=label, zorder=2)
     ax.set_xlabel("decoder layer (0 = closest to the embeddings)")
     ax.set_ylabel("selected parameters (% of the layer)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, pad=16)
     ax.set_xticks(range(n_layers))
-    ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     fig.savefig(str(path), format="png", metadata={"Software": None})
