@@ -102,7 +102,8 @@ def official_threshold(scores: dict[str, torch.Tensor], ratio: float) -> float:
     return float(torch.topk(pooled, k).values[-1])
 
 
-def global_masks(scores: dict[str, torch.Tensor], ratio: float, method: str = "exact") -> tuple[dict[str, torch.Tensor], float]:
+def global_masks(scores: dict[str, torch.Tensor], ratio: float,
+                 method: str = "exact") -> tuple[dict[str, torch.Tensor], float]:
     """0/1 uint8 masks (score ≥ the global threshold) and the threshold, for ``ratio`` percent.
 
     Args:

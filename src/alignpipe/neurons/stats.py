@@ -75,7 +75,8 @@ def stats_csv(tables: Mapping[str, list[dict[str, Any]]]) -> str:
     for label, rows in tables.items():
         for r in rows:
             layer = "" if r["layer"] is None else r["layer"]
-            w.writerow([label, layer, r["module"], r["selected"], r["total"], f"{100.0 * r['selected'] / r['total']:.4f}"])
+            percent = f"{100.0 * r['selected'] / r['total']:.4f}"
+            w.writerow([label, layer, r["module"], r["selected"], r["total"], percent])
     return buf.getvalue()
 
 

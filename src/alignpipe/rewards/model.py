@@ -107,7 +107,8 @@ def train_reward_model(params: Params, sft_model: str | Path, train_rows: list[d
     model = load_reward_backbone(sft_model, params, tokenizer)
     strip = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in train_rows]
     held = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in eval_rows]
-    trainer = RewardTrainer(model=model, args=reward_config(params, output_dir), train_dataset=Dataset.from_list(strip),
+    trainer = RewardTrainer(model=model, args=reward_config(params, output_dir),
+                            train_dataset=Dataset.from_list(strip),
                             eval_dataset=Dataset.from_list(held) if held else None, processing_class=tokenizer,
                             callbacks=[LogLastStep()])
     resume = last_checkpoint(output_dir)

@@ -166,7 +166,8 @@ def allo_inputs(params: Params, allo: Any, neurons_dir: str | Path, rewards_dir:
     return out
 
 
-def variant_masks(ratio: float | None, block: str, model: Any, neurons_dir: str | Path) -> dict[str, torch.Tensor] | None:
+def variant_masks(ratio: float | None, block: str, model: Any,
+                  neurons_dir: str | Path) -> dict[str, torch.Tensor] | None:
     """The masks one stage trains under: the neurons-stage file for ``ratio`` (None: all ones), limited to
     ``block``'s decoder layers when it is not "all"; None when nothing is masked at all."""
     layers = None if block == "all" else layer_blocks(num_layers(model))[block]

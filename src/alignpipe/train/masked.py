@@ -113,7 +113,8 @@ class MaskedAdamW(Optimizer):
             torch._foreach_add_(params, decay, alpha=-group["lr"] * group["weight_decay"])
 
 
-def load_masks(path: str | Path, model: torch.nn.Module, block_layers: list[int] | None = None) -> dict[str, torch.Tensor]:
+def load_masks(path: str | Path, model: torch.nn.Module,
+               block_layers: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Read a neurons-stage mask file and check it against ``model``; optionally keep only some decoder layers.
 
     Args:

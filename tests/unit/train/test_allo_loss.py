@@ -92,8 +92,8 @@ def test_allo_trainer_loss_path_equals_formula(store, sft_dir, helpers, tmp_path
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
     weights = {r["id"]: torch.full((len(ref.pair(r["id"])["rejected_ids"]),), 0.5) for r in rows}
-    trainer = AlloTrainer(model=model, args=dpo_config(params, None, tmp_path / "o"), train_dataset=Dataset.from_list(rows),
-                          processing_class=tok, ref_logps=ref, allo_stage=stage, top_eps=0.5, token_weights=weights)
+    trainer = AlloTrainer(model=model, args=dpo_config(params, None, tmp_path / "o"),
+                          train_dataset=Dataset.from_list(rows), processing_class=tok, ref_logps=ref, allo_stage=stage, top_eps=0.5, token_weights=weights)
     examples = [dict(trainer.train_dataset[i]) for i in range(2)]
     batch = trainer.data_collator(examples)
     shifted = batch["completion_mask"][:, 1:].float()
