@@ -322,6 +322,9 @@ class VariantSection(Strict):
     def _allo(self) -> "VariantSection":
         if self.allo is not None and self.peft != "none":
             raise ValueError("allo masks select individual weights: it needs peft: none (use allo.block for a block)")
+        if self.allo is not None and (self.pairs != "original" or self.token_weights != "none"):
+            raise ValueError(f"allo with pairs: {self.pairs} / token_weights: {self.token_weights}: ALLO's losses do "
+                             "not combine with BMC's here; use pairs: original and token_weights: none")
         return self
 
     @model_validator(mode="after")
