@@ -290,9 +290,10 @@ class AlignSection(Strict):
 class FollowBenchJudgeSection(Strict):
     """The judge of FollowBench's non-rule groups (the official script uses GPT-4 at temperature 0)."""
 
-    backend: Literal["model", "none"] = Field(
+    backend: Literal["model", "none", "roles"] = Field(
         "model", description="'model': a local transformers model, greedy (temperature 0); 'none': no judge, the "
-        "judged groups are reported as unjudged and only the rule-scored part is scored."
+        "judged groups are reported as unjudged and only the rule-scored part is scored; 'roles': the LLM roles' "
+        "judge (roles.judge: oracle, hf or openai) at temperature 0 with max_new_tokens as its budget."
     )
     model: str | None = Field(
         None, description="Judge model (hub id or local dir) for backend 'model'; null = the evaluated model itself."
