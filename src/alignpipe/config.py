@@ -353,6 +353,11 @@ class EvaluateSection(Strict):
         "world", description="'world': the built-in world's pool; 'followbench': the official FollowBench data."
     )
     followbench: FollowBenchSection = Field(default_factory=FollowBenchSection)
+    judge: Literal["world", "roles"] = Field(
+        "world", description="Pointwise judge of fluency / factuality / coherence: 'world': the world's Judge "
+        "directly; 'roles': roles.judge through its backend (oracle: the same world Judge, same numbers; hf; openai), "
+        "raw outputs kept in generations.jsonl, unparseable ones counted (judge_unparseable)."
+    )
 
     @field_validator("levels")
     @classmethod
@@ -375,6 +380,11 @@ class ReportSection(Strict):
     reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
+    pairwise_judge: Literal["scores", "roles"] = Field(
+        "scores", description="Hierarchical W/T/L: 'scores': compare the stored pointwise judge scores (tie_margin); "
+        "'roles': ask roles.judge for each pair in both orders (disagreeing orders and ties count as a tie), raw "
+        "outputs kept in data/report/pairwise/<model>.jsonl."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> "ReportSection":
