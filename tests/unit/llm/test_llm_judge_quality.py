@@ -125,3 +125,18 @@ def test_unparseable_pointwise_scores_are_counted_not_averaged(world, scripted):
     metrics = stage.summarize(rows, EvaluateSection(levels=[1, 2, 3, 4, 5], bootstrap_samples=0), 3)
     assert metrics["fluency"] == 7.0 and metrics["factuality"] == 5.0 and metrics["coherence"] == 8.0
     assert metrics["judge_unparseable"] == 2 and metrics["n_instructions"] == 4
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"evaluate": {"judge": "gpt4"}}, "evaluate.judge"),
+    ({"report": {"pairwise_judge": "llm"}}, "report.pairwise_judge"),
+    ({"evaluate": {"followbench": {"judge": {"backend": "gpt"}}}}, "evaluate.followbench.judge.backend"),
+])
+def test_judge_switches_are_validated(section, key):
+    from alignpipe.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_params(section)
+    ok = validate_params({"evaluate": {"judge": "roles", "followbench": {"judge": {"backend": "roles"}}},
+                          "report": {"pairwise_judge": "roles"}})
+    assert ok.evaluate.judge == "roles" and ok.report.pairwise_judge == "roles"
