@@ -76,7 +76,9 @@ def generate_responses(
     return list(responses)
 
 
-def score(records: list[dict[str, Any]], responses: list[str], kb: Any, roles_judge: Any = None) -> list[dict[str, Any]]:
+def score(
+    records: list[dict[str, Any]], responses: list[str], kb: Any, roles_judge: Any = None
+) -> list[dict[str, Any]]:
     """Verify each response's constraints and judge it; return the generation records.
 
     Args:

@@ -59,11 +59,10 @@ def hierarchical(ctx: Context) -> Table:
     if not cfg.hierarchical:
         return not_produced("hierarchical", "report.hierarchical is empty")
     from alignpipe.report.stage import hierarchical as build
-    from alignpipe.report.tables import to_csv as csv
 
     h_table, h_md, pairwise_info = build(ctx.params, ctx.eval_dir, ctx.metrics, ctx.world_dir)
     (ctx.out / "hierarchical.md").write_text("# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8")
-    (ctx.out / "hierarchical.csv").write_text(csv(h_table), encoding="utf-8")
+    (ctx.out / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
     files = ["hierarchical.md", "hierarchical.csv"]
     for name, artifacts in pairwise_info["artifacts"].items():  # the pairwise judge's raw outputs
         path = Path("pairwise") / f"{name}.jsonl"

@@ -115,8 +115,8 @@ def test_oracle_backend_gives_the_world_judges_numbers(world, tmp_path):
 def test_unparseable_pointwise_scores_are_counted_not_averaged(world, scripted):
     recs = [r for r in world.eval if r["level"] >= 1][:4]
     good, _ = _responses(world, recs)
-    outputs = iter(["Fluency: 8\nFactuality: 6\nCoherence: 7", "I like it.", "Fluency: 9\nFactuality: 11\nCoherence: 7",
-                    "**Fluency**: 6\nFactuality: 4\ncoherence: 9"])
+    outputs = iter(["Fluency: 8\nFactuality: 6\nCoherence: 7", "I like it.",
+                    "Fluency: 9\nFactuality: 11\nCoherence: 7", "**Fluency**: 6\nFactuality: 4\ncoherence: 9"])
     judge = _judge(scripted, lambda r: next(outputs))
     judge.client.concurrency = 1
     rows = stage.score(recs, good, world.kb, judge)
