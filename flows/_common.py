@@ -63,6 +63,45 @@ def stage_flow(name: str) -> Callable:
     return wrap
 
 
+@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="llm-{spec[role]}")
+def llm_call(spec: dict, request):
+    """One remote role call (with its retries), run wherever the flow's task runner puts it."""
+    from alignpipe.llm.fanout import call
+
+    return call(spec, request)
+
+
+def fan_out(spec: dict) -> Callable:
+    """A role's mapper: its uncached requests as mapped ``llm_call`` tasks; answers yielded as they arrive."""
+    from prefect import unmapped
+    from prefect.futures import as_completed
+
+    def mapper(requests: list) -> Any:
+        futures = llm_call.map(unmapped(spec), requests)
+        index = {f.task_run_id: i for i, f in enumerate(futures)}
+        for future in as_completed(futures):
+            yield index[future.task_run_id], future.result()
+
+    return mapper
+
+
+def task_runner(params: Params) -> Any:
+    """The task runner ``roles.runner`` names: threads as wide as the widest role concurrency, or Dask."""
+    section = params.roles.runner
+    if section.kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        width = max(getattr(params.roles, name).concurrency for name in ("teacher", "referee", "generator",
+                                                                          "editor", "judge"))
+        return ThreadPoolTaskRunner(max_workers=width)
+    from prefect_dask import DaskTaskRunner
+
+    if section.address:
+        return DaskTaskRunner(address=section.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": section.workers, "processes": section.processes,
+                                          "threads_per_worker": 1, "dashboard_address": None})
+
+
 @stage_task
 def load_stage_params(path: str) -> Params:
     """Validate the whole params.yaml before any work, then log the resolved sections."""

@@ -15,8 +15,8 @@ from alignpipe.utils.seed import seed_everything
 
 
 @stage_task
-def prepare(params, prefs_dir: str, reflogps_dir: str, sft_dir: str):
-    return align.prepare(params, prefs_dir, reflogps_dir, sft_dir)
+def prepare(params, prefs_dir: str, reflogps_dir: str, sft_dir: str, variant: str | None = None):
+    return align.prepare(params, prefs_dir, reflogps_dir, sft_dir, variant)
 
 
 @stage_task
@@ -45,7 +45,7 @@ def align_flow(
         dirs = {"prefs_dir": prefs_dir, "reflogps_dir": reflogps_dir, "sft_dir": sft_dir, "out_dir": out_dir}
         return launch(cfg, variant, params, **dirs)
     config = align.stage_config(cfg, variant, prefs_dir, reflogps_dir, sft_dir)
-    return train_and_save(cfg, variant, prepare(cfg, prefs_dir, reflogps_dir, sft_dir), config, out_dir)
+    return train_and_save(cfg, variant, prepare(cfg, prefs_dir, reflogps_dir, sft_dir, variant), config, out_dir)
 
 
 def _args(parser):

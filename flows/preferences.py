@@ -19,7 +19,7 @@ def load_prompts(params, world_dir: str) -> list[dict]:
 
 @stage_task
 def sample_candidates(params, records: list[dict], sft_dir: str, config: dict) -> list[list[str]]:
-    return prefs.sample_candidates(params, records, sft_dir, work_dir("preferences", config))
+    return prefs.sample_candidates(params, records, sft_dir, work_dir("preferences", prefs.sample_cache_key(config)))
 
 
 @stage_task
@@ -28,8 +28,11 @@ def label(params, records: list[dict], samples: list[list[str]], world_dir: str)
 
 
 @stage_task
-def pair_and_write(params, records: list[dict], labelled: list[list[dict]], config: dict, out_dir: str) -> dict:
+def pair_and_write(params, records: list[dict], labelled: list[list[dict]], config: dict, out_dir: str,
+                   world_dir: str) -> dict:
     pairs, metrics = prefs.make_pairs(params, records, labelled)
+    if params.preferences.bridging.enabled:  # BMC: the editor's pseudo-winning response for every pair
+        pairs, metrics["bridging"] = prefs.bridge(params, records, pairs, world_dir)
     prefs.write(out_dir, pairs, records, labelled, metrics, config)
     return metrics
 
@@ -46,7 +49,7 @@ def preferences_flow(
     records = load_prompts(cfg, world_dir)
     samples = sample_candidates(cfg, records, sft_dir, config)
     labelled = label(cfg, records, samples, world_dir)
-    return pair_and_write(cfg, records, labelled, config, out_dir)
+    return pair_and_write(cfg, records, labelled, config, out_dir, world_dir)
 
 
 if __name__ == "__main__":

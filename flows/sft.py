@@ -4,7 +4,7 @@
 
 Checkpoints go to .cache/alignpipe/sft/<config hash>/; an interrupted run resumes there.
 Training data: `sft.data` names the sources, concatenated in order (seed: data/world/sft.jsonl,
-webr: data/synthesize/sft_webr.jsonl).
+webr: data/synthesize/sft_webr.jsonl, lion: data/synthesize/sft_lion.jsonl).
 """
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
@@ -14,7 +14,8 @@ from alignpipe.train import sft
 
 @stage_task
 def fine_tune(params, world_dir: str, base_dir: str, out_dir: str, synth_dir: str) -> dict:
-    sources = {"seed": f"{world_dir}/sft.jsonl", "webr": f"{synth_dir}/sft_webr.jsonl"}
+    sources = {"seed": f"{world_dir}/sft.jsonl", "webr": f"{synth_dir}/sft_webr.jsonl",
+               "lion": f"{synth_dir}/sft_lion.jsonl"}
     files = [sources[name] for name in params.sft.data]
     return sft.run(params, world_dir=world_dir, base_dir=base_dir, out_dir=out_dir, data_files=files)
 

@@ -78,6 +78,9 @@ class TokenizerSection(Strict):
 
     vocab_size: int = Field(2048, ge=300, le=262_144, description="Vocabulary size including special tokens.")
     min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
+    include_dialogues: bool = Field(
+        False, description="Also train on the train dialogues' text (instruction words become whole tokens)."
+    )
 
 
 class ArchitectureSection(Strict):
@@ -166,9 +169,10 @@ class SFTSection(Strict):
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
-    data: list[Literal["seed", "webr"]] = Field(
+    data: list[Literal["seed", "webr", "lion"]] = Field(
         default_factory=lambda: ["seed"], description="Training data, concatenated in order: 'seed' = the world's "
-        "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl)."
+        "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl), 'lion' = "
+        "Lion's final train pool with the teacher's answers (data/synthesize/sft_lion.jsonl)."
     )
 
     @field_validator("data")
@@ -184,6 +188,16 @@ class SFTSection(Strict):
         from trl import SFTConfig
 
         return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
+
+
+class BridgingSection(Strict):
+    """BMC bridging (arXiv 2506.09329): a pseudo-winning response per pair, the losing one minimally edited."""
+
+    enabled: bool = Field(True, description="Add a 'bridged' response to every pair (pairs.jsonl); off: no column.")
+    editor: Literal["world", "roles"] = Field(
+        "world", description="'world': the built-in oracle editor (verifiers + judge); 'roles': the roles "
+        "interface's editor role (roles.editor: oracle, hf or openai) with the editor_edit.v2 prompt."
+    )
 
 
 class PreferencesSection(Strict):
@@ -207,6 +221,7 @@ class PreferencesSection(Strict):
     )
     levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5], description="Train-pool levels to sample.")
     max_prompts: int | None = Field(None, ge=1, description="Cap on train prompts (None: all).")
+    bridging: BridgingSection = Field(default_factory=BridgingSection)
 
     @field_validator("levels")
     @classmethod
@@ -238,6 +253,14 @@ class VariantSection(Strict):
     )
     layers: list[int] | None = Field(None, description="Explicit decoder layer indices (override block).")
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides for this variant.")
+    pairs: Literal["original", "bridged"] = Field(
+        "original", description="BMC bridging: 'bridged' trains on (pseudo-winning, rejected) pairs from the "
+        "preferences stage's 'bridged' column instead of (chosen, rejected)."
+    )
+    token_weights: Literal["none", "bmc"] = Field(
+        "none", description="BMC modeling: 'bmc' weights the tokens that differ between chosen and rejected "
+        "(align.bmc.delta) in the policy and reference log-probs."
+    )
 
     @field_validator("trainer")
     @classmethod
@@ -245,6 +268,11 @@ class VariantSection(Strict):
         from trl import DPOConfig
 
         return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
+
+    @property
+    def is_bmc(self) -> bool:
+        """Whether BMC's bridging or modeling is on (align.bmc.beta then applies)."""
+        return self.pairs == "bridged" or self.token_weights == "bmc"
 
     @model_validator(mode="after")
     def _layers(self) -> "VariantSection":
@@ -265,7 +293,21 @@ def _default_variants() -> dict[str, VariantSection]:
         "local": VariantSection(peft="lora", block="local"),
         "mid": VariantSection(peft="lora", block="mid"),
         "global": VariantSection(peft="lora", block="global"),
+        "dpo_bc": VariantSection(peft="none", pairs="bridged"),
+        "dpo_mc": VariantSection(peft="none", token_weights="bmc"),
+        "dpo_bmc": VariantSection(peft="none", pairs="bridged", token_weights="bmc"),
+        "global_bmc": VariantSection(peft="lora", block="global", pairs="bridged", token_weights="bmc"),
     }
+
+
+class BMCSection(Strict):
+    """BMC hyperparameters (YJiangcm/BMC defaults: DPOConfig beta 0.1, dpo_bmc_delta 2.0)."""
+
+    delta: float = Field(2.0, ge=0, le=1000, description="δ: token weight w = 1 + m·min(1/π, δ); 0 = plain DPO. "
+                         "The authors use 1.5 (instruction following), 3.0 (QA, math).")
+    beta: float = Field(0.1, gt=0, description="DPO β of the BMC variants (the authors' recipes: 0.01-0.05 at "
+                        "7-8B, lr 5e-7); a variant's own trainer.beta still wins.")
+    autojunk: bool = Field(True, description="difflib's autojunk heuristic in the token diff (on, as the authors').")
 
 
 class AlignSection(Strict):
@@ -275,6 +317,7 @@ class AlignSection(Strict):
     lora: LoraSection = Field(default_factory=LoraSection)
     trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
     variants: dict[str, VariantSection] = Field(default_factory=_default_variants)
+    bmc: BMCSection = Field(default_factory=BMCSection)
     accelerate_config: str | None = Field(
         None, description="An accelerate config file (configs/accelerate/*.yaml): run align under accelerate launch."
     )
@@ -378,6 +421,12 @@ class ReportSection(Strict):
         default_factory=list, description="Models (names from rows) in the Hierarchical Alignment table; [] = none."
     )
     reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
+    bmc: list[str] = Field(
+        default_factory=list, description="Models (names from rows) in the BMC table, in row order; [] = none."
+    )
+    bmc_labels: dict[str, str] = Field(
+        default_factory=dict, description="Row labels in the BMC table where they differ from rows (dpo_full: DPO)."
+    )
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
     pairwise_judge: Literal["scores", "roles"] = Field(
@@ -393,6 +442,14 @@ class ReportSection(Strict):
             raise ValueError(f"hierarchical names {unknown}, which are not in report.rows {list(self.rows)}")
         if self.hierarchical and self.reference not in self.hierarchical:
             raise ValueError(f"reference '{self.reference}' must be one of hierarchical {self.hierarchical}")
+        unknown = [m for m in self.bmc if m not in self.rows]
+        if unknown:
+            raise ValueError(f"bmc names {unknown}, which are not in report.rows {list(self.rows)}")
+        unknown = [m for m in self.bmc_labels if m not in self.bmc]
+        if unknown:
+            raise ValueError(f"bmc_labels names {unknown}, which are not in report.bmc {self.bmc}")
+        if self.bmc and self.reference not in self.rows:
+            raise ValueError(f"reference '{self.reference}' (the BMC table's W/T/L baseline) must be in report.rows")
         return self
 
 
@@ -462,6 +519,24 @@ class RoleSection(Strict):
         return self
 
 
+class RunnerSection(Strict):
+    """The Prefect task runner that remote role calls (openai backend) fan out through in the flows."""
+
+    kind: Literal["thread", "dask"] = Field(
+        "thread", description="'thread': a thread pool as wide as the largest role concurrency; 'dask': a Dask "
+        "cluster (prefect-dask), the one at `address` or a local one of `workers` workers."
+    )
+    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); null: a local cluster.")
+    workers: int = Field(2, ge=1, le=4096, description="dask, local cluster: number of workers.")
+    processes: bool = Field(False, description="dask, local cluster: workers in processes (true) or threads.")
+
+    @model_validator(mode="after")
+    def _dask_only(self) -> "RunnerSection":
+        if self.kind == "thread" and self.address is not None:
+            raise ValueError("address needs kind: dask")
+        return self
+
+
 class RolesSection(Strict):
     """The LLM roles of the papers, each on its own backend (see ``alignpipe.llm``)."""
 
@@ -473,6 +548,7 @@ class RolesSection(Strict):
     cache_dir: str | None = Field(
         None, description="Disk cache of remote calls (null: $ALIGNPIPE_WORK_DIR/llm, else .cache/alignpipe/llm)."
     )
+    runner: RunnerSection = Field(default_factory=RunnerSection)
 
 
 class WebRSection(Strict):
@@ -511,10 +587,52 @@ class WebRSection(Strict):
         return v
 
 
+class LionSection(Strict):
+    """Lion (adversarial distillation, YJiangcm/Lion): rounds of imitation, discrimination and generation."""
+
+    enabled: bool = Field(True, description="Run Lion in the synthesize stage.")
+    rounds: int = Field(3, ge=1, le=100, description="Iterations of imitation -> discrimination -> generation "
+                        "(Lion: 3).")
+    input: str | None = Field(
+        None, description="A JSON list or JSONL file of {\"instruction\", \"input\"?} records (Alpaca/Lion "
+        "format) as the initial pool; null: the world's train.jsonl."
+    )
+    max_prompts: int | None = Field(None, ge=1, description="A seeded subset of the initial pool (null: all).")
+    student: str = Field(
+        "base", description="The student every round fine-tunes from: 'base' = the base stage's model "
+        "(data/base/model), or a local model directory / hub id (e.g. an earlier SFT model)."
+    )
+    threshold: float = Field(1.0, gt=0, le=9, description="Hard if teacher score - student score >= this (Lion: 1).")
+    new_hard: int = Field(64, ge=0, description="New instructions generated from hard ones per round "
+                          "(Lion: 3000).")
+    new_easy: int = Field(64, ge=0, description="New (rarer) instructions generated from easy ones per round "
+                          "(Lion: 3000).")
+    max_attempts: float = Field(3.0, ge=1, le=100, description="Generator calls per wanted instruction, at most "
+                                "(rejected ones are retried up to this budget).")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Reject a new instruction whose ROUGE-L F1 "
+                                   "against the pool exceeds this (Lion: 0.7).")
+    min_words: int = Field(4, ge=1, description="Reject a new instruction with fewer words (Lion: <= 3 rejected).")
+    eval_prompts: int = Field(48, ge=0, description="A seeded subset of the world's eval pool on which each "
+                              "round's student is scored against the teacher (relative score); 0: none.")
+    max_new_tokens: int = Field(96, ge=1, le=8192, description="Student generation budget per response.")
+    batch_size: int = Field(32, ge=1, description="Student prompts per generation batch.")
+    max_length: int = Field(384, ge=16, description="Student training: truncation of prompt + answer tokens.")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides of the student's "
+                                    "fine-tuning (the sft stage's defaults otherwise).")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import SFTConfig
+
+        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
+
+
 class SynthesizeSection(Strict):
-    """The ``synthesize`` stage: data synthesis over the LLM roles (WebR; Lion joins here)."""
+    """The ``synthesize`` stage: data synthesis over the LLM roles (WebR and Lion)."""
 
     webr: WebRSection = Field(default_factory=WebRSection)
+    lion: LionSection = Field(default_factory=LionSection)
 
 
 class EditsSection(Strict):
@@ -649,6 +767,8 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(_format_error(source, err)) from None
     if "webr" in params.sft.data and not params.synthesize.webr.enabled:
         raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
+    if "lion" in params.sft.data and not params.synthesize.lion.enabled:
+        raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'lion' needs synthesize.lion.enabled = true")
     return params
 
 

@@ -76,6 +76,10 @@ def test_every_declared_output_exists(tiny_repo):
         assert data, f"{m} is empty"
     report = (repo / "data/report/README.md").read_text()
     assert "SFT" in report and "Base" in report
+    bmc = (repo / "data/report/bmc.md").read_text()  # BMC: bridged pairs and the BMC table
+    assert all(f"| {row} |" in bmc for row in ("DPO", "DPO-BC", "DPO-MC", "DPO-BMC", "Global+BMC"))
+    first_pair = json.loads((repo / "data/preferences/pairs.jsonl").read_text().splitlines()[0])
+    assert first_pair["bridged"][0]["role"] == "assistant"
 
 
 def test_status_clean_and_metrics_readable(tiny_repo):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -23,6 +23,8 @@ from alignpipe.llm.base import Backend, ChatRequest, Completion, LLMError, RoleS
 from alignpipe.llm.cache import DiskCache, request_key
 
 log = logging.getLogger(__name__)
+# requests -> (index into requests, (completion | None, counts, error | None)) in the order answers arrive
+Mapper = Callable[[list[ChatRequest]], Iterable[tuple[int, tuple[Completion | None, dict[str, int], str | None]]]]
 
 
 class RoleClient:
@@ -30,7 +32,8 @@ class RoleClient:
 
     def __init__(self, role: str, backend: Backend, cache: DiskCache | None = None, *, concurrency: int = 4,
                  batch_size: int = 8, max_retries: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 60.0,
-                 stats: RoleStats | None = None, sleep: Callable[[float], None] = time.sleep):
+                 stats: RoleStats | None = None, sleep: Callable[[float], None] = time.sleep,
+                 mapper: Mapper | None = None):
         self.role, self.backend = role, backend
         self.cache = cache if backend.remote else None  # the oracle is computed, not fetched: nothing to save
         self.concurrency, self.batch_size = concurrency, batch_size
@@ -38,6 +41,7 @@ class RoleClient:
         self.stats = stats or RoleStats()
         self._sleep = sleep
         self._jitter = random.Random(0)  # jitter spreads retries; it never changes an answer
+        self.mapper = mapper  # fans remote calls out through a task runner (alignpipe.llm.fanout); None: threads
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
         """Answers to ``requests`` in order (cached ones without a request)."""
@@ -78,6 +82,17 @@ class RoleClient:
 
     def _fan_out(self, todo: list[int], requests: list[ChatRequest], done: Callable[[int, Completion], Any]) -> None:
         if not todo:
+            return
+        if self.mapper is not None:
+            errors = []
+            for k, (completion, counts, error) in self.mapper([requests[i] for i in todo]):
+                self.stats.add(**counts)
+                if error is None:
+                    done(todo[k], completion)  # cached the moment it arrives, even if another call failed
+                else:
+                    errors.append(error)
+            if errors:
+                raise LLMError(errors[0])
             return
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)),
                                 thread_name_prefix=f"llm-{self.role}") as pool:

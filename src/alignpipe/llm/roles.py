@@ -133,7 +133,7 @@ class Editor(Role):
         """A minimal edit of each losing response toward the winning one."""
         fields = [{"instruction": t, "losing": lo, "winning": w, "record": r}
                   for t, lo, w, r in zip(instructions, losing, winning, _recs(records, len(instructions)))]
-        return self.chat("editor_edit.v1", fields)
+        return self.chat("editor_edit.v2", fields)
 
 
 class Judge(Role):
@@ -235,8 +235,13 @@ def make_backend(cfg: RoleSection, kb=None):
     return OpenAIBackend(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s)
 
 
-def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path | None = None) -> Roles:
-    """Roles from params. Roles on the same backend settings share one backend (an hf model loads once)."""
+def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path | None = None,
+                fan_out: Callable[[dict[str, Any]], Any] | None = None) -> Roles:
+    """Roles from params. Roles on the same backend settings share one backend (an hf model loads once).
+
+    ``fan_out(spec) -> mapper``: when given, a role on a remote per-request backend (openai) sends its uncached
+    requests through ``mapper`` (a flow's task runner, see :mod:`alignpipe.llm.fanout`) instead of its threads.
+    """
     cache = DiskCache(cache_dir or section.cache_dir or default_cache_dir())
     backends: dict[str, Any] = {}
     built = {}
@@ -248,8 +253,15 @@ def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path
                            sort_keys=True)
         if ident not in backends:
             backends[ident] = make_backend(cfg, kb)
-        client = RoleClient(name, backends[ident], cache, concurrency=cfg.concurrency, batch_size=cfg.batch_size,
-                            max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s)
+        backend = backends[ident]
+        mapper = None
+        if fan_out is not None and backend.remote and not backend.batched:
+            from alignpipe.llm.fanout import call_spec
+
+            mapper = fan_out(call_spec(name, cfg))
+        client = RoleClient(name, backend, cache, concurrency=cfg.concurrency, batch_size=cfg.batch_size,
+                            max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s,
+                            mapper=mapper)
         temperature, max_tokens = ROLE_DEFAULTS[name]
         built[name] = classes[name](
             name, client,

@@ -59,7 +59,7 @@ def checkpoint_dir(params: Params, world_dir: str | Path) -> Path:
     key = stage_config(params)
     if params.model.name_or_path is None:
         key["corpus_sha256"] = sha256_file(corpus_path(world_dir))
-        if params.base.chat_copies:
+        if params.base.chat_copies or params.base.tokenizer.include_dialogues:
             key["dialogues_sha256"] = sha256_file(Path(world_dir) / "sft.jsonl")
     return work_dir("base", key)
 
@@ -89,11 +89,25 @@ def chat_documents(world_dir: str | Path, tokenizer: PreTrainedTokenizerBase, co
     return docs * copies
 
 
+def dialogue_texts(world_dir: str | Path) -> list[str]:
+    """The plain text of the world's train dialogues (``sft.jsonl``: prompt and completion contents)."""
+    rows = read_jsonl(Path(world_dir) / "sft.jsonl", required={"prompt": list, "completion": list})
+    return ["\n".join(str(m.get("content", "")) for m in r["prompt"] + r["completion"]) for r in rows]
+
+
 def train_tokenizer(params: Params, world_dir: str | Path = "data/world") -> PreTrainedTokenizerBase:
-    """Step 1 (built-in model): byte-level BPE on ``world_dir/corpus.txt`` (deterministic)."""
+    """Step 1 (built-in model): byte-level BPE on ``world_dir/corpus.txt`` (deterministic).
+
+    With ``base.tokenizer.include_dialogues`` the train dialogues' text joins the corpus, so instruction words
+    become whole tokens (dialogues ~2x shorter). Off by default: at the default training budget it measured worse
+    (eval HSR L1 12.5% vs 22.9% at 3 SFT epochs; pretraining gets half the steps and a larger vocabulary to learn).
+    Train dialogues only: the evaluation pool never reaches the tokenizer.
+    """
     docs = read_corpus(world_dir)
+    if params.base.tokenizer.include_dialogues:
+        docs = docs + dialogue_texts(world_dir)
     tokenizer = tk.train_tokenizer(docs, params.base.tokenizer)
-    logger.info("tokenizer: %d tokens from %d corpus documents", len(tokenizer), len(docs))
+    logger.info("tokenizer: %d tokens from %d documents", len(tokenizer), len(docs))
     return tokenizer
 
 

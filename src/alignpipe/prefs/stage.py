@@ -5,9 +5,11 @@
 Steps (public, so the flow runs them as tasks): ``load_prompts`` -> ``sample_candidates`` -> ``label`` ->
 ``make_pairs`` -> ``write``. Sampling goes in chunks of prompts, each chunk seeded by its index and cached in
 ``.cache/alignpipe/preferences/<config hash>/``: a killed run resumes at the first missing chunk and the
-samples do not depend on where it was killed.
+samples do not depend on where it was killed. With ``preferences.bridging.enabled``, ``bridge`` (BMC) runs
+between ``make_pairs`` and ``write``; it never changes the sample cache's key.
 
-Outputs in ``data/preferences/``: ``pairs.jsonl`` (TRL conversational preference format + provenance),
+Outputs in ``data/preferences/``: ``pairs.jsonl`` (TRL conversational preference format + provenance; with
+bridging also ``bridged``, BMC's pseudo-winning response, and ``score_bridged``),
 ``candidates.jsonl`` (every labelled candidate), ``metrics.json`` (pair statistics), ``config.json``.
 """
 
@@ -39,6 +41,12 @@ def stage_config(params: Params, world_dir: str | Path, sft_dir: str | Path) -> 
         "policy_sha256": [sha256_file(p) for p in weights],
         "policy_dir": str(Path(sft_dir) / "model"),
     }
+
+
+def sample_cache_key(config: dict[str, Any]) -> dict[str, Any]:
+    """What the sampled candidates depend on: the stage config without BMC bridging (toggling it never resamples)."""
+    prefs = {k: v for k, v in config["preferences"].items() if k != "bridging"}
+    return {**config, "preferences": prefs}
 
 
 def load_prompts(params: Params, world_dir: str | Path) -> list[dict[str, Any]]:
@@ -160,6 +168,36 @@ def make_pairs(
     return pairs, metrics
 
 
+def bridge(
+    params: Params, records: list[dict[str, Any]], pairs: list[dict[str, Any]], world_dir: str | Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """BMC bridging: every pair gains ``bridged`` (the editor's pseudo-winning response) and ``score_bridged``."""
+    from alignpipe.prefs.bridging import RolesEditor, bridge_pairs, world_editor
+    from alignpipe.world import Judge, load_kb, verify
+
+    cfg = params.preferences
+    kb = load_kb(Path(world_dir) / "kb.json")
+    judge, by_id = Judge(kb), {r["id"]: r for r in records}
+    roles = None
+    if cfg.bridging.editor == "roles":  # the roles interface's editor (oracle / hf / openai), batched and cached
+        from alignpipe.llm import build_roles
+
+        roles = build_roles(params.roles, seed=params.seed, kb=kb)
+        editor = RolesEditor(roles.editor, {r["instruction"]: r for r in records})
+    else:
+        editor = world_editor(kb, records)
+
+    def score(pair: dict[str, Any], text: str) -> float:
+        record = by_id[pair["prompt_id"]]
+        return response_score(verify(record, text), judge.score(record, text), cfg.judge_weight)
+
+    out, stats = bridge_pairs(pairs, editor, score)
+    if roles is not None:
+        stats["roles"] = roles.metrics()
+    log.info("bridging (%s editor): %s", cfg.bridging.editor, json.dumps(stats))
+    return out, stats
+
+
 def write(
     out_dir: str | Path, pairs: list[dict], records: list[dict], labelled: list[list[dict]], metrics: dict, config: dict
 ) -> None:
@@ -183,9 +221,11 @@ def run(
     config = stage_config(params, world_dir, sft_dir)
     log.info("preferences config: %s", dumps(config).strip())
     records = load_prompts(params, world_dir)
-    samples = sample_candidates(params, records, sft_dir, work_dir("preferences", config))
+    samples = sample_candidates(params, records, sft_dir, work_dir("preferences", sample_cache_key(config)))
     labelled = label(params, records, samples, world_dir)
     pairs, metrics = make_pairs(params, records, labelled)
+    if params.preferences.bridging.enabled:
+        pairs, metrics["bridging"] = bridge(params, records, pairs, world_dir)
     write(out_dir, pairs, records, labelled, metrics, config)
     log.info("preferences: %s", json.dumps(metrics))
     return metrics

@@ -75,6 +75,24 @@ def hierarchical(ctx: Context) -> Table:
                  f"{pairwise_info['sample']}; pointwise: {sizes_of(rows)}")
 
 
+@register("bmc", "BMC: bridging and modeling correlations")
+def bmc(ctx: Context) -> Table:
+    cfg = ctx.params.report
+    if not cfg.bmc:
+        return not_produced("bmc", "report.bmc is empty")
+    from alignpipe.report.stage import bmc as build
+
+    b_table, b_md = build(ctx.params, ctx.eval_dir, ctx.metrics)
+    (ctx.out / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
+                                    encoding="utf-8")
+    (ctx.out / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
+    rows = {cfg.rows[n]: ctx.metrics[cfg.rows[n]] for n in dict.fromkeys([*cfg.bmc, cfg.reference])}
+    return Table("bmc", "BMC: bridging and modeling correlations", True, b_md, ["bmc.md", "bmc.csv"],
+                 models_of(rows), data_of(rows),
+                 f"pointwise: {judges_of(rows)}; pairwise: stored pointwise scores compared (tie margin "
+                 f"{cfg.tie_margin})", f"vs {cfg.rows[cfg.reference]}; {sizes_of(rows)}")
+
+
 @register("lte", "LTE knowledge editing")
 def lte(ctx: Context) -> Table:
     if not ctx.params.report.lte:
@@ -99,10 +117,15 @@ def data_sources(ctx: Context) -> Table:
     if not path.is_file():
         return not_produced("data_sources", f"{path} not found (synthesize stage not run)")
     metrics = read_json(path)
-    if metrics.get("webr") == "disabled":
-        return not_produced("data_sources", "synthesize.webr.enabled is false")
-    rows = [{"Source": f"WebR {kind}", "Rows": n} for kind, n in (metrics.get("rows_by_type") or {}).items()]
-    rows.append({"Source": "WebR (all)", "Rows": metrics.get("rows", 0)})
+    lion = metrics.get("lion") or {"lion": "disabled"}
+    if metrics.get("webr") == "disabled" and lion.get("lion") == "disabled":
+        return not_produced("data_sources", "synthesize.webr and synthesize.lion are both disabled")
+    rows = []
+    if metrics.get("webr") != "disabled":
+        rows += [{"Source": f"WebR {kind}", "Rows": n} for kind, n in (metrics.get("rows_by_type") or {}).items()]
+        rows.append({"Source": "WebR (all)", "Rows": metrics.get("rows", 0)})
+    if lion.get("lion") != "disabled":
+        rows.append({"Source": f"Lion ({len(lion.get('rounds') or [])} rounds)", "Rows": lion.get("rows", 0)})
     table = pd.DataFrame.from_records(rows)
     table.to_csv(ctx.out / "data_sources.csv", index=False, lineterminator="\n")
     filters = ", ".join(f"{k.replace('_', ' ')}: {metrics[k]}" for k in (

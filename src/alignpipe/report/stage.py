@@ -152,6 +152,29 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
     return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs), info
 
 
+def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+    """The BMC table (``report.bmc``, labels from ``report.bmc_labels`` or ``report.rows``): the Hierarchical
+    Alignment table's columns, W/T/L and alignment tax against ``report.reference`` (a row only when listed)."""
+    cfg = params.report
+    ref_label = cfg.rows[cfg.reference]
+    ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
+    labels = {n: cfg.bmc_labels.get(n, cfg.rows[n]) for n in cfg.bmc}
+    by_label = {labels[n]: metrics[cfg.rows[n]] for n in cfg.bmc}
+    pairs: dict[str, Any] = {
+        labels[n]: None if n == cfg.reference
+        else pairwise(read_jsonl(Path(eval_dir) / n / "generations.jsonl"), ref_rows, tie_margin=cfg.tie_margin)
+        for n in cfg.bmc
+    }
+    reference = labels.get(cfg.reference, ref_label)
+    if cfg.reference not in cfg.bmc:  # the baseline of W/T/L and the tax, not a row of this table
+        by_label = {**by_label, reference: metrics[ref_label]}
+    table = hierarchical_table(by_label, pairs, reference)
+    if cfg.reference not in cfg.bmc:
+        table = table.drop(index=reference)
+    n_pairs = next((p["fluency"]["n"] for p in pairs.values() if p), None)
+    return table, hierarchical_markdown(table, reference, n_pairs)
+
+
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
         edit_eval_dir: str | Path = "data/edit_eval", synth_dir: str | Path = "data/synthesize",
         world_dir: str | Path = "data/world") -> dict[str, Any]:

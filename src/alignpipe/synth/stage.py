@@ -1,4 +1,4 @@
-"""The ``synthesize`` stage: WebR instruction data from raw pages over the LLM roles (Lion joins here).
+"""The ``synthesize`` stage: WebR instruction data from raw pages and Lion's adversarial rounds, over the LLM roles.
 
     python -m flows.synthesize     # what `dvc repro synthesize` runs; writes data/synthesize/
 
@@ -8,8 +8,10 @@ is cached on disk by request hash (``alignpipe.llm``), so a killed run resumes w
 
 Outputs in ``data/synthesize/``: ``webr.jsonl`` (``{prompt_id, messages}``, WebR's format), ``sft_webr.jsonl``
 (the same rows as prompt-completion records for the sft stage, ``sft.data: [seed, webr]``),
-``webr_meta.jsonl`` (per row: type, page id, sections kept, word, length limit, persona), ``metrics.json``
-(counts per type, refusal and dedup removals, role counters) and ``config.json``.
+``webr_meta.jsonl`` (per row: type, page id, sections kept, word, length limit, persona), Lion's
+``lion.jsonl`` / ``sft_lion.jsonl`` and ``lion/`` (rounds, see :mod:`alignpipe.synth.lion_stage`, run after
+WebR), ``metrics.json`` (counts per type, refusal and dedup removals, Lion's per-round metrics, role counters)
+and ``config.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from alignpipe.config import Params
 from alignpipe.llm import Roles, build_roles
-from alignpipe.synth import webr
+from alignpipe.synth import lion_stage, webr
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -38,24 +40,27 @@ def stage_config(params: Params, world_dir: str | Path) -> dict[str, Any]:
     """What the outputs depend on (roles: backends and env-var NAMES only; no key is ever in params)."""
     path = input_path(params, world_dir)
     return {"seed": params.seed, "synthesize": params.synthesize.model_dump(mode="json"),
-            "roles": params.roles.model_dump(mode="json", exclude={"cache_dir"}), "input": str(path),
+            "roles": params.roles.model_dump(mode="json", exclude={"cache_dir", "runner"}), "input": str(path),
             "input_sha256": sha256_file(path) if path.is_file() else None}
 
 
-def load(params: Params, world_dir: str | Path) -> tuple[list[dict[str, Any]], Roles]:
-    """The pages (a seeded subset of ``max_pages``) and the roles (with the world's KB when there is one)."""
+def load(params: Params, world_dir: str | Path, fan_out=None) -> tuple[list[dict[str, Any]], Roles]:
+    """The pages (a seeded subset of ``max_pages``) and the roles (with the world's KB when there is one).
+
+    ``fan_out``: see :func:`alignpipe.llm.build_roles` (the flow passes its task runner's mapper).
+    """
     import random
 
     from alignpipe.world import load_kb
 
     cfg = params.synthesize.webr
-    pages = webr.load_pages(input_path(params, world_dir))
+    pages = webr.load_pages(input_path(params, world_dir)) if cfg.enabled else []
     if cfg.max_pages is not None and cfg.max_pages < len(pages):
         keep = set(random.Random(derive_seed(params.seed, "webr", "subset")).sample(range(len(pages)), cfg.max_pages))
         pages = [p for i, p in enumerate(pages) if i in keep]
     kb_path = Path(world_dir) / "kb.json"
     kb = load_kb(kb_path) if kb_path.is_file() else None
-    return pages, build_roles(params.roles, params.seed, kb=kb)
+    return pages, build_roles(params.roles, params.seed, kb=kb, fan_out=fan_out)
 
 
 def personas(params: Params, pages: list[dict[str, Any]], roles: Roles) -> dict[str, str | None]:
@@ -138,29 +143,51 @@ def assemble(params: Params, plans: list[webr.Plan], persona: dict[str, str | No
     return rows, extra["meta"], metrics
 
 
-def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict, config: dict) -> None:
+def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict, config: dict,
+          lion: tuple[lion_stage.LionContext | None, list[dict], dict] | None = None) -> dict:
+    """Every output at once (WebR's and Lion's), so a killed stage never leaves a complete-looking directory.
+
+    ``lion``: (context, final rows, Lion metrics) from :func:`alignpipe.synth.lion_stage.run`, or None when Lion
+    is off (its files are then written empty). Returns the metrics written: ``metrics`` plus Lion's under
+    ``"lion"`` (``roles`` is the stage's total).
+    """
+    ctx, lion_rows, lion_metrics = lion or (None, [], {"rows": 0, "rounds": [], "lion": "disabled"})
+    metrics = {**metrics, "lion": lion_metrics}
+    if ctx is not None:
+        config = {**config, "lion_inputs": ctx.config}
     with atomic_dir(out_dir) as tmp:
         write_jsonl(tmp / "webr.jsonl", rows)
         write_jsonl(tmp / "sft_webr.jsonl", webr.sft_rows(rows))
         write_jsonl(tmp / "webr_meta.jsonl", meta)
+        lion_stage.write_into(tmp, ctx, lion_rows, lion_metrics.get("rounds", []))
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
+    return metrics
 
 
-def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Path = "data/synthesize") -> dict:
-    """The whole stage; returns the metrics."""
-    seed_everything(params.seed)
-    config = stage_config(params, world_dir)
-    log.info("synthesize config: %s", dumps(config).strip())
-    pages, roles = load(params, world_dir)
+def run_webr(params: Params, pages: list[dict[str, Any]], roles: Roles) -> tuple[list[dict], list[dict], dict]:
+    """WebR's rows, metadata and metrics (empty when ``synthesize.webr.enabled`` is false)."""
     if not params.synthesize.webr.enabled:
-        write(out_dir, [], [], {"pages": 0, "rows": 0, "webr": "disabled", "roles": roles.metrics()}, config)
-        return {"rows": 0}
+        return [], [], {"pages": 0, "rows": 0, "webr": "disabled"}
     persona = personas(params, pages, roles)
     plans = plan(params, pages)
     reqs = requests(params, plans, persona, roles)
     resps = responses(params, plans, reqs, roles)
     rows, meta, metrics = assemble(params, plans, persona, reqs, resps, roles)
-    write(out_dir, rows, meta, metrics, config)
-    log.info("synthesize: %d WebR rows %s; roles %s", len(rows), metrics["rows_by_type"], metrics["roles"]["total"])
+    log.info("synthesize: %d WebR rows %s", len(rows), metrics["rows_by_type"])
+    return rows, meta, metrics
+
+
+def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Path = "data/synthesize",
+        base_dir: str | Path = "data/base") -> dict:
+    """The whole stage (WebR, then Lion's rounds); returns the metrics."""
+    seed_everything(params.seed)
+    config = stage_config(params, world_dir)
+    log.info("synthesize config: %s", dumps(config).strip())
+    pages, roles = load(params, world_dir)
+    rows, meta, metrics = run_webr(params, pages, roles)
+    lion = lion_stage.run(params, roles, world_dir, base_dir) if params.synthesize.lion.enabled else None
+    metrics["roles"] = roles.metrics()
+    metrics = write(out_dir, rows, meta, metrics, config, lion)
+    log.info("synthesize: roles %s", metrics["roles"]["total"])
     return metrics

@@ -12,6 +12,9 @@ Variants (``align.variants``, Hierarchical Alignment, arXiv 2510.12044): ``dpo_f
 LoRA variants adapt ``align.lora.target_modules`` in all layers (``lora_all``) or in one third of the decoder
 (``local``/``mid``/``global``, see :mod:`alignpipe.train.blocks`). All use TRL's sigmoid DPO with the reference
 log-probs stored by the reflogps stage (:mod:`alignpipe.train.dpo`): no reference model runs or is copied.
+BMC variants (arXiv 2506.09329): ``pairs: bridged`` trains on the preferences stage's pseudo-winning responses
+(``dpo_bc``), ``token_weights: bmc`` uses BMC's token-weighted loss (:mod:`alignpipe.train.bmc_trainer`,
+``dpo_mc``), both together ``dpo_bmc``, and ``global_bmc`` is that on the global LoRA block.
 
 Outputs (``data/align/<variant>/``): ``model/`` (LoRA: ``adapter_config.json`` + ``adapter_model.safetensors``
 for ``PeftModel.from_pretrained(sft_model, ...)``; dpo_full: the full model in safetensors; both with the
@@ -43,9 +46,10 @@ from transformers import TrainerCallback
 from alignpipe.config import ConfigError, Params, VariantSection, load_params
 from alignpipe.models.training import LogLastStep, count_parameters, last_checkpoint
 from alignpipe.train.blocks import lora_config, num_layers, resolve_layers
+from alignpipe.train.bmc_trainer import BMCDPOTrainer
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.train.pairs import read_pairs
-from alignpipe.train.reflogps import RefLogps, load_ref_logps, weights_sha256
+from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged, load_ref_logps, weights_sha256
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 
@@ -63,10 +67,18 @@ def get_variant(params: Params, name: str) -> VariantSection:
     return params.align.variants[name]
 
 
+def ref_store(section: VariantSection) -> str:
+    """The reflogps store a variant reads: the bridged pairs' for BMC bridging, else the original pairs'."""
+    return BRIDGED_STORE if section.pairs == "bridged" else STORE
+
+
 def stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
                  sft_dir: str | Path) -> dict[str, Any]:
     """What this variant's result depends on (``config.json``; also keys the checkpoint directory)."""
     section = get_variant(params, variant)
+    bmc = {"pairs": section.pairs, "token_weights": section.token_weights}
+    if section.token_weights == "bmc":
+        bmc["bmc"] = {"delta": params.align.bmc.delta, "autojunk": params.align.bmc.autojunk}
     return {
         "seed": params.seed,
         "model": params.model.model_dump(),
@@ -80,8 +92,9 @@ def stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_d
         "inputs": {
             "sft_model": str(Path(sft_dir) / "model"),
             "pairs_sha256": sha256_file(Path(prefs_dir) / "pairs.jsonl"),
-            "reflogps_sha256": sha256_file(Path(reflogps_dir) / "ref_logps.safetensors"),
+            "reflogps_sha256": sha256_file(Path(reflogps_dir) / ref_store(section)),
         },
+        **({} if section.pairs == "original" and section.token_weights == "none" else bmc),
     }
 
 
@@ -99,16 +112,25 @@ def check_reference(ref: RefLogps, sft_dir: str | Path, prefs_dir: str | Path, m
         raise DataError(f"{ref.path}: stale reference log-probs ({'; '.join(problems)}); rerun the reflogps stage")
 
 
-def prepare(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path, sft_dir: str | Path):
+def prepare(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path, sft_dir: str | Path,
+            variant: str | None = None):
     """Step 1: load the pairs, the stored reference (checked against its inputs) and the SFT model.
+
+    ``variant`` picks the pairs: (bridged, rejected) for a BMC bridging variant (``pairs: bridged``), else
+    (chosen, rejected); None means the original pairs.
 
     Returns:
         ``(rows, dropped, ref, model, tokenizer)``.
     """
     from alignpipe.models import load_model
 
-    rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl")
-    ref = load_ref_logps(reflogps_dir)
+    section = get_variant(params, variant) if variant is not None else None
+    bridged = section is not None and section.pairs == "bridged"
+    if bridged and not has_bridged(prefs_dir):
+        raise ConfigError(f"align variant {variant!r} trains on bridged pairs, but {Path(prefs_dir) / 'pairs.jsonl'} "
+                          "has no 'bridged' column: set preferences.bridging.enabled: true and rerun preferences")
+    rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl", chosen_field="bridged" if bridged else "chosen")
+    ref = load_ref_logps(reflogps_dir, BRIDGED_STORE if bridged else STORE)
     check_reference(ref, sft_dir, prefs_dir, params.align.max_length)
     model, tokenizer = load_model(Path(sft_dir) / "model", params.model, padding_side="right")
     return rows, dropped, ref, model, tokenizer
@@ -122,10 +144,15 @@ def build_trainer(params: Params, variant: str, model: Any, tokenizer: Any, rows
     section = get_variant(params, variant)
     layers = resolve_layers(section, num_layers(model), name=variant)
     peft_config = lora_config(params.align.lora, layers) if section.peft == "lora" else None
+    bmc: dict[str, Any] = {}
+    trainer_cls = StoredRefDPOTrainer
+    if section.token_weights == "bmc":  # BMC modeling: token-weighted policy and reference log-probs
+        trainer_cls = BMCDPOTrainer
+        bmc = {"delta": params.align.bmc.delta, "autojunk": params.align.bmc.autojunk}
     with warnings.catch_warnings():
         # peft probes the deprecated alias `is_gradient_checkpointing` when wrapping; nothing to act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        trainer = StoredRefDPOTrainer(
+        trainer = trainer_cls(
             model=model,
             args=dpo_config(params, section, output_dir),
             train_dataset=Dataset.from_list(rows),
@@ -133,6 +160,7 @@ def build_trainer(params: Params, variant: str, model: Any, tokenizer: Any, rows
             peft_config=peft_config,
             callbacks=[LogLastStep(), *(callbacks or [])],
             ref_logps=ref,
+            **bmc,
         )
     _guard_backward(trainer, layers)
     return trainer
@@ -218,6 +246,7 @@ def train(trainer: StoredRefDPOTrainer) -> dict[str, Any]:
         "initial_loss": history[0]["loss"] if history else None,
         "final_loss": last.get("loss"),
         **{k: last.get(k) for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")},
+        **{k: last[k] for k in ("bmc/modified_frac", "bmc/weight_mean") if k in last},
         "log": [{name: e.get(key) for name, key in LOG_FIELDS} for e in history],
     }
 
@@ -274,7 +303,8 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
     out_dir = Path(out_dir or f"data/align/{variant}")
     config = stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir)
     logger.info("align@%s config: %s", variant, dumps(config).strip())
-    trainer, metrics = fit(params, variant, prepare(params, prefs_dir, reflogps_dir, sft_dir), config, callbacks)
+    trainer, metrics = fit(params, variant, prepare(params, prefs_dir, reflogps_dir, sft_dir, variant), config,
+                           callbacks)
     save(trainer, out_dir, metrics, config)
     metrics.pop("log", None)
     logger.info("align@%s metrics: %s", variant, dumps(metrics).strip())

@@ -94,7 +94,9 @@ def trainer_kwargs(params: Params, variant: VariantSection | None) -> dict[str, 
     """The resolved DPOConfig overrides, without the pipeline-owned keys (what config.json records)."""
     lora = variant is not None and variant.peft == "lora"
     defaults = {**DEFAULT_TRAINER, **(LORA_TRAINER if lora else FULL_TRAINER)}
-    overrides = {**_canonical(params.align.trainer), **(_canonical(variant.trainer) if variant is not None else {})}
+    bmc = {"beta": params.align.bmc.beta} if variant is not None and variant.is_bmc else {}
+    overrides = {**_canonical(params.align.trainer), **bmc,
+                 **(_canonical(variant.trainer) if variant is not None else {})}
     return {**defaults, **overrides}
 
 
@@ -141,7 +143,8 @@ def ld_weighted(chosen: torch.Tensor, rejected: torch.Tensor, ld_alpha: float) -
     return c, r
 
 
-def attach_ref_logps(dataset: Any, ref: Any, collator: Any, ld_alpha: float | None = None) -> Any:
+def attach_ref_logps(dataset: Any, ref: Any, collator: Any, ld_alpha: float | None = None,
+                     weigh: Any = None) -> Any:
     """Add ``ref_chosen_logps``/``ref_rejected_logps`` columns to TRL's tokenized dataset from the stored values.
 
     Args:
@@ -149,6 +152,8 @@ def attach_ref_logps(dataset: Any, ref: Any, collator: Any, ld_alpha: float | No
         ref: a :class:`alignpipe.train.reflogps.RefLogps`.
         collator: the trainer's data collator (defines truncation).
         ld_alpha: TRL's LD-DPO weight, applied to the stored per-token values; None for plain sums.
+        weigh: optional ``weigh(row, stored) -> (chosen, rejected)``: a token-weighted reduction of the stored
+            per-token values (BMC); ``row`` is the dataset row, ``stored`` the checked stored pair.
 
     Raises:
         DataError: a pair has no stored values, or its tokens differ from the stored ones (names the pair id).
@@ -156,7 +161,8 @@ def attach_ref_logps(dataset: Any, ref: Any, collator: Any, ld_alpha: float | No
     if "id" not in dataset.column_names:
         raise DataError("the preference dataset needs an 'id' column to find its stored reference log-probs")
     chosen_vals, rejected_vals = [], []
-    for row in dataset.select_columns(["id", "prompt_ids", "chosen_ids", "rejected_ids"]):
+    columns = ["id", "prompt_ids", "chosen_ids", "rejected_ids"]
+    for row in (dataset if weigh is not None else dataset.select_columns(columns)):
         pair_id = row["id"]
         stored = ref.pair(pair_id)  # raises DataError for an unknown id
         fed = completion_tokens(collator, row)
@@ -167,7 +173,11 @@ def attach_ref_logps(dataset: Any, ref: Any, collator: Any, ld_alpha: float | No
                     f"({_first_difference(stored[f'{part}_ids'], fed[part])}); the reference log-probs were computed "
                     "with another tokenizer, chat template or max_length/truncation: rerun the reflogps stage"
                 )
-        if ld_alpha is None:
+        if weigh is not None:
+            c, r = weigh(row, stored)
+            chosen_vals.append(c)
+            rejected_vals.append(r)
+        elif ld_alpha is None:
             chosen_vals.append(stored["chosen_sum"])
             rejected_vals.append(stored["rejected_sum"])
         else:

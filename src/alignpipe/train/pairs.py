@@ -42,14 +42,18 @@ def _text(messages: list[dict[str, str]]) -> str:
     return "\n".join(m["content"].strip() for m in messages)
 
 
-def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def read_pairs(path: str | Path, chosen_field: str = "chosen") -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Read ``path``; return the usable pairs (only the four TRL fields) and the count of dropped ones by reason.
+
+    ``chosen_field="bridged"`` reads BMC's pseudo-winning response (the preferences stage's ``bridged`` column,
+    see :mod:`alignpipe.prefs.bridging`) as the chosen one: the (pseudo-winning, rejected) pairs of DPO-BC/BMC.
 
     Raises:
         DataError: missing file or field, wrong types, malformed messages, duplicate ids, or no usable pair left.
     """
     path = Path(path)
-    records = read_jsonl(path, required={"id": str, "prompt": list, "chosen": list, "rejected": list})
+    required = {"id": str, "prompt": list, "chosen": list, "rejected": list, chosen_field: list}
+    records = read_jsonl(path, required=required)
     rows: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
     seen: dict[str, int] = {}
@@ -62,16 +66,16 @@ def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
             raise DataError(f"{path} {where}: duplicate id (first seen at record {seen[pair_id]})")
         seen[pair_id] = n
         _check_messages(path, where, "prompt", rec["prompt"], assistant_only=False)
-        _check_messages(path, where, "chosen", rec["chosen"], assistant_only=True)
+        _check_messages(path, where, chosen_field, rec[chosen_field], assistant_only=True)
         _check_messages(path, where, "rejected", rec["rejected"], assistant_only=True)
-        chosen, rejected = _text(rec["chosen"]), _text(rec["rejected"])
+        chosen, rejected = _text(rec[chosen_field]), _text(rec["rejected"])
         if not chosen or not rejected:
             dropped["empty_response"] += 1
         elif chosen == rejected:
             # Identical responses give a zero DPO gradient but still count in the batch mean: pure noise.
             dropped["identical"] += 1
         else:
-            rows.append({k: rec[k] for k in FIELDS})
+            rows.append({**{k: rec[k] for k in FIELDS}, "chosen": rec[chosen_field]})
     if dropped:
         logger.warning("%s: dropped %d of %d pairs: %s", path, sum(dropped.values()), len(records), dict(dropped))
     if not rows:

@@ -21,7 +21,10 @@ Outputs (``out_dir``): ``ref_logps.safetensors`` (ragged sequences flattened, wi
 n_pairs + 1; parts ``prompt``, ``chosen``, ``rejected``: ``<part>_ids`` int64, ``chosen_logps``/``rejected_logps``
 float32 per response token, ``chosen_sum``/``rejected_sum`` float32 as TRL sums them; metadata (one key, ``alignpipe``, a JSON object): ``ids`` and
 ``config`` as JSON), ``config.json`` (model path + weights sha256, max_length, truncation, pairs sha256) and
-``metrics.json``.
+``metrics.json``. ``ref_logps_bridged.safetensors`` holds the same for the (bridged, rejected) pairs when the pairs
+carry BMC's ``bridged`` column (``metrics.json`` key ``bridged``; 0 pairs without the column): per-token values are
+what BMC's reference weights need (w_t from the reference's own probabilities), so no reference model runs during
+any BMC variant.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from alignpipe.utils.seed import seed_everything
 logger = logging.getLogger(__name__)
 
 STORE = "ref_logps.safetensors"
+BRIDGED_STORE = "ref_logps_bridged.safetensors"  # BMC: chosen = the pseudo-winning (bridged) response
 PARTS = ("prompt", "chosen", "rejected")
 
 
@@ -97,9 +101,9 @@ class RefLogps:
         return out
 
 
-def load_ref_logps(directory: str | Path) -> RefLogps:
-    """Load ``directory/ref_logps.safetensors`` (checks that offsets, tokens and values are consistent)."""
-    path = Path(directory) / STORE
+def load_ref_logps(directory: str | Path, store: str = STORE) -> RefLogps:
+    """Load ``directory/<store>`` (default ``ref_logps.safetensors``; checks offsets, tokens and values agree)."""
+    path = Path(directory) / store
     if not path.is_file():
         raise DataError(f"{path}: reference log-probs not found (run the reflogps stage)")
     from safetensors import safe_open
@@ -225,8 +229,7 @@ def summarize(rows: list[dict], ids: list[str], records: list[dict], dropped: di
     }
 
 
-def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict, metrics: dict) -> Path:
-    """Step 3: write the store, ``config.json`` and ``metrics.json`` atomically."""
+def _tensors(records: list[dict]) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for part in PARTS:
         seqs = [r[f"{part}_ids"] for r in records]
@@ -234,17 +237,36 @@ def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict,
         tensors[f"{part}_offsets"] = torch.cumsum(lengths, 0)
         tensors[f"{part}_ids"] = torch.tensor([t for s in seqs for t in s], dtype=torch.int64)
         if part != "prompt":
-            tensors[f"{part}_logps"] = torch.cat([r[f"{part}_logps"] for r in records]).to(torch.float32)
+            values = [r[f"{part}_logps"] for r in records]
+            tensors[f"{part}_logps"] = torch.cat(values).to(torch.float32) if values else torch.zeros(0)
             tensors[f"{part}_sum"] = torch.tensor([r[f"{part}_sum"] for r in records], dtype=torch.float32)
-    # ONE metadata key: safetensors keeps metadata in a hash map whose key order varies from process to process,
-    # so several keys would make the file's bytes (and DVC's hash) differ between identical runs.
-    meta = {"alignpipe": json.dumps({"config": config, "ids": ids}, sort_keys=True)}
+    return tensors
+
+
+def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict, metrics: dict,
+         extra: dict[str, tuple[list[str], list[dict]]] | None = None) -> Path:
+    """Step 3: write the store, ``config.json`` and ``metrics.json`` atomically.
+
+    ``extra``: more stores in the same format, file name -> (ids, records) (BMC's bridged pairs).
+    """
+    stores = {STORE: (ids, records), **(extra or {})}
     with atomic_dir(out_dir) as tmp:
-        save_file(tensors, str(tmp / STORE), metadata=meta)
-        os.chmod(tmp / STORE, 0o644)  # safetensors creates it owner-only; the other outputs are world-readable
+        for name, (store_ids, store_records) in stores.items():
+            # ONE metadata key: safetensors keeps metadata in a hash map whose key order varies from process to
+            # process, so several keys would make the file's bytes (and DVC's hash) differ between identical runs.
+            meta = {"alignpipe": json.dumps({"config": config, "ids": store_ids}, sort_keys=True)}
+            save_file(_tensors(store_records), str(tmp / name), metadata=meta)
+            os.chmod(tmp / name, 0o644)  # safetensors creates it owner-only; the other outputs are world-readable
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
     return Path(out_dir)
+
+
+def has_bridged(prefs_dir: str | Path) -> bool:
+    """Whether the pair file carries BMC's ``bridged`` column (its first record decides)."""
+    with open(Path(prefs_dir) / "pairs.jsonl", encoding="utf-8") as fh:
+        first = fh.readline()
+    return bool(first.strip()) and "bridged" in json.loads(first)
 
 
 def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str | Path = "data/sft",
@@ -256,6 +278,12 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str
     rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl")
     ids, records = compute(params, rows, sft_dir, work_dir("reflogps", config))
     metrics = summarize(rows, ids, records, dropped)
-    save(out_dir, ids, records, config, metrics)
+    extra: dict[str, tuple[list[str], list[dict]]] = {BRIDGED_STORE: ([], [])}  # empty without bridging
+    if has_bridged(prefs_dir):  # BMC: the (pseudo-winning, rejected) pairs get their own store
+        b_rows, b_dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl", chosen_field="bridged")
+        b_ids, b_records = compute(params, b_rows, sft_dir, work_dir("reflogps", {**config, "pairs": "bridged"}))
+        metrics["bridged"] = summarize(b_rows, b_ids, b_records, b_dropped)
+        extra[BRIDGED_STORE] = (b_ids, b_records)
+    save(out_dir, ids, records, config, metrics, extra)
     logger.info("reflogps stage metrics: %s", dumps(metrics).strip())
     return metrics

@@ -93,4 +93,4 @@ def base_dir(tmp_path_factory, corpus) -> Path:
 def helpers():
     from types import SimpleNamespace
 
-    return SimpleNamespace(make_corpus=make_corpus, make_params=make_params, write_world=write_world)
+    return SimpleNamespace(make_corpus=make_corpus, make_params=make_params, write_world=write_world, NAMES=NAMES)

@@ -159,3 +159,15 @@ def test_chat_documents_render_train_dialogues_once_per_copy(tmp_path, corpus, h
     assert len(docs) == 12 and docs[0] == docs[6]
     assert docs[0] == "<|user|>\nDescribe Velmora.<|eos|><|assistant|>\nVelmora has a lamp near the door.<|eos|>"
     assert chat_documents(world, tok, copies=0) == []
+
+
+def test_stage_tokenizer_can_learn_the_dialogues_words(tmp_path, helpers):
+    # "lamp" and "door" occur only in the train dialogues (sft.jsonl), never in corpus.txt.
+    docs = [f"{n} is a town. {n} has a river." for n in helpers.NAMES for _ in range(3)]
+    world = helpers.write_world(tmp_path / "w", docs)
+    params = helpers.make_params()
+    params.base.tokenizer.vocab_size = 600  # room for every word of this small world
+    assert len(stage.train_tokenizer(params, world).tokenize(" lamp")) > 1  # corpus only (the default)
+    params.base.tokenizer.include_dialogues = True
+    tok = stage.train_tokenizer(params, world)
+    assert tok.tokenize(" lamp") == ["Ġlamp"] and tok.tokenize(" door.") == ["Ġdoor", "."]

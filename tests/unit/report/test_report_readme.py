@@ -32,7 +32,8 @@ def inputs(tmp_path_factory):
     write_json(root / "synthesize" / "metrics.json", {
         "pages": 6, "rows": 5, "rows_by_type": {"WI-all": 2, "WI-part": 1, "WR-all": 2}, "no_persona": 0,
         "no_request": 1, "refusals_removed": 0, "duplicates_removed": 1, "same_page_removed": 0,
-        "request_words_mean": 20.5, "response_words_mean": 80.0, "roles": {"total": {"calls": 17, "unparseable": 1}}})
+        "request_words_mean": 20.5, "response_words_mean": 80.0, "roles": {"total": {"calls": 17, "unparseable": 1}},
+        "lion": {"rows": 4, "rounds": [{"round": 1}, {"round": 2}]}})
     write_json(root / "synthesize" / "config.json", {"input": "data/world/pages.jsonl",
                                                      "roles": {"teacher": {"backend": "oracle"}}})
     return root, len(recs)
@@ -51,7 +52,8 @@ def test_readme_lists_every_table_with_provenance(inputs, tmp_path):
     root, n = inputs
     text = _run(root, tmp_path / "r", "roles")
     index = {line.split("](#")[1].split(")")[0]: line for line in text.splitlines() if line.startswith("| [")}
-    assert list(index) == ["followbench", "followbench_official", "hierarchical", "lte", "data_sources"]
+    assert list(index) == ["followbench", "followbench_official", "hierarchical", "bmc", "lte", "data_sources"]
+    assert "not produced: report.bmc is empty" in index["bmc"]
     assert "| produced |" in index["followbench"] and "[hsr_by_level.png](hsr_by_level.png)" in index["followbench"]
     assert "SFT (`data/sft/model`), DPO (`data/dpo/model`)" in index["followbench"]
     assert f"SFT: {len({r['group_id'] for r in read_jsonl(root / 'evaluate/sft/generations.jsonl')})} groups" \
@@ -61,7 +63,7 @@ def test_readme_lists_every_table_with_provenance(inputs, tmp_path):
     assert "roles.judge (oracle), both orders" in index["hierarchical"]
     assert f"{n} prompt pairs per model vs SFT" in index["hierarchical"]
     assert "[pairwise/dpo.jsonl](pairwise/dpo.jsonl)" in index["hierarchical"]
-    assert "| WebR WR-all | 2 |" in text and "[data_sources.csv](data_sources.csv)" in index["data_sources"]
+    assert "| WebR WR-all | 2 |" in text and "| Lion (2 rounds) | 4 |" in text and "[data_sources.csv](data_sources.csv)" in index["data_sources"]
     assert "6 pages, 5 rows; role calls 17, unparseable 1" in index["data_sources"]
     assert "![hsr_by_level.png](hsr_by_level.png)" in text and "not** the numbers published" in text
     for f in ("followbench.csv", "hierarchical.csv", "data_sources.csv", "pairwise/dpo.jsonl"):

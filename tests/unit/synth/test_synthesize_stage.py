@@ -43,7 +43,7 @@ def _check_outputs(out: Path, metrics: dict) -> list[dict]:
 
 
 def test_oracle_on_world_pages_is_deterministic(world_dir, tmp_path):
-    params = validate_params({"seed": 5})
+    params = validate_params({"seed": 5, "synthesize": {"lion": {"enabled": False}}})
     m = stage.run(params, world_dir, tmp_path / "a")
     rows = _check_outputs(tmp_path / "a", m)
     assert m["pages"] == 12 and m["planned"] == {"WI_all": 4, "WI_part": 4, "WR_all": 2, "WR_part": 2}
@@ -60,7 +60,7 @@ def test_oracle_on_world_pages_is_deterministic(world_dir, tmp_path):
 
 def test_oracle_on_a_sample_of_web_en_1k(shared_data, tmp_path):
     params = validate_params({"synthesize": {"webr": {"input": str(shared_data / "webr" / "web_en_1k.json"),
-                                                      "max_pages": 24}}})
+                                                      "max_pages": 24}, "lion": {"enabled": False}}})
     m = stage.run(params, tmp_path / "no-world", tmp_path / "out")
     _check_outputs(tmp_path / "out", m)
     assert m["pages"] == 24 and m["rows"] >= 12
@@ -73,7 +73,8 @@ def test_hf_backend_on_web_en_1k_resumes_without_repeating_a_request(shared_data
     params = validate_params({
         "roles": {"teacher": hf, "generator": hf},
         "synthesize": {"webr": {"input": str(shared_data / "webr" / "web_en_1k.json"), "max_pages": 6,
-                                "persona_max_tokens": 8, "request_max_tokens": 12, "response_max_tokens": 12}},
+                                "persona_max_tokens": 8, "request_max_tokens": 12, "response_max_tokens": 12},
+                       "lion": {"enabled": False}},
     })  # fmt: skip
     # A run "killed" after the requests were written: personas and requests are in the disk cache.
     pages, roles = stage.load(params, tmp_path / "no-world")
@@ -96,7 +97,7 @@ def test_hf_backend_on_web_en_1k_resumes_without_repeating_a_request(shared_data
 def test_rows_load_as_sft_data(world_dir, tmp_path):
     from alignpipe.train.sft import load_sft_data
 
-    stage.run(validate_params({"seed": 5}), world_dir, tmp_path / "out")
+    stage.run(validate_params({"seed": 5, "synthesize": {"lion": {"enabled": False}}}), world_dir, tmp_path / "out")
     data = load_sft_data([world_dir / "sft.jsonl", tmp_path / "out" / "sft_webr.jsonl"])
     n_webr = len(_read(tmp_path / "out" / "sft_webr.jsonl"))
     assert len(data) == len(_read(world_dir / "sft.jsonl")) + n_webr and n_webr > 0
@@ -106,7 +107,8 @@ def test_bad_input_names_the_record_and_bad_mixture_fails_early(tmp_path):
     bad = tmp_path / "pages.jsonl"
     bad.write_text('{"webpage": "fine text"}\n{"page": "wrong key"}\n')
     with pytest.raises(DataError, match=r"pages.jsonl line 2: expected an object with a non-empty string 'webpage'"):
-        stage.run(validate_params({"synthesize": {"webr": {"input": str(bad)}}}), tmp_path, tmp_path / "out")
+        stage.run(validate_params({"synthesize": {"webr": {"input": str(bad)}, "lion": {"enabled": False}}}), tmp_path,
+                  tmp_path / "out")
     from alignpipe.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"sft.data = \['seed', 'webr'\]: 'webr' needs synthesize.webr.enabled"):
@@ -114,7 +116,8 @@ def test_bad_input_names_the_record_and_bad_mixture_fails_early(tmp_path):
 
 
 def test_without_persona_ablation(world_dir, tmp_path):
-    m = stage.run(validate_params({"seed": 5, "synthesize": {"webr": {"persona": False}}}), world_dir, tmp_path / "o")
+    params = validate_params({"seed": 5, "synthesize": {"webr": {"persona": False}, "lion": {"enabled": False}}})
+    m = stage.run(params, world_dir, tmp_path / "o")
     _check_outputs(tmp_path / "o", m)
     assert m["roles"]["generator"]["calls"] == 12  # requests only: no persona call
     meta = _read(tmp_path / "o" / "webr_meta.jsonl")

@@ -191,6 +191,9 @@ def test_accelerate_configs_and_paper_profile(repo_root):
     merged = apply_profile("paper", repo_root / "params.yaml", repo_root / "profiles")
     params = validate_params(merged)
     assert params.model.name_or_path in ("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen1.5-7B-Chat")
-    assert set(params.align.variants) == {"dpo_full", "lora_all", "local", "mid", "global"}
+    assert {"dpo_full", "lora_all", "local", "mid", "global"} <= set(params.align.variants)
+    for name in ("dpo_bc", "dpo_mc", "dpo_bmc"):  # BMC's full-parameter rows at dpo_full's learning rate
+        bmc = params.align.variants[name]
+        assert bmc.peft == "none" and bmc.trainer["learning_rate"] == 5.0e-6 and bmc.is_bmc
     assert params.align.variants["dpo_full"].peft == "none" and params.align.trainer["beta"] == 0.1
     assert (repo_root / params.align.accelerate_config).is_file()

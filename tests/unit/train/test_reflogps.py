@@ -11,7 +11,9 @@ from alignpipe.utils.io import DataError
 
 def test_outputs_and_metrics(store):
     _, ref_dir = store
-    assert {p.name for p in ref_dir.iterdir()} == {"ref_logps.safetensors", "config.json", "metrics.json"}
+    assert {p.name for p in ref_dir.iterdir()} == {"ref_logps.safetensors", "ref_logps_bridged.safetensors",
+                                                    "config.json", "metrics.json"}
+    assert load_ref_logps(ref_dir, "ref_logps_bridged.safetensors").ids == []  # no bridged column: empty store
     metrics = json.loads((ref_dir / "metrics.json").read_text())
     assert metrics["n_pairs"] == 16 and metrics["dropped"] == {}
     config = json.loads((ref_dir / "config.json").read_text())

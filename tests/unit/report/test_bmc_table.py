@@ -1,0 +1,57 @@
+"""The report's BMC table: rows DPO, DPO-BC, DPO-MC, DPO-BMC, Global+BMC with the hierarchical table's columns."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from alignpipe.config import ConfigError, Params, ReportSection, validate_params
+from alignpipe.report import stage
+from alignpipe.utils.io import write_json, write_jsonl
+
+NAMES = {"sft": "SFT", "dpo_full": "Full-DPO", "dpo_bc": "DPO-BC", "dpo_mc": "DPO-MC", "dpo_bmc": "DPO-BMC",
+         "global_bmc": "Global+BMC"}
+BMC_ROWS = ["dpo_full", "dpo_bc", "dpo_mc", "dpo_bmc", "global_bmc"]
+
+
+def _metrics(flu, coh):
+    return {"fluency": flu, "factuality": 5.0, "coherence": coh, "hsr_avg": 0.4, "ssr_avg": 0.6, "csl": 1.5,
+            "n_groups": 2, "n_instructions": 10}
+
+
+@pytest.fixture
+def eval_dir(tmp_path):
+    root = tmp_path / "evaluate"
+    for i, name in enumerate(NAMES):
+        write_json(root / name / "metrics.json", _metrics(6.0 + 0.5 * i, 7.0 - 0.25 * i))
+        # Two prompts; every model beats SFT on fluency for prompt 0 by i points and ties on prompt 1.
+        write_jsonl(root / name / "generations.jsonl", [
+            {"id": "q0", "judge": {"fluency": 5.0 + i, "factuality": 5.0, "coherence": 5.0}},
+            {"id": "q1", "judge": {"fluency": 5.0, "factuality": 5.0, "coherence": 5.0}}])
+    return root
+
+
+def test_bmc_table(eval_dir, tmp_path):
+    params = Params(report=ReportSection(rows=NAMES, bmc=BMC_ROWS, bmc_labels={"dpo_full": "DPO"}, reference="sft"))
+    out = tmp_path / "report"
+    stage.run(params, eval_dir=eval_dir, out_dir=out)
+    md = (out / "bmc.md").read_text()
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["DPO", "DPO-BC", "DPO-MC", "DPO-BMC", "Global+BMC"]  # SFT is the baseline, not a row
+    header = next(line for line in md.splitlines() if line.startswith("| Model"))
+    h_cols = (out / "bmc.csv").read_text().splitlines()[0]
+    assert h_cols == ("Model,Fluency,Factuality,Coherence,Fluency W/T/L,Factuality W/T/L,Coherence W/T/L,HSR Avg,"
+                      "SSR Avg,CSL,Alignment tax")
+    assert "Fluency W/T/L" in header and "than SFT's on that dimension" in md
+    csv = pd.read_csv(io.StringIO((out / "bmc.csv").read_text()), index_col="Model")
+    assert csv.loc["DPO", "Fluency"] == 6.5 and csv.loc["Global+BMC", "Fluency W/T/L"] == "1/1/0"
+    assert csv.loc["DPO-BC", "Alignment tax"] == pytest.approx(-0.5)  # coherence 6.5 vs SFT's 7.0, fluency rose
+
+
+def test_bmc_names_must_be_rows():
+    with pytest.raises(ConfigError, match="bmc names \\['dpo_bmc'\\]"):
+        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": ["dpo_bmc"]}})
+    with pytest.raises(ConfigError, match="bmc_labels names \\['sft'\\]"):
+        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": [], "bmc_labels": {"sft": "S"}}})
