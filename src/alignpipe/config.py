@@ -386,9 +386,10 @@ class AlignSection(Strict):
 class FollowBenchJudgeSection(Strict):
     """The judge of FollowBench's non-rule groups (the official script uses GPT-4 at temperature 0)."""
 
-    backend: Literal["model", "none"] = Field(
+    backend: Literal["model", "none", "roles"] = Field(
         "model", description="'model': a local transformers model, greedy (temperature 0); 'none': no judge, the "
-        "judged groups are reported as unjudged and only the rule-scored part is scored."
+        "judged groups are reported as unjudged and only the rule-scored part is scored; 'roles': the LLM roles' "
+        "judge (roles.judge: oracle, hf or openai) at temperature 0 with max_new_tokens as its budget."
     )
     model: str | None = Field(
         None, description="Judge model (hub id or local dir) for backend 'model'; null = the evaluated model itself."
@@ -508,6 +509,11 @@ class EvaluateSection(Strict):
         "world", description="'world': the built-in world's pool; 'followbench': the official FollowBench data."
     )
     followbench: FollowBenchSection = Field(default_factory=FollowBenchSection)
+    judge: Literal["world", "roles"] = Field(
+        "world", description="Pointwise judge of fluency / factuality / coherence: 'world': the world's Judge "
+        "directly; 'roles': roles.judge through its backend (oracle: the same world Judge, same numbers; hf; openai), "
+        "raw outputs kept in generations.jsonl, unparseable ones counted (judge_unparseable)."
+    )
 
     @field_validator("levels")
     @classmethod
@@ -538,6 +544,11 @@ class ReportSection(Strict):
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
     allo: list[str] = Field(
         default_factory=list, description="Models (names from rows) in the ALLO table, in order; [] = no table."
+    )
+    pairwise_judge: Literal["scores", "roles"] = Field(
+        "scores", description="Hierarchical W/T/L: 'scores': compare the stored pointwise judge scores (tie_margin); "
+        "'roles': ask roles.judge for each pair in both orders (disagreeing orders and ties count as a tie), raw "
+        "outputs kept in data/report/pairwise/<model>.jsonl."
     )
 
     @model_validator(mode="after")

@@ -82,13 +82,18 @@ def generate_responses(
     return list(responses)
 
 
-def score(records: list[dict[str, Any]], responses: list[str], kb: Any) -> list[dict[str, Any]]:
+def score(
+    records: list[dict[str, Any]], responses: list[str], kb: Any, roles_judge: Any = None
+) -> list[dict[str, Any]]:
     """Verify each response's constraints and judge it; return the generation records.
 
     Args:
         records: instruction records, in the order of ``responses``.
         responses: one response per record.
         kb: the world's knowledge base (``alignpipe.world.load_kb``), used by the judge.
+        roles_judge: the LLM roles' judge (``evaluate.judge: roles``), or None for the world's Judge directly.
+            Through it each row also keeps ``judge_raw`` (the judge's output) and ``judge`` is None where that
+            output was unparseable.
 
     Returns:
         ``{"id", "group_id", "category", "level", "instruction", "response", "verdicts", "judge"}`` per record.
@@ -98,23 +103,28 @@ def score(records: list[dict[str, Any]], responses: list[str], kb: Any) -> list[
     if len(records) != len(responses):
         raise ValueError(f"{len(records)} records but {len(responses)} responses")
     judge = Judge(kb)
+    judged = (
+        roles_judge.score_raw([r["instruction"] for r in records], responses, records)
+        if roles_judge is not None else None
+    )
     out = []
-    for record, response in zip(records, responses, strict=True):
+    for i, (record, response) in enumerate(zip(records, responses, strict=True)):
         verdicts = [bool(v) for v in verify(record, response)]
         if len(verdicts) != len(record["constraints"]):
             raise ValueError(
                 f"{record['id']}: verify returned {len(verdicts)} verdicts "
                 f"for {len(record['constraints'])} constraints"
             )
-        scores = judge.score(record, response)
-        out.append(
-            {
-                **{k: record[k] for k in ("id", "group_id", "category", "level", "instruction")},
-                "response": response,
-                "verdicts": verdicts,
-                "judge": {k: scores[k] for k in JUDGE_KEYS},
-            }
-        )
+        scores = judge.score(record, response) if judged is None else judged[i][0]
+        row = {
+            **{k: record[k] for k in ("id", "group_id", "category", "level", "instruction")},
+            "response": response,
+            "verdicts": verdicts,
+            "judge": None if scores is None else {k: scores[k] for k in JUDGE_KEYS},
+        }
+        if judged is not None:
+            row["judge_raw"] = judged[i][1]
+        out.append(row)
     return out
 
 
@@ -136,9 +146,11 @@ def summarize(generations: list[dict[str, Any]], cfg: EvaluateSection, seed: int
     estimates = bootstrap_ci(
         generations, cfg.levels, cfg.bootstrap_samples, cfg.confidence, derive_seed(seed, "evaluate", "bootstrap")
     )
-    estimates.update(
-        judge_scores(generations, cfg.bootstrap_samples, cfg.confidence, derive_seed(seed, "evaluate", "judge"))
-    )
+    scored = [g for g in generations if g.get("judge") is not None]  # unparseable judge outputs: counted, not scored
+    if scored:
+        estimates.update(
+            judge_scores(scored, cfg.bootstrap_samples, cfg.confidence, derive_seed(seed, "evaluate", "judge"))
+        )
     metrics: dict[str, Any] = {}
     for key, (point, lo, hi) in estimates.items():
         metrics[key] = _r(point)
@@ -146,6 +158,8 @@ def summarize(generations: list[dict[str, Any]], cfg: EvaluateSection, seed: int
             metrics[f"{key}_lo"], metrics[f"{key}_hi"] = _r(lo), _r(hi)
     metrics["n_groups"] = scores["n_groups"]
     metrics["n_instructions"] = scores["n_instructions"]
+    if len(scored) < len(generations):
+        metrics["judge_unparseable"] = len(generations) - len(scored)
     metrics["per_category"] = {
         cat: {k: (_r(v) if isinstance(v, float) else v) for k, v in entry.items()}
         for cat, entry in scores["per_category"].items()
@@ -180,9 +194,19 @@ def stage_config(params: Params, name: str, model_dir: str | Path, world_dir: st
         "seed": params.seed,
         "model": params.model.model_dump(),
         "evaluate": params.evaluate.model_dump(),
-        "judge": JUDGE,
+        "judge": JUDGE if params.evaluate.judge == "world" else roles_judge_description(params),
         "verifier": VERIFIER,
     }
+
+
+def roles_judge_description(params: Params) -> str:
+    """What judged the responses when ``evaluate.judge: roles``: the judge role's backend and prompt."""
+    section = params.roles.judge
+    what = section.backend + (f" {section.model}" if section.model else "")
+    what += f" at {section.base_url}" if section.base_url else ""
+    if section.backend == "oracle":
+        what += ": the world's Judge"
+    return f"roles.judge ({what}), prompt alignpipe/llm/prompts/judge_score.v1.txt"
 
 
 def run(
@@ -222,8 +246,16 @@ def run(
     kb = load_kb(world_dir / "kb.json")
     responses = generate_responses(model_dir, records, cfg, params.model)
     log.info("generated %d responses in %.1fs", len(responses), time.perf_counter() - t0)
-    generations = score(records, responses, kb)
+    roles_judge = None
+    if cfg.judge == "roles":  # fluency / factuality / coherence through the judge role's backend
+        from alignpipe.llm import build_roles
+
+        roles_judge = build_roles(params.roles, seed=params.seed, kb=kb).judge
+    generations = score(records, responses, kb, roles_judge)
     metrics = summarize(generations, cfg, params.seed)
+    if roles_judge is not None:
+        metrics["judge_unparseable"] = sum(g["judge"] is None for g in generations)
+        metrics["judge_calls"] = roles_judge.stats.as_dict()
     write(out_dir, generations, metrics, config)
     log.info(
         "evaluate %s: HSR %.3f SSR %.3f CSL %.2f over %d groups (%.1fs)",

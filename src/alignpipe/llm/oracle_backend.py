@@ -14,6 +14,8 @@ instruction ``record``; the world behaviours need it (and the KB) where an LLM w
 - editor_edit: the winning response with each of its sentences replaced by a close one (difflib ratio >= 0.8)
   of the losing response, kept only if it passes the record's verifiers, else the winner;
 - judge_score / judge_check: :class:`Judge` scores and :func:`verify` verdicts as YES/NO lines;
+- judge_pairwise: per dimension A / B / TIE from the :class:`Judge` scores of both responses (tie margin);
+- followbench_judge: empty (the official FollowBench data has no world records): unparseable;
 - webr_*: :mod:`alignpipe.llm.oracle_webr`.
 Output it cannot produce (no record where one is needed, no KB) is an empty string: unparseable, skipped.
 """
@@ -162,3 +164,23 @@ class OracleBackend:
         if not record:
             return ""
         return "\n".join("YES" if v else "NO" for v in verify(record, f["response"]))
+
+    def _followbench_judge(self, f: dict[str, Any], rng: random.Random) -> str:
+        # The official FollowBench data has no world records, so the world's verifiers cannot judge it: an empty
+        # output, which FollowBench's judge counts as unparseable (reported apart, never scored).
+        return ""
+
+    def _judge_pairwise(self, f: dict[str, Any], rng: random.Random) -> str:
+        # The world's judge scores each response on its own; a dimension is a tie when the scores differ by less
+        # than the tie margin (so both orders give the same verdict: the world judge has no position bias).
+        record = self._record(f) or {"instruction": f["instruction"], "constraints": [], "entity_ids": []}
+        if self.kb is None:
+            return ""
+        a, b = (self.judge().score(record, f[k]) for k in ("response_a", "response_b"))
+        margin = float(f.get("tie_margin", 0.5))
+        names = {"fluency": "Fluency", "factuality": "Factuality", "coherence": "Coherence"}
+        lines = []
+        for key, name in names.items():
+            diff = float(a[key]) - float(b[key])
+            lines.append(f"{name}: {'TIE' if abs(diff) < margin else 'A' if diff > 0 else 'B'}")
+        return "\n".join(lines)

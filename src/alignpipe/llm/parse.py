@@ -75,3 +75,22 @@ def verdicts(output: str, n: int) -> list[bool] | None:
         if m:
             found.append(m.group(1).upper() == "YES")
     return found if len(found) == n else None
+
+
+def pairwise_verdicts(output: str) -> dict[str, str] | None:
+    """``{"fluency", "factuality", "coherence"}`` -> ``"A"``, ``"B"`` or ``"tie"`` from ``Name: A|B|TIE`` lines.
+
+    The first line per dimension counts (any order, any case, optional bold / "Response " prefix); a missing
+    dimension or any other value is unparseable.
+    """
+    got: dict[str, str] = {}
+    for line in output.splitlines():
+        m = re.match(r"\s*\**\s*(fluency|factuality|coherence)\s*\**\s*:\s*\**\s*(?:response\s+)?(\S+?)\**\.?\s*$",
+                     line, re.IGNORECASE)
+        if not m:
+            continue
+        value = m.group(2).upper()
+        if value not in ("A", "B", "TIE"):
+            return None
+        got.setdefault(m.group(1).lower(), "tie" if value == "TIE" else value)
+    return {d: got[d] for d in JUDGE_DIMS} if len(got) == len(JUDGE_DIMS) else None

@@ -155,6 +155,50 @@ class Judge(Role):
         self.stats.add(unparseable=sum(x is None for x in out))
         return out
 
+    def score_raw(self, instructions: Sequence[str], responses: Sequence[str],
+                  records: Sequence[dict | None] | None = None) -> list[tuple[dict[str, float] | None, str]]:
+        """:meth:`score` with each raw output kept: ``(scores or None, raw text)`` per response."""
+        fields = [{"instruction": t, "response": a, "record": r}
+                  for t, a, r in zip(instructions, responses, _recs(records, len(instructions)))]
+        comps = self.complete("judge_score.v1", fields)
+        return list(zip(self.parsed(comps, parse.judge_scores), [c.text for c in comps]))
+
+    def compare(self, instructions: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str],
+                records: Sequence[dict | None] | None = None,
+                tie_margin: float = 0.5) -> list[tuple[dict[str, str] | None, str]]:
+        """Per dimension, which response is better as presented (``"A"``, ``"B"`` or ``"tie"``), and the raw output.
+
+        ``tie_margin`` is read only by the oracle (world-judge score differences below it are ties).
+        """
+        fields = [{"instruction": t, "response_a": a, "response_b": b, "record": r, "tie_margin": tie_margin}
+                  for t, a, b, r in zip(instructions, responses_a, responses_b, _recs(records, len(instructions)))]
+        comps = self.complete("judge_pairwise.v1", fields)
+        return list(zip(self.parsed(comps, parse.pairwise_verdicts), [c.text for c in comps]))
+
+    def compare_swapped(self, instructions: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str],
+                        records: Sequence[dict | None] | None = None,
+                        tie_margin: float = 0.5) -> list[dict[str, Any]]:
+        """Each pair judged twice, positions swapped: per dimension ``win`` / ``tie`` / ``loss`` of response a.
+
+        a wins a dimension only when it is preferred in both orders (and loses only when b is); a tie in either
+        order, or orders that disagree (position bias), is a tie. Returns per pair ``{"outcome": {dim: ...} or
+        None when either output was unparseable, "raw": [output a-first, output b-first], "verdicts": [...]}``.
+        """
+        ab = self.compare(instructions, responses_a, responses_b, records, tie_margin)
+        ba = self.compare(instructions, responses_b, responses_a, records, tie_margin)
+        out = []
+        for (v1, raw1), (v2, raw2) in zip(ab, ba):
+            outcome = None if v1 is None or v2 is None else {d: swap_outcome(v1[d], v2[d]) for d in parse.JUDGE_DIMS}
+            out.append({"outcome": outcome, "raw": [raw1, raw2], "verdicts": [v1, v2]})
+        return out
+
+
+def swap_outcome(first: str, second: str) -> str:
+    """Outcome for response a from the verdict with a shown first (A = a) and with b shown first (A = b)."""
+    a_first = {"A": "win", "B": "loss", "tie": "tie"}[first]
+    b_first = {"A": "loss", "B": "win", "tie": "tie"}[second]
+    return a_first if a_first == b_first else "tie"
+
 
 @dataclass
 class Roles:

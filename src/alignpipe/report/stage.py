@@ -9,7 +9,12 @@ Run (normally ``dvc repro report``; or directly)::
 
 Reads the metrics of the models listed in ``params.report.rows`` (name -> row label, in that order) and
 writes, atomically, to ``data/report/``: ``followbench.md``, ``followbench.csv``, ``hsr_by_level.png`` and a
-``README.md`` that says what produced them. Nothing is computed here beyond formatting.
+``README.md`` that says what produced them. Nothing is computed here beyond formatting (except, with
+``report.pairwise_judge: roles``, the pairwise judge's verdicts, which need two models' outputs at once).
+
+Every table comes from a builder registered in :mod:`alignpipe.report.builders` (FollowBench, the official
+FollowBench tables and radar, Hierarchical Alignment, LTE, data sources); ``README.md`` gathers them all, each
+with its models, data, judge and sample size, and lists the ones not produced (a stage off, an input absent).
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import ConfigError, Params
-from alignpipe.report.lte import lte_markdown, lte_table
-from alignpipe.report.plots import hsr_by_level
 from alignpipe.evaluate.pairwise import pairwise
 from alignpipe.report.tables import (
     allo_markdown,
@@ -29,8 +32,6 @@ from alignpipe.report.tables import (
     followbench_table,
     hierarchical_markdown,
     hierarchical_table,
-    to_csv,
-    to_markdown,
 )
 from alignpipe.utils.io import DataError, atomic_dir, read_json, read_jsonl
 
@@ -109,20 +110,52 @@ def readme(metrics_by_row: Mapping[str, Mapping[str, Any]], params: Params) -> s
     return "\n".join(lines) + "\n"
 
 
-def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
-    """The Hierarchical Alignment table (pairwise against ``report.reference`` from the stored generations)."""
+def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]],
+                 world_dir: str | Path = "data/world") -> tuple[Any, str, dict[str, Any]]:
+    """The Hierarchical Alignment table (pairwise against ``report.reference`` from the stored generations).
+
+    Returns ``(table, markdown, info)``; ``info``: the pairwise judge's description, the sample size, and (with
+    ``report.pairwise_judge: roles``) its raw outputs per compared model under ``artifacts``.
+    """
     cfg = params.report
     ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
     labels = {name: cfg.rows[name] for name in cfg.hierarchical}
-    pairs = {
-        labels[name]: None
-        if name == cfg.reference
-        else pairwise(read_jsonl(Path(eval_dir) / name / "generations.jsonl"), ref_rows, tie_margin=cfg.tie_margin)
-        for name in cfg.hierarchical
-    }
+    info: dict[str, Any] = {"artifacts": {}}
+    if cfg.pairwise_judge == "roles":  # each pair asked of roles.judge in both orders
+        from alignpipe.evaluate.pairwise import judged_pairwise
+        from alignpipe.llm import build_roles
+        from alignpipe.world import load_instructions, load_kb
+
+        world_dir = Path(world_dir)
+        kb = load_kb(world_dir / "kb.json") if (world_dir / "kb.json").is_file() else None
+        pool = world_dir / "eval.jsonl"
+        records = {r["id"]: r for r in load_instructions(pool)} if pool.is_file() else {}
+        judge = build_roles(params.roles, seed=params.seed, kb=kb).judge
+        pairs = {}
+        for name in cfg.hierarchical:
+            if name == cfg.reference:
+                pairs[labels[name]] = None
+                continue
+            rows = read_jsonl(Path(eval_dir) / name / "generations.jsonl")
+            pairs[labels[name]], info["artifacts"][name] = judged_pairwise(judge, rows, ref_rows, records,
+                                                                            cfg.tie_margin)
+        section = params.roles.judge
+        info["judge"] = (f"roles.judge ({section.backend}{' ' + section.model if section.model else ''}), both "
+                         "orders, prompt judge_pairwise.v1; orders that disagree count as ties")
+    else:
+        pairs = {
+            labels[name]: None
+            if name == cfg.reference
+            else pairwise(read_jsonl(Path(eval_dir) / name / "generations.jsonl"), ref_rows, tie_margin=cfg.tie_margin)
+            for name in cfg.hierarchical
+        }
+        info["judge"] = f"stored pointwise scores compared (tie margin {cfg.tie_margin})"
     table = hierarchical_table({labels[n]: metrics[labels[n]] for n in cfg.hierarchical}, pairs, labels[cfg.reference])
     n_pairs = next((p["fluency"]["n"] for p in pairs.values() if p), None)
-    return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs)
+    bad = sum(p["fluency"].get("unparseable", 0) for p in pairs.values() if p)
+    info["sample"] = f"{n_pairs} prompt pairs per model vs {labels[cfg.reference]}" + (
+        f" ({bad} pairs with an unparseable judge output, not counted)" if bad else "")
+    return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs), info
 
 
 def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
@@ -160,45 +193,23 @@ def allo(params: Params, align_dir: str | Path, metrics: Mapping[str, Mapping[st
 
 
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
-        edit_eval_dir: str | Path = "data/edit_eval", align_dir: str | Path = "data/align") -> dict[str, Any]:
-    """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
+        edit_eval_dir: str | Path = "data/edit_eval", synth_dir: str | Path = "data/synthesize",
+        world_dir: str | Path = "data/world", align_dir: str | Path = "data/align") -> dict[str, Any]:
+    """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``.
+
+    Every table builder registered in :mod:`alignpipe.report.builders` runs in order; ``README.md`` lists them
+    all (produced, or not and why) with their provenance and links to their files.
+    """
+    from alignpipe.report import builders  # noqa: F401  (registers the builders)
+    from alignpipe.report.sections import Context, assemble, build_all
+
     log.info("report rows: %s", dict(params.report.rows))
     metrics = load_metrics(eval_dir, params.report.rows)
-    table = followbench_table(metrics)
-    confidence = params.evaluate.confidence
     with atomic_dir(out_dir) as tmp:
-        (tmp / "followbench.md").write_text(
-            "# FollowBench (built-in world)\n\n" + to_markdown(table, confidence), encoding="utf-8"
-        )
-        (tmp / "followbench.csv").write_text(to_csv(table), encoding="utf-8")
-        hsr_by_level(metrics, tmp / "hsr_by_level.png", confidence)
-        if params.report.hierarchical:
-            h_table, h_md = hierarchical(params, eval_dir, metrics)
-            (tmp / "hierarchical.md").write_text(
-                "# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8"
-            )
-            (tmp / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
-        if params.report.lte:  # LTE (knowledge editing): data/edit_eval/metrics.json
-            lte_metrics = read_json(Path(edit_eval_dir) / "metrics.json")
-            l_table = lte_table(lte_metrics)
-            (tmp / "lte.md").write_text("# LTE knowledge editing\n\n"
-                                        + lte_markdown(l_table, lte_metrics), encoding="utf-8")
-            (tmp / "lte.csv").write_text(l_table.to_csv(index=False, float_format="%.4f", lineterminator="\n"),
-                                         encoding="utf-8")
-        if params.report.bmc:
-            b_table, b_md = bmc(params, eval_dir, metrics)
-            (tmp / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
-                                        encoding="utf-8")
-            (tmp / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
-        if params.report.allo:
-            a_table, a_md = allo(params, align_dir, metrics)
-            (tmp / "allo.md").write_text("# ALLO (built-in world)\n\n" + a_md, encoding="utf-8")
-            (tmp / "allo.csv").write_text(to_csv(a_table), encoding="utf-8")
-        (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
-        official = {label: m for label, m in metrics.items() if m.get("benchmark") == "followbench"}
-        if official:  # models evaluated on the official FollowBench data (evaluate.benchmark: followbench)
-            from alignpipe.evaluate.followbench.tables import write_report
-
-            write_report(tmp, official)
-    log.info("report written to %s (%d models)", out_dir, len(metrics))
-    return table.to_dict(orient="index")
+        ctx = Context(params, Path(tmp), metrics, Path(eval_dir), Path(edit_eval_dir), Path(synth_dir),
+                      Path(world_dir), Path(align_dir))
+        tables = build_all(ctx)
+        (tmp / "README.md").write_text(assemble(tables, readme(metrics, params)), encoding="utf-8")
+    log.info("report written to %s (%d models; tables: %s)", out_dir, len(metrics),
+             ", ".join(f"{t.key}={'yes' if t.produced else 'no'}" for t in tables))
+    return followbench_table(metrics).to_dict(orient="index")

@@ -80,3 +80,49 @@ def test_server_down_fails_after_the_retry_budget_not_a_hang(tmp_path):
     assert time.time() - t0 < 10
     assert (client.stats.requests, client.stats.retries, client.stats.failures) == (3, 2, 1)
     assert not list(tmp_path.rglob("*.json"))  # nothing cached for a failed call
+
+
+def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_data, tmp_path):
+    """FollowBench's LLM-judged groups through roles.judge (openai backend) against `transformers serve`: the tiny
+    random model cannot write a YES/NO list, so every judged output is retried once, then counted as unparseable and
+    reported apart; the rule-scored part is still scored, and every raw output is kept in generations.jsonl."""
+    import json
+
+    from alignpipe.evaluate.followbench import stage as fb_stage
+    from alignpipe.evaluate.followbench.judge import parse_output
+    from alignpipe.utils.io import read_jsonl
+
+    fb_dir = shared_data / "followbench"
+    if not fb_dir.is_dir():
+        pytest.skip(f"FollowBench sample not found at {fb_dir}")
+    base_url, model = openai_server
+    params = validate_params({
+        "seed": 3,
+        "evaluate": {"benchmark": "followbench", "levels": [1, 2], "bootstrap_samples": 0,
+                     "followbench": {"source": str(fb_dir), "categories": ["content", "example"],
+                                     "max_groups_per_category": 1,
+                                     "judge": {"backend": "roles", "max_new_tokens": 6, "retries": 1}}},
+        "roles": {"judge": {"backend": "openai", "base_url": base_url, "model": model, "concurrency": 2},
+                  "cache_dir": str(tmp_path / "llm")},
+    })
+    records, todo = fb_stage.load(params)
+    responses = [r.get("target") or r["instruction"] for r in todo]
+    out = tmp_path / "fb"
+    metrics = fb_stage.score_and_write(params, "fb", "unused", records, todo, responses, out)
+
+    rows = read_jsonl(out / "generations.jsonl")
+    judged = [r for r in rows if r["category"] == "content"]
+    assert len(rows) == 4 and len(judged) == 2 and all(r["method"] == "rule" for r in rows if r not in judged)
+    for row in judged:  # raw outputs kept: one per attempt; verdicts only where the last one parsed
+        assert row["method"] in ("judge", "unparseable") and 1 <= len(row["judge_raw"]) <= 2
+        if row["method"] == "unparseable":
+            assert len(row["judge_raw"]) == 2 and row["verdicts"] is None
+        else:
+            assert row["verdicts"] == parse_output(row["judge_raw"][-1], row["level"])
+    n_bad = sum(r["method"] == "unparseable" for r in rows)
+    assert metrics["unparseable"]["n"] == n_bad and metrics["n_instructions"] == 4 - n_bad
+    calls = metrics["judge_calls"]
+    assert calls["requests"] == sum(len(r["judge_raw"]) for r in judged) and calls["failures"] == 0
+    assert calls["unparseable"] == n_bad
+    config = json.loads((out / "config.json").read_text())
+    assert config["judge"].startswith(f"roles.judge (openai {model} at {base_url})")

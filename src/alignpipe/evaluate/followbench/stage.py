@@ -69,9 +69,40 @@ def model_judge(name_or_path: str | Path, model_section: ModelSection, cfg: Foll
     return lambda prompts: cached_map(respond, prompts, store, CHUNK)
 
 
-def judge_description(cfg: FollowBenchJudgeSection, model_dir: str | Path) -> str:
+ROLES_TEMPLATE = "followbench_judge.v1"  # alignpipe/llm/prompts/: the official prompt as one user turn
+
+
+def roles_judge(params: Params, kb: Any = None) -> tuple[JudgeFn, Any]:
+    """A judge backed by the LLM roles' ``judge`` (``roles.judge``: oracle, hf or openai), at temperature 0.
+
+    Returns ``(judge, role)``: the judge gives each prompt's raw output text ("" for an empty or missing answer,
+    which the FollowBench parser counts as unparseable); the role carries the call counters for ``metrics.json``.
+    The roles' disk cache makes a rerun reuse every stored judge output.
+    """
+    from alignpipe.llm import build_roles
+
+    role = build_roles(params.roles, seed=params.seed, kb=kb).judge
+    cfg = params.evaluate.followbench.judge
+
+    def judge(prompts: list[str]) -> list[str]:
+        comps = role.complete(ROLES_TEMPLATE, [{"prompt": p} for p in prompts], temperature=0.0,
+                              max_tokens=cfg.max_new_tokens)
+        return [c.text for c in comps]
+
+    return judge, role
+
+
+def judge_description(cfg: FollowBenchJudgeSection, model_dir: str | Path, roles: Any = None) -> str:
     if cfg.backend == "none":
         return "none (judged groups left unscored)"
+    if cfg.backend == "roles":
+        section = roles.judge if roles is not None else None
+        what = section.backend if section is not None else "?"
+        if section is not None and section.model:
+            what += f" {section.model}"
+        if section is not None and section.base_url:
+            what += f" at {section.base_url}"
+        return f"roles.judge ({what}), temperature 0, max {cfg.max_new_tokens} new tokens"
     return f"local transformers model {cfg.model or model_dir} (greedy, max {cfg.max_new_tokens} new tokens)"
 
 
@@ -93,7 +124,7 @@ def stage_config(params: Params, name: str, model_dir: str | Path) -> dict[str, 
         "seed": params.seed,
         "model": params.model.model_dump(),
         "evaluate": params.evaluate.model_dump(),
-        "judge": judge_description(fb.judge, model_dir),
+        "judge": judge_description(fb.judge, model_dir, params.roles),
         "judge_prompt": {
             "file": template.name,
             "version": load_template(template)["version"],
@@ -131,12 +162,21 @@ def score_and_write(
 ) -> dict[str, Any]:
     """Score the responses (rules, then the judge), summarize, write the outputs; return the metrics."""
     cfg, fb = params.evaluate, params.evaluate.followbench
-    judge = None if fb.judge.backend == "none" else model_judge(fb.judge.model or model_dir, params.model, fb.judge)
+    role = None
+    if fb.judge.backend == "roles":
+        judge, role = roles_judge(params)
+    elif fb.judge.backend == "model":
+        judge = model_judge(fb.judge.model or model_dir, params.model, fb.judge)
+    else:
+        judge = None
     template = load_template(fb.judge.prompt or DEFAULT_TEMPLATE)
     rows = score(todo, responses, judge, template, fb.rules, fb.judge.retries, all_records=records)
     metrics = summarize(
         rows, cfg.levels, cfg.bootstrap_samples, cfg.confidence, derive_seed(params.seed, "evaluate", "bootstrap")
     )
+    if role is not None:  # the judge role's calls: requests, retries, cache hits, tokens (unparseable: above)
+        role.stats.add(unparseable=metrics["unparseable"]["n"])
+        metrics["judge_calls"] = role.stats.as_dict()
     write(out_dir, rows, metrics, config if config is not None else stage_config(params, name, model_dir))
     log.info(
         "evaluate %s (FollowBench): HSR %.3f SSR %.3f CSL %.2f; rows by method %s; unparseable %d",
