@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -508,21 +509,30 @@ class RoleSection(Strict):
         return self
 
 
+RAY_INSTALL = "pip install -c constraints.txt -e '.[ray]'"
+
+
 class RunnerSection(Strict):
     """The Prefect task runner that remote role calls (openai backend) fan out through in the flows."""
 
-    kind: Literal["thread", "dask"] = Field(
+    kind: Literal["thread", "dask", "ray"] = Field(
         "thread", description="'thread': a thread pool as wide as the largest role concurrency; 'dask': a Dask "
-        "cluster (prefect-dask), the one at `address` or a local one of `workers` workers."
+        "cluster (prefect-dask), the one at `address` or a local one of `workers` workers; 'ray': a Ray cluster "
+        "(prefect-ray, the optional extra `pip install -e '.[ray]'`), the one at `address` or a local one."
     )
-    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); null: a local cluster.")
-    workers: int = Field(2, ge=1, le=4096, description="dask, local cluster: number of workers.")
+    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); ray: cluster address "
+                                "(ray://host:10001 or 'auto'); null: a local cluster.")
+    workers: int = Field(2, ge=1, le=4096, description="dask / ray, local cluster: number of workers (ray: CPUs).")
     processes: bool = Field(False, description="dask, local cluster: workers in processes (true) or threads.")
 
     @model_validator(mode="after")
     def _dask_only(self) -> "RunnerSection":
         if self.kind == "thread" and self.address is not None:
-            raise ValueError("address needs kind: dask")
+            raise ValueError("address needs kind: dask or ray")
+        if self.kind == "ray" and importlib.util.find_spec("prefect_ray") is None:
+            # Optional extra (ray is large): fail when params are read, before any stage work, not mid-flow.
+            raise ValueError(f"kind 'ray' needs the optional package prefect-ray, which is not installed: "
+                             f"{RAY_INSTALL} (or choose kind: thread | dask)")
         return self
 
 
