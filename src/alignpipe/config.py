@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -424,6 +425,10 @@ class ReportSection(Strict):
     )
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
+    data_sources: dict[str, str] = Field(
+        default_factory=dict, description="Data-source table (datasources.md / .csv; WebR / Lion Table 1): sft_mix "
+        "mixture -> row label, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/; {} = none."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> "ReportSection":
@@ -709,6 +714,33 @@ class EditEvalSection(Strict):
         return v
 
 
+MIX_SOURCE = re.compile(r"^(seed|webr|lion|lion_r[1-9][0-9]*)$")
+
+
+class SFTMixSection(Strict):
+    """``sft_mix@<name>``: one SFT policy per named data mixture, for the data-source table (WebR / Lion Table 1)."""
+
+    mixtures: dict[str, list[str]] = Field(
+        default_factory=dict, description="mixture name -> sources, concatenated in order: those of sft.data "
+        "(seed, webr, lion) and lion_r<r> = the pool Lion's round r trained its student on, teacher-answered "
+        "(data/synthesize/lion/round_<r>/imitation/train.jsonl). Each name needs sft_mix@ and evaluate@mix_ stages "
+        "in dvc.yaml."
+    )
+
+    @field_validator("mixtures")
+    @classmethod
+    def _mixtures(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, sources in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"mixture name '{name}' must be letters, digits and '_' (it names a stage and a dir)")
+            bad = [x for x in sources if not MIX_SOURCE.match(x)]
+            if bad:
+                raise ValueError(f"mixture '{name}': unknown source(s) {bad}; allowed: seed, webr, lion, lion_r<r>")
+            if not sources or len(set(sources)) != len(sources):
+                raise ValueError(f"mixture '{name}' must name each source at most once, and at least one")
+        return v
+
+
 class Params(Strict):
     """The whole params.yaml."""
 
@@ -730,6 +762,7 @@ class Params(Strict):
     edits: EditsSection = Field(default_factory=EditsSection)
     edit_align: EditAlignSection = Field(default_factory=EditAlignSection)
     edit_eval: EditEvalSection = Field(default_factory=EditEvalSection)
+    sft_mix: SFTMixSection = Field(default_factory=SFTMixSection)
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -768,6 +801,21 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
     if "lion" in params.sft.data and not params.synthesize.lion.enabled:
         raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'lion' needs synthesize.lion.enabled = true")
+    for name, sources in params.sft_mix.mixtures.items():
+        key = f"{source}: sft_mix.mixtures.{name} = {sources}"
+        if "webr" in sources and not params.synthesize.webr.enabled:
+            raise ConfigError(f"{key}: 'webr' needs synthesize.webr.enabled = true")
+        lion = [x for x in sources if x.startswith("lion")]
+        if lion and not params.synthesize.lion.enabled:
+            raise ConfigError(f"{key}: {lion} need synthesize.lion.enabled = true")
+        late = [x for x in lion if x.startswith("lion_r") and int(x[6:]) > params.synthesize.lion.rounds]
+        if late:
+            raise ConfigError(f"{key}: {late} name rounds after synthesize.lion.rounds = "
+                              f"{params.synthesize.lion.rounds}")
+    unknown = [m for m in params.report.data_sources if m not in params.sft_mix.mixtures]
+    if unknown:
+        raise ConfigError(f"{source}: report.data_sources names {unknown}, which are not in sft_mix.mixtures "
+                          f"{list(params.sft_mix.mixtures)}")
     return params
 
 

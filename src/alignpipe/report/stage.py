@@ -1,5 +1,7 @@
 """The ``report`` stage: FollowBench tables and plots from ``data/evaluate/<name>/metrics.json`` (and, with
-``report.lte``, the LTE table from ``data/edit_eval/metrics.json``: ``lte.md``, ``lte.csv``).
+``report.lte``, the LTE table from ``data/edit_eval/metrics.json``: ``lte.md``, ``lte.csv``; with
+``report.data_sources``, the data-source table from ``data/evaluate/mix_<name>/`` and ``data/sft_mix/<name>/``:
+``datasources.md``, ``datasources.csv``).
 
 Run (normally ``dvc repro report``; or directly)::
 
@@ -147,7 +149,7 @@ def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str,
 
 
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
-        edit_eval_dir: str | Path = "data/edit_eval") -> dict[str, Any]:
+        edit_eval_dir: str | Path = "data/edit_eval", mix_dir: str | Path = "data/sft_mix") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
     log.info("report rows: %s", dict(params.report.rows))
     metrics = load_metrics(eval_dir, params.report.rows)
@@ -177,6 +179,14 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
             (tmp / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
                                         encoding="utf-8")
             (tmp / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
+        if params.report.data_sources:  # data-source table (WebR / Lion Table 1): sft_mix@<name> + evaluate@mix_
+            from alignpipe.report import datasource
+
+            d_metrics = datasource.load(params.report.data_sources, eval_dir, mix_dir)
+            d_table = datasource.datasource_table(d_metrics)
+            (tmp / "datasources.md").write_text("# Data sources: seed, Lion and WebR SFT data (built-in world)\n\n"
+                                                + datasource.to_markdown(d_table, d_metrics), encoding="utf-8")
+            (tmp / "datasources.csv").write_text(datasource.to_csv(d_table), encoding="utf-8")
         (tmp / "README.md").write_text(readme(metrics, params), encoding="utf-8")
         official = {label: m for label, m in metrics.items() if m.get("benchmark") == "followbench"}
         if official:  # models evaluated on the official FollowBench data (evaluate.benchmark: followbench)
