@@ -95,9 +95,9 @@ def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, An
         "",
         "HSR/SSR Avg (percent, levels averaged), CSL and the judge scores (1-10): `evaluate@mix_<name>` on the",
         "evaluation pool (Groups / Instructions). Rel. score vs teacher: Lion's Table 1 measure, 100 x sum of the",
-        "policy's referee scores / sum of the teacher's, both orders averaged, on Lion's fixed eval subset against the",
-        "teacher answers stored by the synthesize stage (Rel. scored = prompts the referee scored). Every row is the",
-        "same base model, `sft` trainer and seed; only the training data differ. Measurements in the built-in",
-        "world, not the papers' numbers.",
+        "policy's referee scores / sum of the teacher's, both orders averaged, on Lion's fixed eval subset against",
+        "the teacher answers stored by the synthesize stage (Rel. scored = prompts the referee scored). Every row",
+        "is the same base model, `sft` trainer and seed; only the training data differ. Measurements in the",
+        "built-in world, not the papers' numbers.",
     ]
     return "\n".join(lines) + "\n"

@@ -41,7 +41,8 @@ def source_files(sources: list[str], world_dir: str | Path = "data/world",
                  synth_dir: str | Path = "data/synthesize") -> list[Path]:
     """The JSONL file of each source, in order (see the module docstring)."""
     world_dir, synth_dir = Path(world_dir), Path(synth_dir)
-    fixed = {"seed": world_dir / "sft.jsonl", "webr": synth_dir / "sft_webr.jsonl", "lion": synth_dir / "sft_lion.jsonl"}
+    fixed = {"seed": world_dir / "sft.jsonl", "webr": synth_dir / "sft_webr.jsonl",
+             "lion": synth_dir / "sft_lion.jsonl"}
     out = []
     for name in sources:
         if name in fixed:
@@ -137,9 +138,9 @@ def train(params: Params, name: str, world_dir: str | Path = "data/world", base_
     return work, {**metrics, "reused": None, "rows_by_source": counts}
 
 
-def run(params: Params, name: str, roles=None, world_dir: str | Path = "data/world", base_dir: str | Path = "data/base",
-        synth_dir: str | Path = "data/synthesize", sft_dir: str | Path = "data/sft",
-        out_dir: str | Path | None = None) -> dict[str, Any]:
+def run(params: Params, name: str, roles=None, world_dir: str | Path = "data/world",
+        base_dir: str | Path = "data/base", synth_dir: str | Path = "data/synthesize",
+        sft_dir: str | Path = "data/sft", out_dir: str | Path | None = None) -> dict[str, Any]:
     """Train (or reuse) mixture ``name``'s policy, score it against the teacher; write ``out_dir``; return metrics."""
     out_dir = Path(out_dir or Path("data/sft_mix") / name)
     sources = get_mixture(params, name)

@@ -1,4 +1,5 @@
-"""The report's data-source table from fixed evaluate + sft_mix metrics: values, order, sizes, markdown, CSV, errors."""
+"""The report's data-source table from fixed evaluate + sft_mix metrics: values, order, sizes, markdown, CSV,
+errors."""
 
 from __future__ import annotations
 

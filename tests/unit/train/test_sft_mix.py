@@ -44,7 +44,8 @@ def dirs(tmp_path_factory):
 def _params(mixtures, sft_trainer=None, **extra):
     trainer = sft_trainer or {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 1}
     return validate_params({"seed": 5, "synthesize": {"webr": {"max_pages": 4}, "lion": LION},
-                            "sft": {"max_length": 128, "trainer": trainer}, "sft_mix": {"mixtures": mixtures}, **extra})
+                            "sft": {"max_length": 128, "trainer": trainer}, "sft_mix": {"mixtures": mixtures},
+                            **extra})
 
 
 def _run(params, name, root, out):
