@@ -81,7 +81,8 @@ class TokenizerSection(Strict):
     vocab_size: int = Field(2048, ge=300, le=262_144, description="Vocabulary size including special tokens.")
     min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a BPE merge.")
     include_dialogues: bool = Field(
-        False, description="Also train on the train dialogues' text (instruction words become whole tokens)."
+        False, description="Also train on the train dialogues' text (instruction words become whole tokens); "
+        "params.yaml turns it on for the built-in world."
     )
 
 
@@ -246,6 +247,46 @@ class LoraSection(Strict):
     )
 
 
+class AlloVariantSection(Strict):
+    """ALLO (arXiv 2406.12606) settings of one align variant: forget-then-learn on masked neurons."""
+
+    forget: bool = Field(True, description="Run the forgetting stage (token-level NPO on rejected responses) first.")
+    forget_ratio: float | None = Field(
+        None, gt=0, le=100, description="Neuron ratio (percent, one of neurons.ratios) of the forgetting mask; "
+        "null = no mask (every parameter)."
+    )
+    learn_ratio: float | None = Field(
+        None, gt=0, le=100, description="Neuron ratio (percent, one of neurons.ratios) of the learning mask; "
+        "null = no mask."
+    )
+    token_weights: bool = Field(
+        True, description="Forgetting weights each rejected token by r_t from the rewards stage; false = weight 1."
+    )
+    top_eps: float = Field(
+        0.1, gt=0, le=1, description="Learning stage: fraction ε of rejected positions kept (top by -(log πθ - "
+        "log πref)); 1 = plain DPO."
+    )
+    block: Literal["all", "local", "mid", "global"] = Field(
+        "all", description="Intersect the masks with a layer block (Global+ALLO: global)."
+    )
+    forget_trainer: dict[str, Any] = Field(
+        default_factory=dict, description="trl.DPOConfig overrides for the forgetting stage (learning_rate, ...)."
+    )
+
+    @field_validator("forget_trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import DPOConfig
+
+        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
+
+    @model_validator(mode="after")
+    def _forget(self) -> "AlloVariantSection":
+        if not self.forget and (self.forget_ratio is not None or self.forget_trainer):
+            raise ValueError("forget_ratio/forget_trainer need forget: true")
+        return self
+
+
 class VariantSection(Strict):
     """One alignment variant (one ``align@<name>`` stage)."""
 
@@ -263,6 +304,9 @@ class VariantSection(Strict):
         "none", description="BMC modeling: 'bmc' weights the tokens that differ between chosen and rejected "
         "(align.bmc.delta) in the policy and reference log-probs."
     )
+    allo: AlloVariantSection | None = Field(
+        None, description="ALLO forget-then-learn on neuron masks (needs peft: none); null = plain DPO."
+    )
 
     @field_validator("trainer")
     @classmethod
@@ -275,6 +319,15 @@ class VariantSection(Strict):
     def is_bmc(self) -> bool:
         """Whether BMC's bridging or modeling is on (align.bmc.beta then applies)."""
         return self.pairs == "bridged" or self.token_weights == "bmc"
+
+    @model_validator(mode="after")
+    def _allo(self) -> "VariantSection":
+        if self.allo is not None and self.peft != "none":
+            raise ValueError("allo masks select individual weights: it needs peft: none (use allo.block for a block)")
+        if self.allo is not None and (self.pairs != "original" or self.token_weights != "none"):
+            raise ValueError(f"allo with pairs: {self.pairs} / token_weights: {self.token_weights}: ALLO's losses do "
+                             "not combine with BMC's here; use pairs: original and token_weights: none")
+        return self
 
     @model_validator(mode="after")
     def _layers(self) -> "VariantSection":
@@ -385,6 +438,66 @@ class FollowBenchSection(Strict):
         return v
 
 
+class NeuronsSection(Strict):
+    """The ``neurons`` stage: ALLO preference-neuron scores after a short warm-up DPO, and masks at ratios."""
+
+    warmup_trainer: dict[str, Any] = Field(
+        default_factory=dict, description="trl.DPOConfig overrides of the full-parameter warm-up DPO (max_steps, ...)."
+    )
+    scorer: Literal["weight_delta", "grad_abs"] = Field(
+        "weight_delta", description="Masks from |θ_warmup - θ_ref| (ALLO's code) or the accumulated |gradient| of "
+        "the warm-up DPO loss (the cheaper 'gradient-based' reading); both are scored and compared."
+    )
+    threshold: Literal["exact", "official"] = Field(
+        "exact", description="'exact': one global top-r% over all parameters (ties at the threshold kept); "
+        "'official': the authors' approximation (pool of each tensor's top 2r% in bf16, thresholded)."
+    )
+    ratios: list[float] = Field(
+        default_factory=lambda: [5.0, 10.0], description="Mask ratios in percent (one mask file each)."
+    )
+
+    @field_validator("warmup_trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import DPOConfig
+
+        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        bad = [r for r in v if not 0 < r <= 100]
+        if bad or not v:
+            raise ValueError(f"ratios {bad or v}: each must be a percentage in (0, 100]")
+        if len(set(v)) != len(v):
+            raise ValueError("ratios must not repeat")
+        return sorted(v)
+
+
+class RewardsSection(Strict):
+    """The ``rewards`` stage: TRL RewardTrainer on the pairs, per-token scores, ALLO token weights r_t."""
+
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of pairs held out for the RM pair accuracy.")
+    max_length: int = Field(384, ge=16, description="RewardConfig max_length (longer pairs are dropped).")
+    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.RewardConfig overrides.")
+    key_fraction: float = Field(
+        0.3, gt=0, le=1, description="Key tokens: the top fraction of each rejected response by wrongness score; "
+        "r_t is 0 elsewhere."
+    )
+    weight_source: Literal["reward_model", "dpo_implicit"] = Field(
+        "reward_model", description="Which per-token score becomes ALLO's r_t: the reward model's, or the warm-up "
+        "model's implicit DPO reward."
+    )
+    beta: float = Field(0.1, gt=0, description="β of the implicit per-token DPO reward β(log π_warmup - log π_ref).")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from trl import RewardConfig
+
+        return _check_trainer_kwargs(v, RewardConfig, _PIPELINE_OWNED + ("max_length",))
+
+
 class EvaluateSection(Strict):
     """The ``evaluate`` stage: greedy generation over the evaluation pool, verifiers, judge, metrics."""
 
@@ -425,6 +538,9 @@ class ReportSection(Strict):
     )
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
+    allo: list[str] = Field(
+        default_factory=list, description="Models (names from rows) in the ALLO table, in order; [] = no table."
+    )
     data_sources: dict[str, str] = Field(
         default_factory=dict, description="Data-source table (datasources.md / .csv; WebR / Lion Table 1): sft_mix "
         "mixture -> row label, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/; {} = none."
@@ -435,6 +551,9 @@ class ReportSection(Strict):
         unknown = [m for m in self.hierarchical if m not in self.rows]
         if unknown:
             raise ValueError(f"hierarchical names {unknown}, which are not in report.rows {list(self.rows)}")
+        unknown_allo = [m for m in self.allo if m not in self.rows]
+        if unknown_allo:
+            raise ValueError(f"allo names {unknown_allo}, which are not in report.rows {list(self.rows)}")
         if self.hierarchical and self.reference not in self.hierarchical:
             raise ValueError(f"reference '{self.reference}' must be one of hierarchical {self.hierarchical}")
         unknown = [m for m in self.bmc if m not in self.rows]
@@ -755,6 +874,8 @@ class Params(Strict):
     sft: SFTSection = Field(default_factory=SFTSection)
     preferences: PreferencesSection = Field(default_factory=PreferencesSection)
     align: AlignSection = Field(default_factory=AlignSection)
+    neurons: NeuronsSection = Field(default_factory=NeuronsSection)
+    rewards: RewardsSection = Field(default_factory=RewardsSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
     roles: RolesSection = Field(default_factory=RolesSection)
@@ -763,6 +884,18 @@ class Params(Strict):
     edit_align: EditAlignSection = Field(default_factory=EditAlignSection)
     edit_eval: EditEvalSection = Field(default_factory=EditEvalSection)
     sft_mix: SFTMixSection = Field(default_factory=SFTMixSection)
+
+    @model_validator(mode="after")
+    def _allo_ratios(self) -> "Params":
+        for name, variant in self.align.variants.items():
+            if variant.allo is None:
+                continue
+            for key in ("forget_ratio", "learn_ratio"):
+                ratio = getattr(variant.allo, key)
+                if ratio is not None and ratio not in self.neurons.ratios:
+                    raise ValueError(f"align.variants.{name}.allo.{key} = {ratio}: not among neurons.ratios "
+                                     f"{self.neurons.ratios} (no mask file is made for it)")
+        return self
 
 
 def _format_error(source: str, err: ValidationError) -> str:

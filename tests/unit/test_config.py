@@ -64,6 +64,8 @@ def test_every_stage_has_a_flow_and_declares_it(repo_root):
         ({"base": {"trainer": {"output_dir": "/tmp/x"}}}, "base.trainer.output_dir = '/tmp/x': set by the pipeline"),
         ({"base": {"architecture": {"hidden_size": 100, "num_attention_heads": 3}}}, "must be divisible"),
         ({"evaluate": {"levels": [0, 6]}}, "evaluate.levels = [0, 6]"),
+        ({"align": {"variants": {"x": {"peft": "none", "token_weights": "bmc", "allo": {"forget": False}}}}},
+         "ALLO's losses do not combine with BMC's"),
         ({"evaluate": {"confidence": 1.5}}, "evaluate.confidence = 1.5"),
         ({"model": {"dtype": "float8"}}, "model.dtype = 'float8'"),
         ({"modle": {}}, "unknown key 'modle' (did you mean 'model'?)"),

@@ -29,23 +29,15 @@ from alignpipe.config import Params
 from alignpipe.edit.records import read_edits
 from alignpipe.edit.template import alignment_rows
 from alignpipe.models.training import loss_csv
+from alignpipe.train.sft import DEFAULT_SFT
+from alignpipe.utils.cache import model_digest
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir, write_json, write_jsonl
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
 
-# The SFT stage's defaults, fewer checkpoints: the alignment set is a few hundred rows on the built-in world.
-DEFAULT_EDIT_ALIGN: dict[str, Any] = {
-    "num_train_epochs": 3,
-    "per_device_train_batch_size": 8,
-    "learning_rate": 2e-3,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.05,
-    "weight_decay": 0.0,
-    "logging_steps": 10,
-    "save_steps": 100,
-    "train_sampling_strategy": "group_by_length",
-}
+# The SFT stage's defaults (the alignment set is a few hundred rows on the built-in world).
+DEFAULT_EDIT_ALIGN: dict[str, Any] = dict(DEFAULT_SFT)
 
 
 def stage_config(params: Params, edits_dir: str | Path, sft_dir: str | Path) -> dict[str, Any]:
@@ -68,14 +60,6 @@ def build_data(params: Params, edits_dir: str | Path) -> tuple[list[dict[str, An
     return alignment_rows(edits, params.seed, cfg.mix, cfg.plain_locality)
 
 
-def _weights_digest(model_dir: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
-        h.update(path.name.encode())
-        h.update(sha256_file(path).encode())
-    return h.hexdigest()[:16]
-
-
 def fit(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path, config: dict[str, Any]):
     """Step 2: fine-tune the SFT policy on ``rows`` (resuming from a checkpoint); returns ``(trainer, metrics)``."""
     from datasets import Dataset
@@ -89,7 +73,7 @@ def fit(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path, config:
     model, tokenizer = load_model(model_dir, params.model, padding_side="right")
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     data_digest = hashlib.sha256(dumps(rows).encode()).hexdigest()[:16]
-    ckpt = work_dir("edit_align", {**config, "data": data_digest, "weights": _weights_digest(model_dir)})
+    ckpt = work_dir("edit_align", {**config, "data": data_digest, "weights": model_digest(model_dir)})
     peft_config = lora_config(cfg.lora, None) if cfg.peft == "lora" else None
     with warnings.catch_warnings():
         # peft probes the deprecated alias `is_gradient_checkpointing` when wrapping; nothing to act on.

@@ -66,11 +66,17 @@ def generate_responses(
         cfg: generation budget and batch size.
         model_section: dtype / trust_remote_code / revision used to load the model.
     """
-    from alignpipe.models import generate, load_model
+    from alignpipe.evaluate.responder import chat_model
+    from alignpipe.utils.cache import cached_map, model_digest
+    from alignpipe.utils.io import work_dir
 
-    model, tokenizer = load_model(str(model_dir), model_section)
-    prompts = [[{"role": "user", "content": r["instruction"]}] for r in records]
-    responses = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+    # Stored by prompt under the work dir, keyed by the weights and decoding settings: a killed run resumes at
+    # the first missing chunk, and a rerun whose model did not change loads no model at all.
+    key = {"evaluate": "world", "model": model_section.model_dump(), "weights": model_digest(model_dir),
+           "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}
+    respond = chat_model(model_dir, model_section, cfg.max_new_tokens, cfg.batch_size)
+    responses = cached_map(respond, [r["instruction"] for r in records], work_dir("evaluate", key) / "responses.jsonl",
+                           chunk=max(cfg.batch_size, 64))
     if len(responses) != len(records):
         raise RuntimeError(f"generate returned {len(responses)} responses for {len(records)} prompts")
     return list(responses)

@@ -26,6 +26,8 @@ from alignpipe.report.lte import lte_markdown, lte_table
 from alignpipe.report.plots import hsr_by_level
 from alignpipe.evaluate.pairwise import pairwise
 from alignpipe.report.tables import (
+    allo_markdown,
+    allo_table,
     followbench_table,
     hierarchical_markdown,
     hierarchical_table,
@@ -148,8 +150,20 @@ def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str,
     return table, hierarchical_markdown(table, reference, n_pairs)
 
 
+def allo(params: Params, align_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+    """The ALLO table: the evaluate metrics of ``report.allo`` plus each row's align metrics (parameter counts)."""
+    labels = {name: params.report.rows[name] for name in params.report.allo}
+    train = {}
+    for name, label in labels.items():
+        path = Path(align_dir) / name / "metrics.json"
+        train[label] = read_json(path) if path.is_file() else None
+    table = allo_table({label: metrics[label] for label in labels.values()}, train)
+    return table, allo_markdown(table)
+
+
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
-        edit_eval_dir: str | Path = "data/edit_eval", mix_dir: str | Path = "data/sft_mix") -> dict[str, Any]:
+        edit_eval_dir: str | Path = "data/edit_eval", align_dir: str | Path = "data/align",
+        mix_dir: str | Path = "data/sft_mix") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``."""
     log.info("report rows: %s", dict(params.report.rows))
     metrics = load_metrics(eval_dir, params.report.rows)
@@ -179,6 +193,10 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
             (tmp / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
                                         encoding="utf-8")
             (tmp / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
+        if params.report.allo:
+            a_table, a_md = allo(params, align_dir, metrics)
+            (tmp / "allo.md").write_text("# ALLO (built-in world)\n\n" + a_md, encoding="utf-8")
+            (tmp / "allo.csv").write_text(to_csv(a_table), encoding="utf-8")
         if params.report.data_sources:  # data-source table (WebR / Lion Table 1): sft_mix@<name> + evaluate@mix_
             from alignpipe.report import datasource
 

@@ -163,3 +163,63 @@ def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | No
         f"Alignment tax: change in coherence against {reference} for rows whose fluency rose (– otherwise).",
     ]
     return "\n".join(lines) + "\n"
+
+
+ALLO_SCORES = (("HSR Avg", "hsr_avg", 100.0, 1), ("SSR Avg", "ssr_avg", 100.0, 1), ("CSL", "csl", 1.0, 2),
+               ("Fluency", "fluency", 1.0, 2), ("Factuality", "factuality", 1.0, 2), ("Coherence", "coherence", 1.0, 2))
+
+
+def allo_table(metrics_by_row: Mapping[str, Mapping[str, Any]],
+               train_by_row: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
+    """The ALLO table: FollowBench HSR/SSR Avg, CSL, judge scores, trainable and updated parameter counts.
+
+    Args:
+        metrics_by_row: row label -> the evaluate stage's ``metrics.json``.
+        train_by_row: row label -> the align stage's ``metrics.json`` (None for an untrained row such as SFT).
+
+    Returns:
+        One row per model. "Updated params" is measured for ALLO-style rows (entries that differ from SFT after
+        training); for the other rows it is the trainable count (every trainable weight gets a gradient).
+        "Updated %" is against the model's total parameter count.
+    """
+    records = []
+    for label, metrics in metrics_by_row.items():
+        row: dict[str, Any] = {"Model": label}
+        for column, key, scale, _ in ALLO_SCORES:
+            row[column] = _get(metrics, key, scale)
+        train = train_by_row.get(label) or {}
+        trainable = train.get("trainable_params", 0)
+        updated = train.get("updated_params", trainable)
+        row["Trainable params"] = trainable
+        row["Updated params"] = updated
+        total = train.get("total_params")
+        row["Updated %"] = 100.0 * updated / total if total else 0.0
+        records.append(row)
+    table = pd.DataFrame.from_records(records).set_index("Model")
+    return table.astype({"Trainable params": "Int64", "Updated params": "Int64"})
+
+
+def allo_markdown(table: pd.DataFrame) -> str:
+    """Markdown of :func:`allo_table` with its legend."""
+    columns = list(table.columns)
+    decimals = {c: d for c, _, _, d in ALLO_SCORES}
+    lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for label, row in table.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            if column in ("Trainable params", "Updated params"):
+                cells.append(f"{int(value):,}")
+            elif column == "Updated %":
+                cells.append(f"{value:.2f}")
+            else:
+                cells.append(_cell(value, decimals[column]))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "HSR/SSR Avg: FollowBench hard/soft satisfaction (%, mean over levels); CSL: consecutive satisfied levels; "
+        "judge means 1-10. Trainable: parameters the optimizer holds; Updated: entries changed from the SFT model "
+        "(measured for the masked rows; = trainable for plain DPO rows). ALLO masks: exact global top-r% threshold "
+        "unless neurons.threshold says official (see data/neurons/metrics.json).",
+    ]
+    return "\n".join(lines) + "\n"

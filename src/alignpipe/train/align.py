@@ -73,8 +73,21 @@ def ref_store(section: VariantSection) -> str:
 
 
 def stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
-                 sft_dir: str | Path) -> dict[str, Any]:
+                 sft_dir: str | Path, neurons_dir: str | Path = "data/neurons",
+                 rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
     """What this variant's result depends on (``config.json``; also keys the checkpoint directory)."""
+    section = get_variant(params, variant)
+    config = _stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir)
+    if section.allo is not None:  # ALLO variants also read the neuron masks and the token weights
+        from alignpipe.train.allo import allo_inputs
+
+        config["allo"] = section.allo.model_dump()
+        config["inputs"].update(allo_inputs(params, section.allo, neurons_dir, rewards_dir))
+    return config
+
+
+def _stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
+                  sft_dir: str | Path) -> dict[str, Any]:
     section = get_variant(params, variant)
     bmc = {"pairs": section.pairs, "token_weights": section.token_weights}
     if section.token_weights == "bmc":
@@ -286,6 +299,10 @@ def fit(params: Params, variant: str, prepared: tuple, config: dict[str, Any],
     """Steps 2-3 for one variant: build the trainer on ``prepare``'s output, train; returns (trainer, metrics)."""
     rows, dropped, ref, model, tokenizer = prepared
     section = get_variant(params, variant)
+    if section.allo is not None:
+        from alignpipe.train import allo
+
+        return allo.fit(params, variant, prepared, config, callbacks)
     trainer = build_trainer(params, variant, model, tokenizer, rows, ref, work_dir("align", config), callbacks)
     layers = resolve_layers(section, num_layers(model), name=variant)
     metrics = {"variant": variant, "peft": section.peft, "n_layers": num_layers(model),
@@ -296,12 +313,16 @@ def fit(params: Params, variant: str, prepared: tuple, config: dict[str, Any],
 
 def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences",
         reflogps_dir: str | Path = "data/reflogps", sft_dir: str | Path = "data/sft",
-        out_dir: str | Path | None = None, callbacks: list | None = None) -> dict[str, Any]:
-    """Run the whole stage for one variant; returns the metrics written to ``metrics.json``."""
+        out_dir: str | Path | None = None, callbacks: list | None = None, neurons_dir: str | Path = "data/neurons",
+        rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
+    """Run the whole stage for one variant; returns the metrics written to ``metrics.json``.
+
+    ``neurons_dir`` / ``rewards_dir`` are read by ALLO variants only (masks, token weights).
+    """
     seed_everything(params.seed)
     section = get_variant(params, variant)
     out_dir = Path(out_dir or f"data/align/{variant}")
-    config = stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir)
+    config = stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir, neurons_dir, rewards_dir)
     logger.info("align@%s config: %s", variant, dumps(config).strip())
     trainer, metrics = fit(params, variant, prepare(params, prefs_dir, reflogps_dir, sft_dir, variant), config,
                            callbacks)

@@ -63,7 +63,7 @@ def fakes(monkeypatch, tmp_path):
         return "model", "tokenizer"
 
     def generate(model, tokenizer, prompts, max_new_tokens, batch_size):
-        calls["generate"] = (prompts, max_new_tokens, batch_size)
+        calls.setdefault("generate", []).append((prompts, max_new_tokens, batch_size))
         return [" ".join(f"C{i}" for i in range(3) if f"C{i}." in p[0]["content"]) for p in prompts]
 
     models.load_model, models.generate = load_model, generate
@@ -81,8 +81,10 @@ def test_run_writes_outputs(fakes, tmp_path):
     metrics = stage.run(params, "sft", "data/sft/model", world_dir=world_dir, out_dir=out)
 
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "generations.jsonl", "levels.csv", "metrics.json"]
-    prompts, max_new_tokens, batch_size = calls["generate"]
-    assert (max_new_tokens, batch_size) == (7, 4) and len(prompts) == 30  # levels 1-5 only
+    assert {(m, b) for _, m, b in calls["generate"]} == {(7, 4)}
+    prompts = [p for chunk, _, _ in calls["generate"] for p in chunk]
+    scored = [r["instruction"] for r in _records() if r["level"] >= 1]  # levels 1-5 only
+    assert len(scored) == 30 and sorted(p[0]["content"] for p in prompts) == sorted(set(scored))  # each text once
     assert prompts[0] == [{"role": "user", "content": "Describe thing 0. C0."}]
     assert calls["load_model"][0] == "data/sft/model"
 
@@ -142,3 +144,14 @@ def test_score_checks_verdict_count(fakes, monkeypatch):
     records = [r for r in _records() if r["level"] == 2][:1]
     with pytest.raises(ValueError, match="1 verdicts for 2 constraints"):
         stage.score(records, ["x"], {"kb": 1})
+
+
+def test_rerun_reuses_stored_responses_without_loading_the_model(fakes, tmp_path):
+    calls, world_dir = fakes
+    params = Params(evaluate=EvaluateSection(bootstrap_samples=50, max_new_tokens=7, batch_size=4))
+    first = stage.run(params, "sft", "data/sft/model", world_dir=world_dir, out_dir=tmp_path / "a")
+    calls.clear()
+    again = stage.run(params, "sft", "data/sft/model", world_dir=world_dir, out_dir=tmp_path / "b")
+    assert "generate" not in calls and "load_model" not in calls  # every response came from the store
+    assert again == first
+    assert (tmp_path / "a" / "generations.jsonl").read_bytes() == (tmp_path / "b" / "generations.jsonl").read_bytes()

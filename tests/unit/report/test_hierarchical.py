@@ -22,3 +22,16 @@ def test_alignment_tax_only_when_fluency_rose():
     assert table.loc["Full-DPO", "Coherence W/T/L"] == "3/5/2" and table.loc["SFT", "Fluency W/T/L"] == "–"
     md = hierarchical_markdown(table, "SFT", 10)
     assert "| Full-DPO |" in md and "-0.80" in md and "n = 10 prompts" in md
+
+
+def test_allo_table_counts_and_scores():
+    from alignpipe.report.tables import allo_markdown, allo_table
+
+    metrics = {"SFT": _m(7.0, 6.0, 8.0, hsr=0.4), "DPO": _m(7.5, 6.0, 7.2, hsr=0.5), "ALLO": _m(7.2, 6.5, 8.1, hsr=0.6)}
+    train = {"SFT": None, "DPO": {"trainable_params": 1000, "total_params": 1000},
+             "ALLO": {"trainable_params": 1000, "updated_params": 100, "total_params": 1000}}
+    table = allo_table(metrics, train)
+    assert table.loc["ALLO", "HSR Avg"] == 60.0 and table.loc["SFT", "Updated params"] == 0
+    assert table.loc["DPO", "Updated params"] == 1000 and table.loc["ALLO", "Updated %"] == 10.0
+    md = allo_markdown(table)
+    assert "| ALLO | 60.0 | 60.0 | 1.00 | 7.20 | 6.50 | 8.10 | 1,000 | 100 | 10.00 |" in md

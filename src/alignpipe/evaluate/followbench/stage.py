@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from alignpipe.config import FollowBenchJudgeSection, ModelSection, Params
-from alignpipe.evaluate.followbench.cache import cached_map
+from alignpipe.evaluate.responder import chat_model
+from alignpipe.utils.cache import cached_map, model_digest
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
 from alignpipe.evaluate.followbench.score import score, summarize
@@ -50,41 +51,10 @@ def load(params: Params) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return records, todo
 
 
-def weights_digest(name_or_path: str | Path) -> str:
-    """sha256 over a local model directory's files (weights, config, tokenizer); a hub id stands for itself."""
-    path = Path(name_or_path)
-    if not path.is_dir():
-        return str(name_or_path)
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        h.update(file.name.encode())
-        h.update(sha256_file(file).encode())
-    return h.hexdigest()
-
-
-def chat_model(name_or_path: str | Path, model_section: ModelSection, max_new_tokens: int, batch_size: int):
-    """``prompts -> greedy outputs`` of a local transformers model, each prompt one user turn in its chat template.
-
-    The model is loaded on the first call, so a run whose outputs are all cached never loads it.
-    """
-    loaded: list[Any] = []
-
-    def respond(prompts: list[str]) -> list[str]:
-        from alignpipe.models import generate as greedy
-        from alignpipe.models import load_model
-
-        if not loaded:
-            loaded.extend(load_model(str(name_or_path), model_section))
-        chats = [[{"role": "user", "content": p}] for p in prompts]
-        return list(greedy(loaded[0], loaded[1], chats, max_new_tokens, batch_size))
-
-    return respond
-
-
 def generate(params: Params, model_dir: str | Path, todo: list[dict[str, Any]]) -> list[str]:
     """Greedy responses to each record's instruction (resumable: stored by prompt under the stage's work dir)."""
     cfg = params.evaluate
-    key = {"followbench": "responses", "model": params.model.model_dump(), "weights": weights_digest(model_dir),
+    key = {"followbench": "responses", "model": params.model.model_dump(), "weights": model_digest(model_dir),
            "max_new_tokens": cfg.max_new_tokens}
     respond = chat_model(model_dir, params.model, cfg.max_new_tokens, cfg.batch_size)
     return cached_map(respond, [r["instruction"] for r in todo], work_dir("evaluate", key) / "responses.jsonl", CHUNK)
@@ -92,7 +62,7 @@ def generate(params: Params, model_dir: str | Path, todo: list[dict[str, Any]]) 
 
 def model_judge(name_or_path: str | Path, model_section: ModelSection, cfg: FollowBenchJudgeSection) -> JudgeFn:
     """A judge backed by a local transformers model, greedy (the official temperature 0), outputs stored by prompt."""
-    key = {"followbench": "judge", "model": model_section.model_dump(), "weights": weights_digest(name_or_path),
+    key = {"followbench": "judge", "model": model_section.model_dump(), "weights": model_digest(name_or_path),
            "max_new_tokens": cfg.max_new_tokens}
     respond = chat_model(name_or_path, model_section, cfg.max_new_tokens, cfg.batch_size)
     store = work_dir("evaluate", key) / "judge.jsonl"

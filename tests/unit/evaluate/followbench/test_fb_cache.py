@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignpipe.evaluate.followbench.cache import cached_map
+from alignpipe.utils.cache import cached_map
 
 
 def test_resume_after_a_crash(tmp_path):

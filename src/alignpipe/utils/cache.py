@@ -1,4 +1,4 @@
-"""A resumable, prompt-keyed store of text outputs (model responses, judge outputs) under the stage's work dir.
+"""A resumable, prompt-keyed store of text outputs (model responses, judge outputs) under a stage's work dir.
 
 Usage::
 
@@ -18,6 +18,8 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from alignpipe.utils.io import sha256_file
 
 
 def prompt_key(prompt: str) -> str:
@@ -80,3 +82,24 @@ def cached_map(
             fh.flush()
             os.fsync(fh.fileno())
     return [stored[k] for k in keys]
+
+
+def model_digest(name_or_path: str | Path) -> str:
+    """sha256 over a local model directory's files (weights, config, tokenizer); a hub id stands for itself.
+
+    A PEFT adapter directory also covers its base model's files (``base_model_name_or_path``), so a cache keyed by
+    it goes stale when either changes.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(name_or_path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        h.update(file.name.encode())
+        h.update(sha256_file(file).encode())
+    adapter = path / "adapter_config.json"
+    if adapter.is_file():
+        base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base:
+            h.update(model_digest(base).encode())
+    return h.hexdigest()

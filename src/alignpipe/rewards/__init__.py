@@ -1,0 +1,1 @@
+"""Reward model and per-token reward scores (ALLO key tokens and token weights r_t)."""
