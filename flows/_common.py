@@ -86,7 +86,7 @@ def fan_out(spec: dict) -> Callable:
 
 
 def task_runner(params: Params) -> Any:
-    """The task runner ``roles.runner`` names: threads as wide as the widest role concurrency, or Dask."""
+    """The task runner ``roles.runner`` names: threads as wide as the widest role concurrency, Dask, or Ray."""
     section = params.roles.runner
     if section.kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -94,6 +94,12 @@ def task_runner(params: Params) -> Any:
         width = max(getattr(params.roles, name).concurrency for name in ("teacher", "referee", "generator",
                                                                           "editor", "judge"))
         return ThreadPoolTaskRunner(max_workers=width)
+    if section.kind == "ray":  # the optional extra; config validation already checked it is installed
+        from prefect_ray import RayTaskRunner
+
+        if section.address:
+            return RayTaskRunner(address=section.address)
+        return RayTaskRunner(init_kwargs={"num_cpus": section.workers, "include_dashboard": False})
     from prefect_dask import DaskTaskRunner
 
     if section.address:

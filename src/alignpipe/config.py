@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -550,6 +552,10 @@ class ReportSection(Strict):
         "'roles': ask roles.judge for each pair in both orders (disagreeing orders and ties count as a tie), raw "
         "outputs kept in data/report/pairwise/<model>.jsonl."
     )
+    data_sources: dict[str, str] = Field(
+        default_factory=dict, description="Data-source table (datasources.md / .csv; WebR / Lion Table 1): sft_mix "
+        "mixture -> row label, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/; {} = none."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> "ReportSection":
@@ -638,21 +644,30 @@ class RoleSection(Strict):
         return self
 
 
+RAY_INSTALL = "pip install -c constraints.txt -e '.[ray]'"
+
+
 class RunnerSection(Strict):
     """The Prefect task runner that remote role calls (openai backend) fan out through in the flows."""
 
-    kind: Literal["thread", "dask"] = Field(
+    kind: Literal["thread", "dask", "ray"] = Field(
         "thread", description="'thread': a thread pool as wide as the largest role concurrency; 'dask': a Dask "
-        "cluster (prefect-dask), the one at `address` or a local one of `workers` workers."
+        "cluster (prefect-dask), the one at `address` or a local one of `workers` workers; 'ray': a Ray cluster "
+        "(prefect-ray, the optional extra `pip install -e '.[ray]'`), the one at `address` or a local one."
     )
-    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); null: a local cluster.")
-    workers: int = Field(2, ge=1, le=4096, description="dask, local cluster: number of workers.")
+    address: str | None = Field(None, description="dask: scheduler address (tcp://host:8786); ray: cluster address "
+                                "(ray://host:10001 or 'auto'); null: a local cluster.")
+    workers: int = Field(2, ge=1, le=4096, description="dask / ray, local cluster: number of workers (ray: CPUs).")
     processes: bool = Field(False, description="dask, local cluster: workers in processes (true) or threads.")
 
     @model_validator(mode="after")
     def _dask_only(self) -> "RunnerSection":
         if self.kind == "thread" and self.address is not None:
-            raise ValueError("address needs kind: dask")
+            raise ValueError("address needs kind: dask or ray")
+        if self.kind == "ray" and importlib.util.find_spec("prefect_ray") is None:
+            # Optional extra (ray is large): fail when params are read, before any stage work, not mid-flow.
+            raise ValueError(f"kind 'ray' needs the optional package prefect-ray, which is not installed: "
+                             f"{RAY_INSTALL} (or choose kind: thread | dask)")
         return self
 
 
@@ -829,6 +844,33 @@ class EditEvalSection(Strict):
         return v
 
 
+MIX_SOURCE = re.compile(r"^(seed|webr|lion|lion_r[1-9][0-9]*)$")
+
+
+class SFTMixSection(Strict):
+    """``sft_mix@<name>``: one SFT policy per named data mixture, for the data-source table (WebR / Lion Table 1)."""
+
+    mixtures: dict[str, list[str]] = Field(
+        default_factory=dict, description="mixture name -> sources, concatenated in order: those of sft.data "
+        "(seed, webr, lion) and lion_r<r> = the pool Lion's round r trained its student on, teacher-answered "
+        "(data/synthesize/lion/round_<r>/imitation/train.jsonl). Each name needs sft_mix@ and evaluate@mix_ stages "
+        "in dvc.yaml."
+    )
+
+    @field_validator("mixtures")
+    @classmethod
+    def _mixtures(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, sources in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"mixture name '{name}' must be letters, digits and '_' (it names a stage and a dir)")
+            bad = [x for x in sources if not MIX_SOURCE.match(x)]
+            if bad:
+                raise ValueError(f"mixture '{name}': unknown source(s) {bad}; allowed: seed, webr, lion, lion_r<r>")
+            if not sources or len(set(sources)) != len(sources):
+                raise ValueError(f"mixture '{name}' must name each source at most once, and at least one")
+        return v
+
+
 class Params(Strict):
     """The whole params.yaml."""
 
@@ -852,6 +894,7 @@ class Params(Strict):
     edits: EditsSection = Field(default_factory=EditsSection)
     edit_align: EditAlignSection = Field(default_factory=EditAlignSection)
     edit_eval: EditEvalSection = Field(default_factory=EditEvalSection)
+    sft_mix: SFTMixSection = Field(default_factory=SFTMixSection)
 
     @model_validator(mode="after")
     def _allo_ratios(self) -> "Params":
@@ -902,6 +945,21 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
     if "lion" in params.sft.data and not params.synthesize.lion.enabled:
         raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'lion' needs synthesize.lion.enabled = true")
+    for name, sources in params.sft_mix.mixtures.items():
+        key = f"{source}: sft_mix.mixtures.{name} = {sources}"
+        if "webr" in sources and not params.synthesize.webr.enabled:
+            raise ConfigError(f"{key}: 'webr' needs synthesize.webr.enabled = true")
+        lion = [x for x in sources if x.startswith("lion")]
+        if lion and not params.synthesize.lion.enabled:
+            raise ConfigError(f"{key}: {lion} need synthesize.lion.enabled = true")
+        late = [x for x in lion if x.startswith("lion_r") and int(x[6:]) > params.synthesize.lion.rounds]
+        if late:
+            raise ConfigError(f"{key}: {late} name rounds after synthesize.lion.rounds = "
+                              f"{params.synthesize.lion.rounds}")
+    unknown = [m for m in params.report.data_sources if m not in params.sft_mix.mixtures]
+    if unknown:
+        raise ConfigError(f"{source}: report.data_sources names {unknown}, which are not in sft_mix.mixtures "
+                          f"{list(params.sft_mix.mixtures)}")
     return params
 
 

@@ -109,6 +109,26 @@ def allo(ctx: Context) -> Table:
                  sizes_of(rows))
 
 
+@register("mixtures", "Data sources: SFT on seed, + Lion, + WebR, + both (WebR / Lion Table 1)")
+def mixtures(ctx: Context) -> Table:
+    cfg = ctx.params.report
+    if not cfg.data_sources:
+        return not_produced("mixtures", "report.data_sources is empty")
+    from alignpipe.report import datasource
+
+    d_metrics = datasource.load(cfg.data_sources, ctx.eval_dir, ctx.mix_dir)
+    d_table = datasource.datasource_table(d_metrics)
+    md = datasource.to_markdown(d_table, d_metrics)
+    (ctx.out / "datasources.md").write_text("# Data sources: seed, Lion and WebR SFT data (built-in world)\n\n" + md,
+                                            encoding="utf-8")
+    (ctx.out / "datasources.csv").write_text(datasource.to_csv(d_table), encoding="utf-8")
+    names = ", ".join(f"{label} (`{ctx.mix_dir}/{name}/model`)" for name, label in cfg.data_sources.items())
+    return Table("mixtures", "Data sources: SFT on seed, + Lion, + WebR, + both (WebR / Lion Table 1)", True, md,
+                 ["datasources.md", "datasources.csv"], names, "built-in world evaluation pool",
+                 "world judge (pointwise); relative score: roles.referee vs the stored teacher answers",
+                 f"{len(cfg.data_sources)} mixtures")
+
+
 @register("lte", "LTE knowledge editing")
 def lte(ctx: Context) -> Table:
     if not ctx.params.report.lte:

@@ -33,6 +33,7 @@ class Context:
     synth_dir: Path = Path("data/synthesize")
     world_dir: Path = Path("data/world")
     align_dir: Path = Path("data/align")
+    mix_dir: Path = Path("data/sft_mix")
 
 
 @dataclass

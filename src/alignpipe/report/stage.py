@@ -1,5 +1,7 @@
 """The ``report`` stage: FollowBench tables and plots from ``data/evaluate/<name>/metrics.json`` (and, with
-``report.lte``, the LTE table from ``data/edit_eval/metrics.json``: ``lte.md``, ``lte.csv``).
+``report.lte``, the LTE table from ``data/edit_eval/metrics.json``: ``lte.md``, ``lte.csv``; with
+``report.data_sources``, the data-source table from ``data/evaluate/mix_<name>/`` and ``data/sft_mix/<name>/``:
+``datasources.md``, ``datasources.csv``).
 
 Run (normally ``dvc repro report``; or directly)::
 
@@ -194,7 +196,8 @@ def allo(params: Params, align_dir: str | Path, metrics: Mapping[str, Mapping[st
 
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
         edit_eval_dir: str | Path = "data/edit_eval", synth_dir: str | Path = "data/synthesize",
-        world_dir: str | Path = "data/world", align_dir: str | Path = "data/align") -> dict[str, Any]:
+        world_dir: str | Path = "data/world", align_dir: str | Path = "data/align",
+        mix_dir: str | Path = "data/sft_mix") -> dict[str, Any]:
     """Write the report for the models in ``params.report.rows``; return the table as ``{label: {column: value}}``.
 
     Every table builder registered in :mod:`alignpipe.report.builders` runs in order; ``README.md`` lists them
@@ -207,7 +210,7 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
     metrics = load_metrics(eval_dir, params.report.rows)
     with atomic_dir(out_dir) as tmp:
         ctx = Context(params, Path(tmp), metrics, Path(eval_dir), Path(edit_eval_dir), Path(synth_dir),
-                      Path(world_dir), Path(align_dir))
+                      Path(world_dir), Path(align_dir), Path(mix_dir))
         tables = build_all(ctx)
         (tmp / "README.md").write_text(assemble(tables, readme(metrics, params)), encoding="utf-8")
     log.info("report written to %s (%d models; tables: %s)", out_dir, len(metrics),

@@ -60,7 +60,7 @@ def test_fan_out_to_a_server_that_is_down_fails_after_the_retry_budget(tmp_path)
 
 
 def test_runner_params_are_validated():
-    with pytest.raises(ConfigError, match=r"roles.runner.kind = 'ray'"):
-        validate_params({"roles": {"runner": {"kind": "ray"}}})
+    with pytest.raises(ConfigError, match=r"roles.runner.kind = 'spark'"):  # ray: tests/unit/llm/test_runner_ray.py
+        validate_params({"roles": {"runner": {"kind": "spark"}}})
     with pytest.raises(ConfigError, match=r"roles.runner = .*address needs kind: dask"):
         validate_params({"roles": {"runner": {"address": "tcp://127.0.0.1:8786"}}})

@@ -54,7 +54,8 @@ def _params(rows):
 
 def test_report_tables_and_files(eval_dir, tmp_path):
     out = tmp_path / "report"
-    table = stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out)
+    table = stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out,
+                      synth_dir=tmp_path / "no_synthesize")
     assert sorted(p.name for p in out.iterdir()) == sorted(stage.FILES)
     assert list(table) == ["Base model", "SFT"]
 
@@ -91,7 +92,8 @@ def test_report_tables_and_files(eval_dir, tmp_path):
 
     # Same metrics -> same bytes (the PNG carries no timestamp).
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out)
+    stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out,
+                      synth_dir=tmp_path / "no_synthesize")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 

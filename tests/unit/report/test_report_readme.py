@@ -52,8 +52,9 @@ def test_readme_lists_every_table_with_provenance(inputs, tmp_path):
     root, n = inputs
     text = _run(root, tmp_path / "r", "roles")
     index = {line.split("](#")[1].split(")")[0]: line for line in text.splitlines() if line.startswith("| [")}
-    assert list(index) == ["followbench", "followbench_official", "hierarchical", "bmc", "allo", "lte",
-                           "data_sources"]
+    assert list(index) == ["followbench", "followbench_official", "hierarchical", "bmc", "allo", "mixtures",
+                           "lte", "data_sources"]
+    assert "not produced: report.data_sources is empty" in index["mixtures"]
     assert "not produced: report.bmc is empty" in index["bmc"]
     assert "not produced: report.allo is empty" in index["allo"]
     assert "| produced |" in index["followbench"] and "[hsr_by_level.png](hsr_by_level.png)" in index["followbench"]

@@ -1,0 +1,103 @@
+"""The data-source table (WebR's Table 1 / Lion's Table 1 in spirit): one SFT policy per data mixture.
+
+Rows are ``report.data_sources`` (mixture -> label, e.g. Seed only / + Lion / + WebR / + Lion + WebR). Columns:
+FollowBench HSR Avg / SSR Avg (percent) and CSL, the judge's Fluency / Factuality / Coherence (1-10), all from
+``data/evaluate/mix_<name>/metrics.json``; then the relative score vs the teacher (Lion's measure,
+100 x sum student / sum teacher referee scores on Lion's eval subset) from ``data/sft_mix/<name>/metrics.json``;
+then the sample sizes: SFT rows trained on, FollowBench groups / instructions, referee-scored eval prompts.
+Nothing is computed here beyond reading and formatting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alignpipe.utils.io import DataError, read_json
+
+# (column, evaluate metrics key, scale, decimals)
+EVAL_COLUMNS: list[tuple[str, str, float, int]] = [
+    ("HSR Avg", "hsr_avg", 100.0, 1),
+    ("SSR Avg", "ssr_avg", 100.0, 1),
+    ("CSL", "csl", 1.0, 2),
+    ("Fluency", "fluency", 1.0, 2),
+    ("Factuality", "factuality", 1.0, 2),
+    ("Coherence", "coherence", 1.0, 2),
+]
+REL = "Rel. score vs teacher (%)"
+SIZES = ["SFT rows", "Groups", "Instructions", "Rel. scored"]
+
+
+def _num(value: Any, scale: float = 1.0) -> float:
+    return float(value) * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def load(rows: Mapping[str, str], eval_dir: str | Path = "data/evaluate",
+         mix_dir: str | Path = "data/sft_mix") -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """label -> (evaluate metrics of ``mix_<name>``, sft_mix metrics of ``<name>``); a missing file is named."""
+    paths = {name: (Path(eval_dir) / f"mix_{name}" / "metrics.json", Path(mix_dir) / name / "metrics.json")
+             for name in rows}
+    missing = [str(p) for pair in paths.values() for p in pair if not p.is_file()]
+    if missing:
+        raise DataError(f"report.data_sources lists mixture(s) without metrics: {', '.join(missing)} not found "
+                        "(run their sft_mix@<name> and evaluate@mix_<name> stages)")
+    return {label: (read_json(paths[name][0]), {**read_json(paths[name][1]), "_name": name})
+            for name, label in rows.items()}
+
+
+def datasource_table(metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> pd.DataFrame:
+    """One row per mixture (in order), display scales (HSR/SSR percent); sizes as integer columns."""
+    records = []
+    for label, (ev, mix) in metrics.items():
+        row: dict[str, Any] = {"Data": label}
+        for column, key, scale, _ in EVAL_COLUMNS:
+            row[column] = _num(ev.get(key), scale)
+        row[REL] = _num(mix.get("relative_score"))
+        by_source = mix.get("rows_by_source") or {}
+        row["SFT rows"] = sum(by_source.values()) if by_source else None
+        row["Groups"] = ev.get("n_groups")
+        row["Instructions"] = ev.get("n_instructions")
+        row["Rel. scored"] = (mix.get("relative") or {}).get("scored")
+        records.append(row)
+    table = pd.DataFrame.from_records(records).set_index("Data")
+    return table.astype({c: "Int64" for c in SIZES})
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    return table.to_csv(float_format="%.4f", lineterminator="\n")
+
+
+def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> str:
+    """The table, then what each row was trained on and how the columns were measured."""
+    decimals = {c: d for c, _, _, d in EVAL_COLUMNS} | {REL: 1}
+    cols = list(table.columns)
+    lines = ["| Data | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for label, row in table.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c in SIZES:
+                cells.append("-" if pd.isna(v) else str(int(v)))
+            else:
+                cells.append("-" if pd.isna(v) else f"{v:.{decimals[c]}f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Rows (sft_mix.mixtures; data in order, SFT rows per source):", ""]
+    for label, (_, mix) in metrics.items():
+        by = mix.get("rows_by_source") or {}
+        srcs = ", ".join(f"{s} ({by.get(s, '?')})" for s in mix.get("sources", []))
+        reused = f"; the sft stage's model (`{mix['reused']}`), not retrained" if mix.get("reused") else ""
+        lines.append(f"- {label}: `{mix.get('_name')}` = {srcs}{reused}")
+    lines += [
+        "",
+        "HSR/SSR Avg (percent, levels averaged), CSL and the judge scores (1-10): `evaluate@mix_<name>` on the",
+        "evaluation pool (Groups / Instructions). Rel. score vs teacher: Lion's Table 1 measure, 100 x sum of the",
+        "policy's referee scores / sum of the teacher's, both orders averaged, on Lion's fixed eval subset against",
+        "the teacher answers stored by the synthesize stage (Rel. scored = prompts the referee scored). Every row",
+        "is the same base model, `sft` trainer and seed; only the training data differ. Measurements in the",
+        "built-in world, not the papers' numbers.",
+    ]
+    return "\n".join(lines) + "\n"
