@@ -34,7 +34,7 @@ from transformers import (
 )
 
 from alignpipe.config import ArchitectureSection, BaseSection
-from alignpipe.models.training import LogLastStep, last_checkpoint, loss_log, merge_args, pipeline_args
+from alignpipe.models.training import LogLastStep, loss_log, merge_args, pipeline_args, resume_train
 from alignpipe.utils.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -206,10 +206,7 @@ def pretrain(
         processing_class=tokenizer,
         callbacks=[LogLastStep(), *(callbacks or [])],
     )
-    resume = last_checkpoint(checkpoint_dir)
-    if resume:
-        logger.info("resuming pretraining from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    resume_train(trainer, checkpoint_dir, "pretraining")
     eval_loss = float(trainer.evaluate()["eval_loss"])
     log = loss_log(trainer.state.log_history)
     final_loss = log[-1]["loss"] if log else float("nan")

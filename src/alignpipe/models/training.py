@@ -124,3 +124,37 @@ def loss_csv(log: list[dict[str, float]]) -> str:
 def count_parameters(model: Any) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+class _TrainingComplete(Exception):
+    """Raised by :class:`StopIfComplete` to leave ``Trainer.train`` before its loop."""
+
+
+class StopIfComplete(TrainerCallback):
+    """Leave ``train`` at once when the resumed checkpoint is the final one.
+
+    transformers 5.23 resumes mid-epoch by skipping the trained batches and then runs a step before checking
+    ``should_training_stop``: resuming from the checkpoint of the last step (a rerun after a kill during the
+    final save, or a budget of ``max_steps`` that ends mid-epoch) would train one step too many. Weights and
+    state are already restored when ``on_train_begin`` runs, under every backend.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise _TrainingComplete
+
+
+def resume_train(trainer: Any, output_dir: str | Path, what: str) -> None:
+    """``trainer.train()`` from the newest complete checkpoint in ``output_dir`` (none: from scratch).
+
+    Every training stage goes through here, so a rerun after a kill continues where it stopped and a rerun of a
+    finished run trains nothing (:class:`StopIfComplete`).
+    """
+    resume = last_checkpoint(output_dir)
+    if resume:
+        logger.info("resuming %s from %s", what, resume)
+    trainer.add_callback(StopIfComplete())
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except _TrainingComplete:
+        logger.info("%s is the final checkpoint: %s was already complete", resume, what)

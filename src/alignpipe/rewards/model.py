@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from alignpipe.config import Params
-from alignpipe.models.training import LogLastStep, last_checkpoint, merge_args, pipeline_args
+from alignpipe.models.training import LogLastStep, merge_args, pipeline_args, resume_train
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +111,7 @@ def train_reward_model(params: Params, sft_model: str | Path, train_rows: list[d
                             train_dataset=Dataset.from_list(strip),
                             eval_dataset=Dataset.from_list(held) if held else None, processing_class=tokenizer,
                             callbacks=[LogLastStep()])
-    resume = last_checkpoint(output_dir)
-    if resume:
-        logger.info("resuming the reward model from %s", resume)
-    from alignpipe.train.align import StopIfComplete, _TrainingComplete
-
-    trainer.add_callback(StopIfComplete())
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    except _TrainingComplete:
-        logger.info("%s is the final checkpoint: reward model already trained", resume)
+    resume_train(trainer, output_dir, "the reward model")
     history = [e for e in trainer.state.log_history if "loss" in e]
     held_acc = pair_accuracy(trainer, trainer.eval_dataset)
     train_acc = pair_accuracy(trainer, trainer.train_dataset)

@@ -44,7 +44,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from alignpipe.config import ConfigError, Params, VariantSection, load_params
-from alignpipe.models.training import LogLastStep, count_parameters, last_checkpoint
+from alignpipe.models.training import LogLastStep, count_parameters, resume_train
 from alignpipe.train.blocks import lora_config, num_layers, resolve_layers
 from alignpipe.train.bmc_trainer import BMCDPOTrainer
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
@@ -215,38 +215,13 @@ def _guard_backward(trainer: StoredRefDPOTrainer, layers: list[int] | None) -> N
     trainer.add_callback(StopBackwardBelowAdapters())
 
 
-class _TrainingComplete(Exception):
-    """Raised by :class:`StopIfComplete` to leave ``Trainer.train`` before its loop."""
-
-
-class StopIfComplete(TrainerCallback):
-    """Leave ``train`` at once when the resumed checkpoint is the final one.
-
-    transformers 5.23 resumes mid-epoch by skipping the trained batches and then runs a step before checking
-    ``should_training_stop``: resuming from the checkpoint of the last step (a rerun after a kill during the
-    final save, or a budget of ``max_steps`` that ends mid-epoch) would train one step too many. Weights and
-    state are already restored when ``on_train_begin`` runs, under every backend.
-    """
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if 0 < state.max_steps <= state.global_step:
-            raise _TrainingComplete
-
-
 def train(trainer: StoredRefDPOTrainer) -> dict[str, Any]:
     """Step 3: train, resuming from the newest complete checkpoint in ``args.output_dir``; returns metrics.
 
     ``initial_loss`` is the mean over the first logging window, ``final_loss`` and the reward statistics are
     those of the last one (TRL averages its metrics between logs).
     """
-    resume = last_checkpoint(trainer.args.output_dir)
-    if resume:
-        logger.info("resuming DPO from %s", resume)
-    trainer.add_callback(StopIfComplete())
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-    except _TrainingComplete:
-        logger.info("%s is the final checkpoint: training was already complete", resume)
+    resume_train(trainer, trainer.args.output_dir, "DPO")
     history = [e for e in trainer.state.log_history if "loss" in e]
     model = trainer.model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -39,7 +39,7 @@ from trl import SFTConfig, SFTTrainer
 from alignpipe.config import Params
 from alignpipe.models.load import load_model
 from alignpipe.models.stage import save  # same HF-directory layout as the base stage
-from alignpipe.models.training import LogLastStep, last_checkpoint, loss_log, merge_args, pipeline_args
+from alignpipe.models.training import LogLastStep, loss_log, merge_args, pipeline_args, resume_train
 from alignpipe.utils.io import DataError, dumps, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -170,10 +170,7 @@ def build_trainer(
 
 def train(trainer: PipelineSFTTrainer, output_dir: str | Path) -> dict[str, Any]:
     """Train, resuming from the newest complete checkpoint in ``output_dir``; return metrics (with ``log``)."""
-    resume = last_checkpoint(output_dir)
-    if resume:
-        logger.info("resuming SFT from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    resume_train(trainer, output_dir, "SFT")
     log = loss_log(trainer.state.log_history)
     last = log[-1] if log else {}
     return {

@@ -148,3 +148,21 @@ def test_interrupted_sft_resumes_exactly_across_epochs(params, base_dir, world_d
     assert [(r["step"], r["loss"]) for r in metrics["log"]] == [(r["step"], r["loss"]) for r in ref_metrics["log"]]
     for (name, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_rerun_of_a_finished_sft_trains_no_step(params, base_dir, world_dir, tmp_path):
+    """12 rows / batch 4 = 3 steps per epoch and a budget of 4 steps: the final checkpoint is mid-epoch, and
+    resuming from it must not train a step past the budget (transformers 5.23 would run step 5)."""
+    data = sft.load_sft_data([world_dir / "sft.jsonl"])
+
+    def trainer():
+        model, tok = load_model(base_dir / "model", padding_side="right")
+        return sft.build_trainer(params, model, tok, data, tmp_path / "ckpt")
+
+    first = trainer()
+    done = sft.train(first, tmp_path / "ckpt")
+    again = trainer()
+    rerun = sft.train(again, tmp_path / "ckpt")
+    assert done["steps"] == rerun["steps"] == 4 and rerun["log"] == done["log"]
+    for (name, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a, b), name
