@@ -20,9 +20,7 @@ The warm-up checkpoints (with the accumulated gradients) go to ``work_dir("neuro
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from alignpipe.train.blocks import layer_blocks, num_layers
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
+from alignpipe.utils.store import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +145,8 @@ def save(out_dir: str | Path, trainer: Any, results: dict, params: Params, metri
         (tmp / "masks").mkdir()
         for r in params.neurons.ratios:
             path = mask_file(tmp, r)
-            save_file({n: m.contiguous() for n, m in sorted(results[chosen][r][0].items())}, str(path),
-                      # ONE metadata key: safetensors' metadata map has no stable key order (see train.reflogps)
-                      metadata={"alignpipe": json.dumps({"ratio": r, "scorer": chosen,
-                                                         "threshold": params.neurons.threshold}, sort_keys=True)})
-            os.chmod(path, 0o644)
+            save_tensors(path, {n: m.contiguous() for n, m in sorted(results[chosen][r][0].items())},
+                         {"ratio": r, "scorer": chosen, "threshold": params.neurons.threshold})
         (tmp / "stats.csv").write_text(stats_csv(tables), encoding="utf-8")
         series = {f"{s} top {r:g}%": metrics["ratios"][f"{r:g}"][s]["by_layer_percent"]
                   for s in SCORERS for r in params.neurons.ratios}

@@ -26,16 +26,13 @@ Store ``token_scores.safetensors``: for part in chosen/rejected ``<part>_offsets
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alignpipe.utils.io import DataError
+from alignpipe.utils.store import PairStore, load_tensors
 
 STORE = "token_scores.safetensors"
 PARTS = ("chosen", "rejected")
@@ -94,23 +91,11 @@ def key_tokens(wrong: torch.Tensor, fraction: float) -> torch.Tensor:
     return wrong >= kth
 
 
-@dataclass
-class TokenScores:
+class TokenScores(PairStore):
     """The stored per-token scores; :meth:`pair` returns one pair's values as tensors."""
 
-    path: Path
-    ids: list[str]
-    tensors: dict[str, torch.Tensor]
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @cached_property
-    def index(self) -> dict[str, int]:
-        return {pair_id: i for i, pair_id in enumerate(self.ids)}
-
     def pair(self, pair_id: str) -> dict[str, torch.Tensor]:
-        i = self.index.get(pair_id)
-        if i is None:
-            raise DataError(f"pair {pair_id!r}: no token scores in {self.path} (rerun the rewards stage)")
+        i = self.position(pair_id, "rewards")
         out = {}
         for part in PARTS:
             off = self.tensors[f"{part}_offsets"]
@@ -125,19 +110,9 @@ class TokenScores:
 
 def load_token_scores(directory: str | Path) -> TokenScores:
     """Load ``directory/token_scores.safetensors`` (offsets and lengths checked)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(directory) / STORE
-    if not path.is_file():
-        raise DataError(f"{path}: token scores not found (run the rewards stage)")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get("alignpipe", "{}"))
-    tensors = load_file(str(path))
-    ids = meta.get("ids", [])
+    tensors, meta = load_tensors(path, "token scores not found (run the rewards stage)")
+    scores = TokenScores(path=path, ids=meta.get("ids", []), tensors=tensors, config=meta.get("config", {}))
     for part in PARTS:
-        off = tensors[f"{part}_offsets"]
-        n = len(tensors[f"{part}_ids"])
-        if len(off) != len(ids) + 1 or int(off[-1]) != n or any(len(tensors[f"{part}_{v}"]) != n for v in VALUES):
-            raise DataError(f"{path}: {part} offsets/values do not match {len(ids)} pairs (file is corrupt)")
-    return TokenScores(path=path, ids=ids, tensors=tensors, config=meta.get("config", {}))
+        scores.check_part(part, VALUES)
+    return scores

@@ -17,15 +17,12 @@ the RM's and the implicit DPO reward's key tokens), ``config.json``. RM checkpoi
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from alignpipe.config import Params
 from alignpipe.models.training import loss_csv
@@ -35,6 +32,7 @@ from alignpipe.train.pairs import read_pairs
 from alignpipe.train.reflogps import load_ref_logps, weights_sha256
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
+from alignpipe.utils.store import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +133,9 @@ def save(out_dir: str | Path, trainer: Any, scored: dict, keys: list, weights: l
     staging = Path(trainer.args.output_dir) / "final-model"
     trainer.save_model(str(staging))
     (staging / "training_args.bin").unlink(missing_ok=True)
-    meta = {"alignpipe": json.dumps({"config": config, "ids": ids}, sort_keys=True)}
     with atomic_dir(out_dir) as tmp:
         shutil.move(str(staging), tmp / "model")
-        save_file(tensors, str(tmp / STORE), metadata=meta)
-        os.chmod(tmp / STORE, 0o644)
+        save_tensors(tmp / STORE, tensors, {"config": config, "ids": ids})
         (tmp / "log.csv").write_text(loss_csv(log), encoding="utf-8")
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")

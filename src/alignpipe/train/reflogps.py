@@ -33,14 +33,11 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from trl import DPOTrainer
 
@@ -48,6 +45,7 @@ from alignpipe.config import Params
 from alignpipe.train.dpo import dpo_config, skip_weight_hash, split_tokens
 from alignpipe.train.pairs import read_pairs
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.store import PairStore, load_tensors, save_tensors
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -68,18 +66,8 @@ def weights_sha256(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class RefLogps:
+class RefLogps(PairStore):
     """Stored reference log-probs; :meth:`pair` returns one pair's tokens and values."""
-
-    path: Path
-    ids: list[str]
-    tensors: dict[str, torch.Tensor]
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @cached_property
-    def index(self) -> dict[str, int]:
-        return {pair_id: i for i, pair_id in enumerate(self.ids)}
 
     @cached_property
     def _offsets(self) -> dict[str, list[int]]:
@@ -88,9 +76,7 @@ class RefLogps:
     def pair(self, pair_id: str) -> dict[str, Any]:
         """``{"<part>_ids": list[int], "<response>_logps": Tensor, "<response>_sum": float}``; parts are
         prompt/chosen/rejected, responses chosen/rejected."""
-        i = self.index.get(pair_id)
-        if i is None:
-            raise DataError(f"pair {pair_id!r}: no stored reference log-probs in {self.path} (rerun reflogps)")
+        i = self.position(pair_id, "reflogps")
         out: dict[str, Any] = {}
         for part in PARTS:
             lo, hi = self._offsets[part][i], self._offsets[part][i + 1]
@@ -104,22 +90,11 @@ class RefLogps:
 def load_ref_logps(directory: str | Path, store: str = STORE) -> RefLogps:
     """Load ``directory/<store>`` (default ``ref_logps.safetensors``; checks offsets, tokens and values agree)."""
     path = Path(directory) / store
-    if not path.is_file():
-        raise DataError(f"{path}: reference log-probs not found (run the reflogps stage)")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    tensors = load_file(str(path))
-    stored = json.loads(meta.get("alignpipe", "{}"))
-    ids = stored.get("ids", [])
+    tensors, meta = load_tensors(path, "reference log-probs not found (run the reflogps stage)")
+    ref = RefLogps(path=path, ids=meta.get("ids", []), tensors=tensors, config=meta.get("config", {}))
     for part in PARTS:
-        off = tensors[f"{part}_offsets"]
-        if len(off) != len(ids) + 1 or int(off[-1]) != len(tensors[f"{part}_ids"]):
-            raise DataError(f"{path}: {part} offsets do not match {len(ids)} pairs (file is corrupt)")
-        if part != "prompt" and tensors[f"{part}_logps"].shape != tensors[f"{part}_ids"].shape:
-            raise DataError(f"{path}: {part} log-probs and token ids differ in length (file is corrupt)")
-    return RefLogps(path=path, ids=ids, tensors=tensors, config=stored.get("config", {}))
+        ref.check_part(part, () if part == "prompt" else ("logps",))
+    return ref
 
 
 class PerTokenRefTrainer(DPOTrainer):
@@ -252,11 +227,7 @@ def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict,
     stores = {STORE: (ids, records), **(extra or {})}
     with atomic_dir(out_dir) as tmp:
         for name, (store_ids, store_records) in stores.items():
-            # ONE metadata key: safetensors keeps metadata in a hash map whose key order varies from process to
-            # process, so several keys would make the file's bytes (and DVC's hash) differ between identical runs.
-            meta = {"alignpipe": json.dumps({"config": config, "ids": store_ids}, sort_keys=True)}
-            save_file(_tensors(store_records), str(tmp / name), metadata=meta)
-            os.chmod(tmp / name, 0o644)  # safetensors creates it owner-only; the other outputs are world-readable
+            save_tensors(tmp / name, _tensors(store_records), {"config": config, "ids": store_ids})
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
     return Path(out_dir)

@@ -171,4 +171,3 @@ def test_stage_tokenizer_can_learn_the_dialogues_words(tmp_path, helpers):
     params.base.tokenizer.include_dialogues = True
     tok = stage.train_tokenizer(params, world)
     assert tok.tokenize(" lamp") == ["Ġlamp"] and tok.tokenize(" door.") == ["Ġdoor", "."]
-
