@@ -19,6 +19,7 @@ from alignpipe.report.sections import (
     judges_of,
     models_of,
     not_produced,
+    produced,
     register,
     sizes_of,
 )
@@ -26,16 +27,21 @@ from alignpipe.report.tables import followbench_table, to_csv, to_markdown
 from alignpipe.utils.io import read_json, write_jsonl
 
 
+def write_table(ctx: Context, stem: str, heading: str, markdown: str, csv: str) -> list[str]:
+    """Write ``<stem>.md`` (under ``# heading``) and ``<stem>.csv`` into the report dir; return their names."""
+    (ctx.out / f"{stem}.md").write_text(f"# {heading}\n\n{markdown}", encoding="utf-8")
+    (ctx.out / f"{stem}.csv").write_text(csv, encoding="utf-8")
+    return [f"{stem}.md", f"{stem}.csv"]
+
+
 @register("followbench", "FollowBench Table 2 layout (evaluated models)")
 def followbench(ctx: Context) -> Table:
     table = followbench_table(ctx.metrics)
     md = to_markdown(table, ctx.params.evaluate.confidence)
-    (ctx.out / "followbench.md").write_text("# FollowBench (built-in world)\n\n" + md, encoding="utf-8")
-    (ctx.out / "followbench.csv").write_text(to_csv(table), encoding="utf-8")
+    files = write_table(ctx, "followbench", "FollowBench (built-in world)", md, to_csv(table))
     hsr_by_level(ctx.metrics, ctx.out / "hsr_by_level.png", ctx.params.evaluate.confidence)
-    return Table("followbench", "FollowBench Table 2 layout (evaluated models)", True, md,
-                 ["followbench.md", "followbench.csv", "hsr_by_level.png"], models_of(ctx.metrics),
-                 data_of(ctx.metrics), judges_of(ctx.metrics), sizes_of(ctx.metrics))
+    return produced("followbench", md, [*files, "hsr_by_level.png"], models_of(ctx.metrics), data_of(ctx.metrics),
+                    judges_of(ctx.metrics), sizes_of(ctx.metrics))
 
 
 @register("followbench_official", "FollowBench on the official data (rule-scored and judged parts, radar)")
@@ -48,9 +54,8 @@ def followbench_official(ctx: Context) -> Table:
     files = write_report(ctx.out, official)
     md = (ctx.out / "followbench_official.md").read_text(encoding="utf-8")
     md = "\n".join(line for line in md.splitlines() if not line.startswith("# "))  # its own H1 is the section's
-    return Table("followbench_official", "FollowBench on the official data (rule-scored and judged parts, radar)",
-                 True, md, list(files), models_of(official), data_of(official), judges_of(official),
-                 sizes_of(official))
+    return produced("followbench_official", md, list(files), models_of(official), data_of(official),
+                    judges_of(official), sizes_of(official))
 
 
 @register("hierarchical", "Hierarchical Alignment (judge dimensions, pairwise W/T/L, alignment tax)")
@@ -61,18 +66,15 @@ def hierarchical(ctx: Context) -> Table:
     from alignpipe.report.stage import hierarchical as build
 
     h_table, h_md, pairwise_info = build(ctx.params, ctx.eval_dir, ctx.metrics, ctx.world_dir)
-    (ctx.out / "hierarchical.md").write_text("# Hierarchical Alignment (built-in world)\n\n" + h_md, encoding="utf-8")
-    (ctx.out / "hierarchical.csv").write_text(to_csv(h_table), encoding="utf-8")
-    files = ["hierarchical.md", "hierarchical.csv"]
+    files = write_table(ctx, "hierarchical", "Hierarchical Alignment (built-in world)", h_md, to_csv(h_table))
     for name, artifacts in pairwise_info["artifacts"].items():  # the pairwise judge's raw outputs
         path = Path("pairwise") / f"{name}.jsonl"
         write_jsonl(ctx.out / path, artifacts)
         files.append(str(path))
     rows = {ctx.params.report.rows[n]: ctx.metrics[ctx.params.report.rows[n]] for n in cfg.hierarchical}
-    return Table("hierarchical", "Hierarchical Alignment (judge dimensions, pairwise W/T/L, alignment tax)", True,
-                 h_md, files, models_of(rows), data_of(rows),
-                 f"pointwise: {judges_of(rows)}; pairwise: {pairwise_info['judge']}",
-                 f"{pairwise_info['sample']}; pointwise: {sizes_of(rows)}")
+    return produced("hierarchical", h_md, files, models_of(rows), data_of(rows),
+                    f"pointwise: {judges_of(rows)}; pairwise: {pairwise_info['judge']}",
+                    f"{pairwise_info['sample']}; pointwise: {sizes_of(rows)}")
 
 
 @register("bmc", "BMC: bridging and modeling correlations")
@@ -83,14 +85,11 @@ def bmc(ctx: Context) -> Table:
     from alignpipe.report.stage import bmc as build
 
     b_table, b_md = build(ctx.params, ctx.eval_dir, ctx.metrics)
-    (ctx.out / "bmc.md").write_text("# BMC: bridging and modeling correlations (built-in world)\n\n" + b_md,
-                                    encoding="utf-8")
-    (ctx.out / "bmc.csv").write_text(to_csv(b_table), encoding="utf-8")
+    files = write_table(ctx, "bmc", "BMC: bridging and modeling correlations (built-in world)", b_md, to_csv(b_table))
     rows = {cfg.rows[n]: ctx.metrics[cfg.rows[n]] for n in dict.fromkeys([*cfg.bmc, cfg.reference])}
-    return Table("bmc", "BMC: bridging and modeling correlations", True, b_md, ["bmc.md", "bmc.csv"],
-                 models_of(rows), data_of(rows),
-                 f"pointwise: {judges_of(rows)}; pairwise: stored pointwise scores compared (tie margin "
-                 f"{cfg.tie_margin})", f"vs {cfg.rows[cfg.reference]}; {sizes_of(rows)}")
+    return produced("bmc", b_md, files, models_of(rows), data_of(rows),
+                    f"pointwise: {judges_of(rows)}; pairwise: stored pointwise scores compared (tie margin "
+                    f"{cfg.tie_margin})", f"vs {cfg.rows[cfg.reference]}; {sizes_of(rows)}")
 
 
 @register("allo", "ALLO: preference neurons, token weights, forget then learn")
@@ -101,12 +100,10 @@ def allo(ctx: Context) -> Table:
     from alignpipe.report.stage import allo as build
 
     a_table, a_md = build(ctx.params, ctx.align_dir, ctx.metrics)
-    (ctx.out / "allo.md").write_text("# ALLO (built-in world)\n\n" + a_md, encoding="utf-8")
-    (ctx.out / "allo.csv").write_text(to_csv(a_table), encoding="utf-8")
+    files = write_table(ctx, "allo", "ALLO (built-in world)", a_md, to_csv(a_table))
     rows = {cfg.rows[n]: ctx.metrics[cfg.rows[n]] for n in cfg.allo}
-    return Table("allo", "ALLO: preference neurons, token weights, forget then learn", True, a_md,
-                 ["allo.md", "allo.csv"], models_of(rows), data_of(rows), f"pointwise: {judges_of(rows)}",
-                 sizes_of(rows))
+    return produced("allo", a_md, files, models_of(rows), data_of(rows), f"pointwise: {judges_of(rows)}",
+                    sizes_of(rows))
 
 
 @register("mixtures", "Data sources: SFT on seed, + Lion, + WebR, + both (WebR / Lion Table 1)")
@@ -119,14 +116,12 @@ def mixtures(ctx: Context) -> Table:
     d_metrics = datasource.load(cfg.data_sources, ctx.eval_dir, ctx.mix_dir)
     d_table = datasource.datasource_table(d_metrics)
     md = datasource.to_markdown(d_table, d_metrics)
-    (ctx.out / "datasources.md").write_text("# Data sources: seed, Lion and WebR SFT data (built-in world)\n\n" + md,
-                                            encoding="utf-8")
-    (ctx.out / "datasources.csv").write_text(datasource.to_csv(d_table), encoding="utf-8")
+    files = write_table(ctx, "datasources", "Data sources: seed, Lion and WebR SFT data (built-in world)", md,
+                        to_csv(d_table))
     names = ", ".join(f"{label} (`{ctx.mix_dir}/{name}/model`)" for name, label in cfg.data_sources.items())
-    return Table("mixtures", "Data sources: SFT on seed, + Lion, + WebR, + both (WebR / Lion Table 1)", True, md,
-                 ["datasources.md", "datasources.csv"], names, "built-in world evaluation pool",
-                 "world judge (pointwise); relative score: roles.referee vs the stored teacher answers",
-                 f"{len(cfg.data_sources)} mixtures")
+    return produced("mixtures", md, files, names, "built-in world evaluation pool",
+                    "world judge (pointwise); relative score: roles.referee vs the stored teacher answers",
+                    f"{len(cfg.data_sources)} mixtures")
 
 
 @register("lte", "LTE knowledge editing")
@@ -136,15 +131,14 @@ def lte(ctx: Context) -> Table:
     metrics = read_json(ctx.edit_eval_dir / "metrics.json")  # asked for (report.lte): a missing file is an error
     table = lte_table(metrics)
     md = lte_markdown(table, metrics)
-    (ctx.out / "lte.md").write_text("# LTE knowledge editing\n\n" + md, encoding="utf-8")
-    (ctx.out / "lte.csv").write_text(table.to_csv(index=False, float_format="%.4f", lineterminator="\n"),
-                                     encoding="utf-8")
+    files = write_table(ctx, "lte", "LTE knowledge editing", md,
+                        table.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     config_path = ctx.edit_eval_dir / "config.json"
     config = read_json(config_path) if config_path.is_file() else {}
-    return Table("lte", "LTE knowledge editing", True, md, ["lte.md", "lte.csv"],
-                 f"SFT policy with in-context edits; LTE policy (`{config.get('model_dir', 'data/edit_align')}`)",
-                 f"`{ctx.edit_eval_dir}` edits (world KB)", "rules (answer contains the object), no LLM judge",
-                 f"{metrics.get('n_eval_edits', '?')} evaluation edits, sizes {metrics.get('sizes', '?')}")
+    return produced("lte", md, files,
+                    f"SFT policy with in-context edits; LTE policy (`{config.get('model_dir', 'data/edit_align')}`)",
+                    f"`{ctx.edit_eval_dir}` edits (world KB)", "rules (answer contains the object), no LLM judge",
+                    f"{metrics.get('n_eval_edits', '?')} evaluation edits, sizes {metrics.get('sizes', '?')}")
 
 
 @register("data_sources", "Instruction data sources (synthesize: WebR)")
@@ -163,20 +157,19 @@ def data_sources(ctx: Context) -> Table:
     if lion.get("lion") != "disabled":
         rows.append({"Source": f"Lion ({len(lion.get('rounds') or [])} rounds)", "Rows": lion.get("rows", 0)})
     table = pd.DataFrame.from_records(rows)
-    table.to_csv(ctx.out / "data_sources.csv", index=False, lineterminator="\n")
     filters = ", ".join(f"{k.replace('_', ' ')}: {metrics[k]}" for k in (
         "no_persona", "no_request", "refusals_removed", "duplicates_removed", "same_page_removed") if k in metrics)
     md = "| Source | Rows |\n|---|---:|\n" + "".join(f"| {r['Source']} | {r['Rows']} |\n" for r in rows)
     md += (f"\nFrom {metrics.get('pages', '?')} web pages. Removed or missing: {filters or 'n/a'}. Mean words: "
            f"request {metrics.get('request_words_mean', '?')}, response {metrics.get('response_words_mean', '?')}.\n")
-    (ctx.out / "data_sources.md").write_text("# Instruction data sources\n\n" + md, encoding="utf-8")
+    files = write_table(ctx, "data_sources", "Instruction data sources", md,
+                        table.to_csv(index=False, lineterminator="\n"))
     config_path = ctx.synth_dir / "config.json"
     config = read_json(config_path) if config_path.is_file() else {}
     roles = config.get("roles") or {}
     backends = ", ".join(f"{k}: {v.get('backend')}" for k, v in roles.items() if isinstance(v, dict)) or "see config"
     calls = (metrics.get("roles") or {}).get("total", {})
-    return Table("data_sources", "Instruction data sources (synthesize: WebR)", True, md,
-                 ["data_sources.md", "data_sources.csv"], f"LLM roles ({backends})",
-                 f"`{config.get('input', 'unknown')}`", "none (generation only)",
-                 f"{metrics.get('pages', '?')} pages, {metrics.get('rows', 0)} rows; role calls "
-                 f"{calls.get('calls', '?')}, unparseable {calls.get('unparseable', '?')}")
+    return produced("data_sources", md, files, f"LLM roles ({backends})",
+                    f"`{config.get('input', 'unknown')}`", "none (generation only)",
+                    f"{metrics.get('pages', '?')} pages, {metrics.get('rows', 0)} rows; role calls "
+                    f"{calls.get('calls', '?')}, unparseable {calls.get('unparseable', '?')}")

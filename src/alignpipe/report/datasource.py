@@ -67,10 +67,6 @@ def datasource_table(metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str,
     return table.astype({c: "Int64" for c in SIZES})
 
 
-def to_csv(table: pd.DataFrame) -> str:
-    return table.to_csv(float_format="%.4f", lineterminator="\n")
-
-
 def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> str:
     """The table, then what each row was trained on and how the columns were measured."""
     decimals = {c: d for c, _, _, d in EVAL_COLUMNS} | {REL: 1}

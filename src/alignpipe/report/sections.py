@@ -69,7 +69,13 @@ def register(key: str, title: str) -> Callable[[Builder], Builder]:
 
 
 def not_produced(key: str, reason: str) -> Table:
+    """The registered table ``key``, not produced because of ``reason``."""
     return Table(key, BUILDERS[key][0], produced=False, reason=reason)
+
+
+def produced(key: str, markdown: str, files: list[str], models: str, data: str, judge: str, sample: str) -> Table:
+    """The registered table ``key`` (its title from the registry), produced, with its provenance."""
+    return Table(key, BUILDERS[key][0], True, markdown, files, models, data, judge, sample)
 
 
 def build_all(ctx: Context) -> list[Table]:

@@ -76,7 +76,7 @@ def test_unknown_pair_fails(store, sft_dir, params, helpers, tmp_path):
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
     extra = helpers.make_pairs(1, seed=3)[0] | {"id": "new-pair"}
-    with pytest.raises(DataError, match=r"pair 'new-pair': not in .*ref_logps.safetensors \(rerun the reflogps stage\)"):
+    with pytest.raises(DataError, match=r"pair 'new-pair': not in .*ref_logps.safetensors \(rerun the reflogps"):
         align.build_trainer(params, "global", model, tok, [*rows, {k: extra[k] for k in rows[0]}], ref,
                             tmp_path / "out")
 
