@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.config import ArchitectureSection, LionSection, TokenizerSection, WorldSection, validate_params
+from alignpipe.config import ArchitectureSection, LionSection, TokenizerSection, validate_params
 from alignpipe.llm.base import Completion
 from alignpipe.llm.client import RoleClient
 from alignpipe.llm.roles import Generator, Referee
@@ -140,16 +140,6 @@ def test_generate_retries_rejected_ones_within_the_budget_and_dedups_new_against
 
 
 # ---- the oracle roles on a tiny world -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory) -> Path:
-    from alignpipe.world import build_world
-
-    out = tmp_path_factory.mktemp("world")
-    build_world(5, WorldSection(n_entities=12, train_groups_per_category=2, eval_groups_per_category=1,
-                                corpus_paraphrases=1)).save(out)
-    return out
 
 
 @pytest.fixture(scope="module")

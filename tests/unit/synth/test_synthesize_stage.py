@@ -8,19 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.config import WorldSection, validate_params
+from alignpipe.config import validate_params
 from alignpipe.synth import stage
 from alignpipe.utils.io import DataError
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory) -> Path:
-    from alignpipe.world import build_world
-
-    out = tmp_path_factory.mktemp("world")
-    build_world(5, WorldSection(n_entities=12, train_groups_per_category=2, eval_groups_per_category=1,
-                                corpus_paraphrases=1)).save(out)
-    return out
 
 
 def _read(path: Path) -> list[dict]:
