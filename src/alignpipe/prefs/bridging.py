@@ -27,24 +27,12 @@ from __future__ import annotations
 import difflib
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
-
-EDITOR_TEMPLATE = "editor_edit.v2"
-
 
 class Editor(Protocol):
     """BMC's editor role: the losing response minimally edited toward the winning one."""
 
     def edit(self, prompt: str, losing: str, winning: str) -> str | None: ...
-
-
-def editor_messages(prompt: str, losing: str, winning: str) -> list[dict[str, str]]:
-    """The editor prompt (the roles' ``editor_edit.v2`` template) filled in, as chat messages."""
-    from alignpipe.llm import prompts
-
-    return prompts.render(EDITOR_TEMPLATE, {"instruction": prompt.strip(), "losing": losing.strip(),
-                                            "winning": winning.strip()})
 
 
 class RolesEditor:

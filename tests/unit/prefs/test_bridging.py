@@ -6,18 +6,21 @@ import pytest
 
 from alignpipe.config import ConfigError, WorldSection, validate_params
 from alignpipe.prefs import stage
-from alignpipe.prefs.bridging import RolesEditor, bridge_pairs, editor_messages, kept_fraction
+from alignpipe.llm import prompts
+from alignpipe.prefs.bridging import RolesEditor, bridge_pairs, kept_fraction
 from alignpipe.prefs.pairs import Candidate, pair_row
 from alignpipe.train.pairs import read_pairs
 from alignpipe.utils.io import write_jsonl
 
 
 def test_editor_prompt_is_the_roles_versioned_template_and_filled():
-    msgs = editor_messages("Describe Velmora. Use JSON.", ' Velmora {"a": 1} is red.', "Velmora is blue.")
+    # What the roles' editor role sends (roles.Editor.edit -> "editor_edit.v2").
+    msgs = prompts.render("editor_edit.v2", {"instruction": "Describe Velmora. Use JSON.",
+                                             "losing": 'Velmora {"a": 1} is red.', "winning": "Velmora is blue."})
     assert [m["role"] for m in msgs] == ["system", "user"] and "careful editor" in msgs[0]["content"]
     text = msgs[1]["content"]
     assert "### Instruction\nDescribe Velmora. Use JSON." in text
-    assert '### LOSING response\nVelmora {"a": 1} is red.' in text  # braces in a response survive, stripped
+    assert '### LOSING response\nVelmora {"a": 1} is red.' in text  # braces in a response survive
     assert "### WINNING response\nVelmora is blue." in text
     assert text.rstrip().endswith("### Corrected response")
 
