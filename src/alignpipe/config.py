@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import importlib.util
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 CATEGORIES = ("content", "situation", "style", "format", "example", "mixed")
@@ -145,6 +146,23 @@ def _check_trainer_kwargs(kwargs: dict[str, Any], config_cls: type, forbidden: t
 _PIPELINE_OWNED = ("output_dir", "seed", "data_seed", "report_to", "use_cpu", "resume_from_checkpoint", "logging_dir")
 
 
+def _trainer_kwargs(module: str, config_class: str, owned: tuple[str, ...] = ()) -> AfterValidator:
+    """A validator of trainer overrides against ``module.config_class`` (imported when a value is checked)."""
+
+    def check(v: dict[str, Any]) -> dict[str, Any]:
+        config_cls = getattr(importlib.import_module(module), config_class)
+        return _check_trainer_kwargs(v, config_cls, _PIPELINE_OWNED + owned)
+
+    return AfterValidator(check)
+
+
+# Trainer-override sections, each validated against the config class of the trainer that receives it.
+TrainingKwargs = Annotated[dict[str, Any], _trainer_kwargs("transformers", "TrainingArguments")]
+SFTKwargs = Annotated[dict[str, Any], _trainer_kwargs("trl", "SFTConfig", ("max_length",))]
+DPOKwargs = Annotated[dict[str, Any], _trainer_kwargs("trl", "DPOConfig", ("max_length", "precompute_ref_log_probs"))]
+RewardKwargs = Annotated[dict[str, Any], _trainer_kwargs("trl", "RewardConfig", ("max_length",))]
+
+
 class BaseSection(Strict):
     """The ``base`` stage: tokenizer + pretraining of the built-in model, or resolving ``model.name_or_path``."""
 
@@ -155,23 +173,16 @@ class BaseSection(Strict):
         1, ge=0, le=10, description="Copies of the world's train dialogues (sft.jsonl), rendered with the chat "
         "template, added to the pretraining corpus (teaches the chat format; 0 = plain corpus only)."
     )
-    trainer: dict[str, Any] = Field(
+    trainer: TrainingKwargs = Field(
         default_factory=dict, description="transformers.TrainingArguments overrides (learning_rate, max_steps, ...)."
     )
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from transformers import TrainingArguments
-
-        return _check_trainer_kwargs(v, TrainingArguments, _PIPELINE_OWNED)
 
 
 class SFTSection(Strict):
     """The ``sft`` stage: TRL SFTTrainer on the (oracle or synthesized) train dialogues."""
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + completion tokens.")
-    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
+    trainer: SFTKwargs = Field(default_factory=dict, description="trl.SFTConfig overrides.")
     data: list[Literal["seed", "webr", "lion"]] = Field(
         default_factory=lambda: ["seed"], description="Training data, concatenated in order: 'seed' = the world's "
         "train dialogues (data/world/sft.jsonl), 'webr' = WebR rows (data/synthesize/sft_webr.jsonl), 'lion' = "
@@ -184,13 +195,6 @@ class SFTSection(Strict):
         if not v or len(set(v)) != len(v):
             raise ValueError("must name each data source at most once, and at least one")
         return v
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import SFTConfig
-
-        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
 
 
 class BridgingSection(Strict):
@@ -269,16 +273,9 @@ class AlloVariantSection(Strict):
     block: Literal["all", "local", "mid", "global"] = Field(
         "all", description="Intersect the masks with a layer block (Global+ALLO: global)."
     )
-    forget_trainer: dict[str, Any] = Field(
+    forget_trainer: DPOKwargs = Field(
         default_factory=dict, description="trl.DPOConfig overrides for the forgetting stage (learning_rate, ...)."
     )
-
-    @field_validator("forget_trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import DPOConfig
-
-        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
 
     @model_validator(mode="after")
     def _forget(self) -> "AlloVariantSection":
@@ -295,7 +292,7 @@ class VariantSection(Strict):
         "all", description="Layers to adapt: all, or the first / middle / last third of the decoder layers."
     )
     layers: list[int] | None = Field(None, description="Explicit decoder layer indices (override block).")
-    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides for this variant.")
+    trainer: DPOKwargs = Field(default_factory=dict, description="trl.DPOConfig overrides for this variant.")
     pairs: Literal["original", "bridged"] = Field(
         "original", description="BMC bridging: 'bridged' trains on (pseudo-winning, rejected) pairs from the "
         "preferences stage's 'bridged' column instead of (chosen, rejected)."
@@ -307,13 +304,6 @@ class VariantSection(Strict):
     allo: AlloVariantSection | None = Field(
         None, description="ALLO forget-then-learn on neuron masks (needs peft: none); null = plain DPO."
     )
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import DPOConfig
-
-        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
 
     @property
     def is_bmc(self) -> bool:
@@ -370,19 +360,12 @@ class AlignSection(Strict):
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + response tokens.")
     lora: LoraSection = Field(default_factory=LoraSection)
-    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
+    trainer: DPOKwargs = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
     variants: dict[str, VariantSection] = Field(default_factory=_default_variants)
     bmc: BMCSection = Field(default_factory=BMCSection)
     accelerate_config: str | None = Field(
         None, description="An accelerate config file (configs/accelerate/*.yaml): run align under accelerate launch."
     )
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import DPOConfig
-
-        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
 
 
 class FollowBenchJudgeSection(Strict):
@@ -442,7 +425,7 @@ class FollowBenchSection(Strict):
 class NeuronsSection(Strict):
     """The ``neurons`` stage: ALLO preference-neuron scores after a short warm-up DPO, and masks at ratios."""
 
-    warmup_trainer: dict[str, Any] = Field(
+    warmup_trainer: DPOKwargs = Field(
         default_factory=dict, description="trl.DPOConfig overrides of the full-parameter warm-up DPO (max_steps, ...)."
     )
     scorer: Literal["weight_delta", "grad_abs"] = Field(
@@ -456,13 +439,6 @@ class NeuronsSection(Strict):
     ratios: list[float] = Field(
         default_factory=lambda: [5.0, 10.0], description="Mask ratios in percent (one mask file each)."
     )
-
-    @field_validator("warmup_trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import DPOConfig
-
-        return _check_trainer_kwargs(v, DPOConfig, _PIPELINE_OWNED + ("max_length", "precompute_ref_log_probs"))
 
     @field_validator("ratios")
     @classmethod
@@ -480,7 +456,7 @@ class RewardsSection(Strict):
 
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share of pairs held out for the RM pair accuracy.")
     max_length: int = Field(384, ge=16, description="RewardConfig max_length (longer pairs are dropped).")
-    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.RewardConfig overrides.")
+    trainer: RewardKwargs = Field(default_factory=dict, description="trl.RewardConfig overrides.")
     key_fraction: float = Field(
         0.3, gt=0, le=1, description="Key tokens: the top fraction of each rejected response by wrongness score; "
         "r_t is 0 elsewhere."
@@ -490,13 +466,6 @@ class RewardsSection(Strict):
         "model's implicit DPO reward."
     )
     beta: float = Field(0.1, gt=0, description="β of the implicit per-token DPO reward β(log π_warmup - log π_ref).")
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import RewardConfig
-
-        return _check_trainer_kwargs(v, RewardConfig, _PIPELINE_OWNED + ("max_length",))
 
 
 class EvaluateSection(Strict):
@@ -751,15 +720,8 @@ class LionSection(Strict):
     max_new_tokens: int = Field(96, ge=1, le=8192, description="Student generation budget per response.")
     batch_size: int = Field(32, ge=1, description="Student prompts per generation batch.")
     max_length: int = Field(384, ge=16, description="Student training: truncation of prompt + answer tokens.")
-    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides of the student's "
+    trainer: SFTKwargs = Field(default_factory=dict, description="trl.SFTConfig overrides of the student's "
                                     "fine-tuning (the sft stage's defaults otherwise).")
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import SFTConfig
-
-        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
 
 
 class SynthesizeSection(Strict):
@@ -803,7 +765,7 @@ class EditAlignSection(Strict):
         "distractor facts (LTE: 50% / 25% / 25%)."
     )
     plain_locality: bool = Field(True, description="Also ask locality questions without the template (LTE).")
-    trainer: dict[str, Any] = Field(default_factory=dict, description="trl.SFTConfig overrides.")
+    trainer: SFTKwargs = Field(default_factory=dict, description="trl.SFTConfig overrides.")
 
     @field_validator("mix")
     @classmethod
@@ -811,13 +773,6 @@ class EditAlignSection(Strict):
         if not v or any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
             raise ValueError("must be non-negative shares (for 0, 1, 2, ... distractors) that sum to 1")
         return v
-
-    @field_validator("trainer")
-    @classmethod
-    def _trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from trl import SFTConfig
-
-        return _check_trainer_kwargs(v, SFTConfig, _PIPELINE_OWNED + ("max_length",))
 
 
 class EditEvalSection(Strict):
