@@ -81,14 +81,15 @@ def dumps(obj: Any) -> str:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(dumps(obj), encoding="utf-8")
+    """Write deterministic JSON atomically (a kill mid-write leaves the old file or none, never a torn one)."""
+    with atomic_file(path) as fh:
+        fh.write(dumps(obj))
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write JSON lines atomically; returns the number of rows."""
     n = 0
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic_file(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
             n += 1
