@@ -15,6 +15,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
+# Tests run offline: scripts/offline puts them in a network namespace with only loopback (where the machine
+# allows one), and tests/conftest.py records any attempt to reach beyond 127.0.0.1 and fails the session.
+# `make test OFFLINE_TEST=` runs without the namespace; `make repro OFFLINE=scripts/offline` runs the pipeline in one
+# (then the Prefect UI of that run is not reachable from outside it).
+OFFLINE_TEST ?= scripts/offline
+OFFLINE ?=
+
 .PHONY: install repro test ui dag clean-cache
 
 install: $(STAMP)
@@ -28,10 +35,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 repro: install
-	$(PY) -m flows.server -- dvc repro $(ARGS)
+	$(OFFLINE) $(PY) -m flows.server -- dvc repro $(ARGS)
 
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(OFFLINE_TEST) $(PY) -m pytest $(ARGS)
 
 ui: install  ## browse past runs in the Prefect UI at http://127.0.0.1:4200
 	$(PY) -m prefect server start --host 127.0.0.1 --port 4200

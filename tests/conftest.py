@@ -40,3 +40,40 @@ def _one_thread():
 def _work_dir(tmp_path, monkeypatch):
     """Checkpoints of stages run in tests go to a temp dir, never the repo's .cache/."""
     monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "_work"))
+
+
+# Offline: every network attempt beyond 127.0.0.1 made by the test process or by any flow it starts (they
+# inherit ALIGNPIPE_NET_AUDIT) is recorded, and the session fails listing them. `make test` also runs the
+# suite in a network namespace without interfaces where the machine allows it (Makefile), so an attempt
+# fails fast there instead of waiting on a timeout.
+def pytest_configure(config):
+    from alignpipe.utils import netaudit
+
+    if not os.environ.get(netaudit.ENV):
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="alignpipe-net-audit-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[netaudit.ENV] = path
+        config._alignpipe_net_audit_own = path
+    netaudit.install(os.environ[netaudit.ENV])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from alignpipe.utils import netaudit
+
+    path = os.environ.get(netaudit.ENV)
+    attempts = netaudit.read(path) if path else []
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if attempts:
+        lines = [f"{len(attempts)} network attempt(s) beyond 127.0.0.1 (recorded in {path}):"]
+        lines += [f"  {a['event']} {a['host']}:{a['port']} pid {a['pid']} [{a['argv']}] at {a['stack'][-1:]}"
+                  for a in attempts[:20]]
+        if reporter:
+            reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter and os.environ.get("ALIGNPIPE_NETNS"):
+        reporter.write_line("offline: no network attempt beyond 127.0.0.1 (ran in a network namespace)")
+    own = getattr(session.config, "_alignpipe_net_audit_own", None)
+    if own and not attempts:
+        os.unlink(own)
