@@ -19,11 +19,14 @@ from typing import Any
 _PROCESS_START = time.time()
 
 from alignpipe.utils.env import apply_offline_env  # noqa: E402
+from alignpipe.utils.netaudit import install_from_env  # noqa: E402
 
 apply_offline_env()  # before Prefect, transformers and datasets read their settings
+install_from_env()  # ALIGNPIPE_NET_AUDIT=<file>: record any network attempt beyond 127.0.0.1
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import Task, flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.utilities.annotations import opaque  # noqa: E402
 
 from alignpipe.config import ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
@@ -31,6 +34,19 @@ from alignpipe.utils.io import DataError, dumps  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 
 _TIMINGS: dict[str, float] = {}
+
+
+class _StageTask(Task):
+    """A task whose arguments Prefect resolves without walking into them.
+
+    Prefect visits every element of a task's arguments looking for futures to resolve; the pipeline passes whole
+    worlds, pools and response lists between its steps (never futures inside them), and that walk cost seconds
+    per stage. ``opaque`` keeps the resolution of a top-level future and skips the walk.
+    """
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+        return super().__call__(*(opaque(a) for a in args), return_state=return_state, wait_for=wait_for,
+                                **{k: opaque(v) for k, v in kwargs.items()})
 
 
 def stage_task(fn: Callable | None = None, **kwargs: Any) -> Any:
@@ -44,7 +60,7 @@ def stage_task(fn: Callable | None = None, **kwargs: Any) -> Any:
 
         timed.__name__, timed.__doc__, timed.__module__ = f.__name__, f.__doc__, f.__module__
         timed.__wrapped__ = f  # type: ignore[attr-defined]
-        return task(name=f.__name__, **opts)(timed)
+        return _StageTask(fn=timed, name=f.__name__, **opts)
 
     return wrap(fn) if fn is not None else wrap
 
