@@ -18,7 +18,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.metadata
 import importlib.util
+import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -118,22 +121,49 @@ def _bad(key: str, value: Any, allowed: str) -> PydanticCustomError:
     return PydanticCustomError("bad_subkey", "{allowed}", {"subkey": key, "value": value, "allowed": allowed})
 
 
-def _check_trainer_kwargs(kwargs: dict[str, Any], config_cls: type, forbidden: tuple[str, ...]) -> dict[str, Any]:
-    """Validate trainer kwargs against a transformers/trl config dataclass (names and value types)."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+def _field_kinds(module: str, config_class: str) -> dict[str, str]:
+    """``field -> 'bool' | 'number' | 'other'`` (its default's kind) of a transformers/trl config dataclass.
+
+    Importing ``TrainingArguments`` (and trl's configs on top of it) takes seconds, and every stage validates every
+    section when it starts; so the table is cached on disk, keyed by the installed package's version, and a stage
+    that does not train never imports the trainer stack.
+    """
+    dist = module.split(".")[0]
+    root = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe"))
+    cache = root / "schema" / f"{dist}-{importlib.metadata.version(dist)}-{config_class}.json"
+    try:
+        return json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    kinds = {}
+    for f in dataclasses.fields(getattr(importlib.import_module(module), config_class)):
+        default = f.default
+        kinds[f.name] = ("bool" if isinstance(default, bool) else
+                         "number" if isinstance(default, (int, float)) else "other")
+    try:  # atomically: a concurrent stage reads the old table or the new one, never half of one
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.partial")
+        tmp.write_text(json.dumps(kinds, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only work dir only costs the import next time
+    return kinds
+
+
+def _check_trainer_kwargs(kwargs: dict[str, Any], config_class: str, kinds: dict[str, str],
+                          forbidden: tuple[str, ...]) -> dict[str, Any]:
+    """Validate trainer kwargs against a transformers/trl config dataclass's fields (names and value types)."""
     for key, value in kwargs.items():
         if key in forbidden:
             raise _bad(key, value, "set by the pipeline itself; it cannot be given here")
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3)
+        if key not in kinds:
+            close = difflib.get_close_matches(key, list(kinds), n=3)
             hint = f"; did you mean {close}?" if close else ""
-            raise _bad(key, value, f"unknown key for {config_cls.__name__}{hint}")
-        default = fields[key].default
-        if isinstance(default, bool) and not isinstance(value, bool):
+            raise _bad(key, value, f"unknown key for {config_class}{hint}")
+        if kinds[key] == "bool" and not isinstance(value, bool):
             raise _bad(key, value, "must be true or false")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise _bad(key, value, "must be a number")
+        if kinds[key] == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _bad(key, value, "must be a number")
     if "learning_rate" in kwargs and not kwargs["learning_rate"] > 0:
         raise _bad("learning_rate", kwargs["learning_rate"], "must be > 0")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs"):
@@ -147,11 +177,12 @@ _PIPELINE_OWNED = ("output_dir", "seed", "data_seed", "report_to", "use_cpu", "r
 
 
 def _trainer_kwargs(module: str, config_class: str, owned: tuple[str, ...] = ()) -> AfterValidator:
-    """A validator of trainer overrides against ``module.config_class`` (imported when a value is checked)."""
+    """A validator of trainer overrides against ``module.config_class``'s fields (see :func:`_field_kinds`)."""
 
     def check(v: dict[str, Any]) -> dict[str, Any]:
-        config_cls = getattr(importlib.import_module(module), config_class)
-        return _check_trainer_kwargs(v, config_cls, _PIPELINE_OWNED + owned)
+        if not v:
+            return v
+        return _check_trainer_kwargs(v, config_class, _field_kinds(module, config_class), _PIPELINE_OWNED + owned)
 
     return AfterValidator(check)
 
