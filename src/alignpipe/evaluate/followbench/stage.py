@@ -31,6 +31,7 @@ from alignpipe.evaluate.responder import chat_model
 from alignpipe.utils.cache import cached_map, model_digest
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
+from alignpipe.evaluate.followbench.rules import rule_group
 from alignpipe.evaluate.followbench.score import score, summarize
 from alignpipe.evaluate.stage import write
 from alignpipe.utils.io import sha256_file, work_dir
@@ -143,8 +144,11 @@ def run(params: Params, name: str, model_dir: str | Path, out_dir: str | Path | 
 
     t0 = time.perf_counter()
     records, todo = load(params)
-    responses = generate(params, model_dir, todo)
-    log.info("generated %d responses in %.1fs", len(responses), time.perf_counter() - t0)
+    # With no judge the judged groups cannot be scored: do not spend generation on them (None = not answered).
+    answer = [r for r in todo if params.evaluate.followbench.judge.backend != "none" or rule_group(r) is not None]
+    by_id = dict(zip((r["id"] for r in answer), generate(params, model_dir, answer), strict=True))
+    responses = [by_id.get(r["id"]) for r in todo]
+    log.info("generated %d responses (%d instructions) in %.1fs", len(by_id), len(todo), time.perf_counter() - t0)
     metrics = score_and_write(params, name, model_dir, records, todo, responses, out_dir, config)
     log.info("evaluate %s on FollowBench done in %.1fs", name, time.perf_counter() - t0)
     return metrics

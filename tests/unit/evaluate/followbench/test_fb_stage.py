@@ -119,3 +119,7 @@ def test_followbench_stage_without_judge(fb_dir, fake_models, tmp_path):
     assert fake_models["load"] == ["m"] and len(fake_models["generate"]) == 1
     assert metrics["parts"]["judge"] is None and metrics["unjudged"]["n"] > 0
     assert metrics["methods"]["rule"] == metrics["n_instructions"]
+    # no judge: only the rule-scored instructions are answered; the judged ones are kept, unanswered
+    rows = read_jsonl(tmp_path / "fb" / "generations.jsonl")
+    assert fake_models["generate"][0][2] == metrics["methods"]["rule"] < len(rows)
+    assert all((r["response"] is None) == (r["method"] == "unjudged") for r in rows)
