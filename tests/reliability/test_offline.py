@@ -26,6 +26,13 @@ PROBE = textwrap.dedent("""
     server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
     socket.create_connection(server.getsockname(), timeout=2).close()   # loopback: allowed, not recorded
     socket.getaddrinfo("localhost", 80)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for send in (lambda: udp.connect(("192.0.2.2", 80)),              # a UDP connect sends nothing: not recorded
+                 lambda: udp.sendto(b"x", ("192.0.2.3", 53))):          # a datagram does: recorded
+        try:
+            send()
+        except OSError:                                                 # (no route at all in a namespace)
+            pass
     start = time.time()
     try:
         socket.create_connection(("192.0.2.1", 9), timeout=3)          # TEST-NET-1: never routable
@@ -55,7 +62,7 @@ def test_is_local(host, local):
 def test_audit_records_attempts_beyond_loopback_only(tmp_path):
     _, attempts = _probe(tmp_path)
     assert [(a["event"], a["host"], a["port"]) for a in attempts] == [
-        ("socket.connect", "192.0.2.1", 9)], attempts
+        ("socket.sendto", "192.0.2.3", 53), ("socket.connect", "192.0.2.1", 9)], attempts
     assert attempts[0]["stack"] and "<string>" in attempts[0]["stack"][-1]  # names the code that tried
 
 
@@ -67,7 +74,7 @@ def test_offline_wrapper_blocks_the_network(tmp_path):
     kind, errno, seconds = out.split()
     assert kind == "OSError" and int(errno) == 101, out  # ENETUNREACH: refused at once, no timeout
     assert float(seconds) < 1.0
-    assert len(attempts) == 1  # and still recorded
+    assert len(attempts) == 2  # and still recorded
 
 
 def test_suite_runs_offline_under_make_test():

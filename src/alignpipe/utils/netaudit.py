@@ -62,6 +62,8 @@ def _target(event: str, args: tuple) -> tuple[str, Any] | None:
         sock, address = args[0], args[-1]
         if getattr(sock, "family", None) == socket.AF_UNIX or not isinstance(address, tuple):
             return None
+        if event == "socket.connect" and getattr(sock, "type", None) == socket.SOCK_DGRAM:
+            return None  # a UDP connect sends nothing (Dask asks the kernel its own address so); sendto is audited
         host, port = address[0], address[1] if len(address) > 1 else None
     elif event == "socket.getaddrinfo":
         host, port = args[0], args[1]
@@ -94,7 +96,7 @@ def install(path: str | os.PathLike) -> None:
             target = _target(event, args)
             if target is None:
                 return
-            frames = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-2]
+            frames = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
                       if "/socket.py" not in f.filename][-6:]
             record = {"pid": os.getpid(), "argv": " ".join(sys.argv)[:200], "event": event,
                       "host": target[0], "port": target[1], "stack": frames}
