@@ -28,7 +28,7 @@ from prefect import Task, flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.utilities.annotations import opaque  # noqa: E402
 
-from alignpipe.config import ConfigError, Params, load_params  # noqa: E402
+from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
 from alignpipe.utils.io import DataError, dumps  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
@@ -107,8 +107,7 @@ def task_runner(params: Params) -> Any:
     if section.kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        width = max(getattr(params.roles, name).concurrency for name in ("teacher", "referee", "generator",
-                                                                          "editor", "judge"))
+        width = max(getattr(params.roles, name).concurrency for name in ROLE_NAMES)
         return ThreadPoolTaskRunner(max_workers=width)
     if section.kind == "ray":  # the optional extra; config validation already checked it is installed
         from prefect_ray import RayTaskRunner
