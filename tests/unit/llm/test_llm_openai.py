@@ -18,7 +18,8 @@ from alignpipe.llm.openai_backend import OpenAIBackend
 from alignpipe.llm.roles import Judge, Teacher
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
-_spec = importlib.util.spec_from_file_location("faultproxy", Path(__file__).parents[2] / "reliability" / "faultproxy.py")
+_spec = importlib.util.spec_from_file_location("faultproxy",
+                                               Path(__file__).parents[2] / "reliability" / "faultproxy.py")
 faultproxy = sys.modules.setdefault("faultproxy", importlib.util.module_from_spec(_spec))  # dataclasses need it there
 _spec.loader.exec_module(faultproxy)
 
