@@ -8,10 +8,12 @@ connection, forwarding to an OpenAI-compatible server and failing a seeded share
     proxy.max_in_flight                   # the most requests it held at once
     proxy.stop()
 
-Which attempt fails is a function of (seed, hash of the request body, how many times that body was seen before),
-never of arrival order, so a run with 8 requests in flight injects the same faults as a sequential one. The
-first ``max_faults`` attempts of a body may fail; later ones are forwarded, so every request can complete within
-a client's retry budget. ``mode = "down"`` answers every request with ``down_fault`` (an outage; 503 unless set).
+Whether an attempt fails is a function of (seed, hash of the request body, how many times that body was seen
+before), never of arrival order, so a run with 8 requests in flight fails the same attempts as a sequential one;
+the kinds are dealt in turn over the failing attempts, so any run with as many faults as kinds meets every kind.
+The first ``max_faults`` attempts of a body may fail; later ones are forwarded, so every request can complete
+within a client's retry budget. ``mode = "down"`` answers every request with ``down_fault`` (an outage; 503
+unless set).
 
 Faults (each an equal part of ``share``): ``http500``; ``http429`` (with Retry-After); ``http503``; ``reset``
 (status line and headers, half the body, then a TCP reset); ``slow`` (holds the request ``slow_s`` seconds, past
@@ -73,6 +75,7 @@ class FaultProxy:
         self.records: list[Attempt] = []
         self.in_flight = self.max_in_flight = 0
         self._seen: dict[str, int] = {}
+        self._dealt = 0  # faults injected so far (the next kind is dealt from it)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -98,7 +101,7 @@ class FaultProxy:
             self._server.server_close()
 
     def plan(self, body_sha: str, attempt: int) -> str | None:
-        """The fault injected into this attempt of this body (None: forward it)."""
+        """The fault injected into this attempt of this body (None: forward it). Called under the lock."""
         if self.mode == "down":
             return self.down_fault
         if attempt >= self.max_faults or not self.faults:
@@ -107,7 +110,8 @@ class FaultProxy:
         u = int.from_bytes(h[:8], "big") / 2**64
         if u >= self.share:
             return None
-        return self.faults[int(u / self.share * len(self.faults))]
+        self._dealt += 1
+        return self.faults[(self._dealt - 1) % len(self.faults)]
 
     def attempts(self, label: str | None = None, path: str = "/v1/chat/completions") -> list[Attempt]:
         """The attempts at ``path`` (in ``label``'s phase when given)."""
