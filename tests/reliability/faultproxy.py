@@ -9,11 +9,11 @@ connection, forwarding to an OpenAI-compatible server and failing a seeded share
     proxy.stop()
 
 Whether an attempt fails is a function of (seed, hash of the request body, how many times that body was seen
-before), never of arrival order, so a run with 8 requests in flight fails the same attempts as a sequential one;
-the kinds are dealt in turn over the failing attempts, so any run with as many faults as kinds meets every kind.
-The first ``max_faults`` attempts of a body may fail; later ones are forwarded, so every request can complete
-within a client's retry budget. ``mode = "down"`` answers every request with ``down_fault`` (an outage; 503
-unless set).
+before in the current ``label``'s phase), never of arrival order, so a run with 8 requests in flight fails the
+same attempts as a sequential one; the kinds are dealt in turn over the failing attempts, so any run with as many
+faults as kinds meets every kind. The first ``max_faults`` attempts of a body may fail; later ones are forwarded,
+so every request can complete within a client's retry budget. A request the client gives up on (its timeout) is
+dropped at once. ``mode = "down"`` answers every request with ``down_fault`` (an outage; 503 unless set).
 
 Faults (each an equal part of ``share``): ``http500``; ``http429`` (with Retry-After); ``http503``; ``reset``
 (status line and headers, half the body, then a TCP reset); ``slow`` (holds the request ``slow_s`` seconds, past
@@ -50,7 +50,7 @@ class Attempt:
     method: str
     path: str
     body_sha: str  # sha256 of the request body
-    attempt: int  # how many times this body was seen before (0: first)
+    attempt: int  # how many times this body was seen before in this label's phase (0: first)
     authorization: str | None
     fault: str | None  # the injected fault, None: forwarded
     in_flight: int  # requests held at once, this one included, when it arrived
@@ -74,7 +74,7 @@ class FaultProxy:
         self.label = ""
         self.records: list[Attempt] = []
         self.in_flight = self.max_in_flight = 0
-        self._seen: dict[str, int] = {}
+        self._seen: dict[tuple[str, str], int] = {}  # (label, body hash) -> attempts so far
         self._dealt = 0  # faults injected so far (the next kind is dealt from it)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -120,8 +120,8 @@ class FaultProxy:
     def _arrive(self, method: str, path: str, body: bytes, auth: str | None) -> Attempt:
         sha = hashlib.sha256(body).hexdigest()
         with self._lock:
-            n = self._seen.get(sha, 0)
-            self._seen[sha] = n + 1
+            n = self._seen.get((self.label, sha), 0)
+            self._seen[(self.label, sha)] = n + 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
@@ -187,15 +187,35 @@ class _Handler(BaseHTTPRequestHandler):
         rec.status = status
 
     def _forward(self, rec: Attempt, body: bytes) -> None:
-        conn = http.client.HTTPConnection(*self.owner.upstream, timeout=120)
-        try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            status, resp_headers = resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
-        finally:
-            conn.close()
+        """Relay to the upstream; if the client gives up first (its timeout), drop the request at once, so that
+        ``in_flight`` counts only requests a client is waiting for and a late answer is never delivered."""
+        got: dict = {}
+
+        def fetch() -> None:
+            conn = http.client.HTTPConnection(*self.owner.upstream, timeout=120)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                got["data"] = resp.read()
+                got["status"] = resp.status
+                got["headers"] = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP]
+            except OSError as err:
+                got["error"] = err
+            finally:
+                conn.close()
+
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.02)
+            if self._client_gone():
+                self.close_connection = True
+                return
+        if "error" in got:
+            self._reply(rec, 502, {"error": {"message": f"proxy: upstream failed: {got['error']}"}})
+            return
+        data, status, resp_headers = got["data"], got["status"], got["headers"]
         try:
             rec.reply = json.loads(data)
         except ValueError:
@@ -222,11 +242,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
 
+    def _client_gone(self, wait: float = 0.0) -> bool:
+        """True when the client closed the connection (within ``wait`` seconds). While it waits for an answer it
+        sends nothing, so a readable socket means end of stream."""
+        readable, _, _ = select.select([self.connection], [], [], wait)
+        try:
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+
     def _hold(self, seconds: float) -> None:
         """Answer nothing for ``seconds``; stop as soon as the client gives up and closes the connection."""
         self.close_connection = True
         deadline = time.time() + seconds
         while (left := deadline - time.time()) > 0:
-            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
-            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+            if self._client_gone(min(left, 0.05)):
                 return  # the client closed (timed out): the request is no longer in flight

@@ -213,7 +213,9 @@ def _figures(s: Scenario) -> dict:
         seen = s.proxy.attempts(label)
         runs[label] = {"attempts": len(seen), "requests": len({a.body_sha for a in seen}),
                        "injected": dict(Counter(a.fault for a in seen if a.fault)),
-                       "max_in_flight": max((a.in_flight for a in seen), default=0)}
+                       "max_in_flight": max((a.in_flight for a in seen), default=0),
+                       "answered_s_max": max((round(a.t1 - a.t0, 2) for a in seen if a.status == 200), default=0),
+                       "client_gave_up": sum(a.fault is None and a.status is None for a in seen)}
     return {"runs": runs, "seconds": s.seconds, "synth_roles": s.saved["synth"]["metrics"]["roles"]["total"],
             "judge_calls": s.saved["judge"]["metrics"]["judge_calls"]}
 
