@@ -77,7 +77,8 @@ class RoleStats:
     """Counters of one role, safe to update from worker threads.
 
     ``calls``: items asked of the role; ``requests``: attempts sent to the backend (retries included);
-    ``cache_hits``: items answered from the disk cache (no request); tokens: of fresh requests only (the cost);
+    ``cache_hits``: items answered without a request of their own (from the disk cache, or by an identical request
+    in the same call); tokens: of fresh requests only (the cost);
     ``unparseable``: outputs the role's parser rejected (counted and skipped, never raised).
     """
 

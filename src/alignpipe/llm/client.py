@@ -3,11 +3,13 @@
     client = RoleClient("teacher", backend, cache=DiskCache(dir), concurrency=8, max_retries=5)
     completions = client.complete(requests)      # one Completion per request, in order
 
-Cached answers are returned without a request. Misses go to the backend: a batched backend (hf) gets chunks
-of ``batch_size``; a remote one (openai) gets one request per call from a pool of ``concurrency`` threads. Each
-answer is cached the moment it arrives. A :class:`TransientError` is retried after ``backoff_s * 2**attempt``
-seconds (capped at ``backoff_max_s``, with jitter, or the server's Retry-After), up to ``max_retries`` times;
-then the call fails with an :class:`LLMError` naming the role, the backend and the last error.
+Cached answers are returned without a request, and a request that occurs twice in one call is sent once (the
+copies count as ``cache_hits``), so ``calls == cache_hits + requests - retries`` when nothing failed. Misses go
+to the backend: a batched backend (hf) gets chunks of ``batch_size``; a remote one (openai) gets one request per
+call from a pool of ``concurrency`` threads. Each answer is cached the moment it arrives. A
+:class:`TransientError` is retried after ``backoff_s * 2**attempt`` seconds (capped at ``backoff_max_s``, with
+jitter, or the server's Retry-After), up to ``max_retries`` times; then the call fails with an :class:`LLMError`
+naming the role, the backend and the last error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any
 
 from alignpipe.llm.base import Backend, ChatRequest, Completion, LLMError, RoleStats, TransientError
@@ -49,6 +52,8 @@ class RoleClient:
         out: list[Completion | None] = [None] * len(requests)
         keys: list[str | None] = [None] * len(requests)
         todo: list[int] = []
+        sent: dict[str, int] = {}  # request key -> the index whose request is sent for it
+        same: list[tuple[int, int]] = []  # (index, index of the identical request sent): answered by that one
         identity = self.backend.identity() if self.cache is not None else None
         for i, req in enumerate(requests):
             if self.cache is not None:
@@ -57,6 +62,10 @@ class RoleClient:
                 if hit is not None:
                     out[i] = hit
                     continue
+                if keys[i] in sent:  # the same request twice in one call: sent once (a rerun would hit the cache)
+                    same.append((i, sent[keys[i]]))  # type: ignore[index]
+                    continue
+                sent[keys[i]] = i  # type: ignore[index]
             todo.append(i)
         self.stats.add(cache_hits=len(requests) - len(todo))
         if todo:
@@ -78,6 +87,8 @@ class RoleClient:
                     done(i, c)
         else:
             self._fan_out(todo, requests, done)
+        for i, j in same:
+            out[i] = replace(out[j], cached=True)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
 
     def _fan_out(self, todo: list[int], requests: list[ChatRequest], done: Callable[[int, Completion], Any]) -> None:

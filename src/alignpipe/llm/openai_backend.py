@@ -3,13 +3,17 @@
     backend = OpenAIBackend(base_url="http://127.0.0.1:8000/v1", model="my-model", api_key_env="MY_API_KEY")
 
 The key is read from the environment variable NAMED in params (``api_key_env``) when the backend is built; it
-is never stored in the identity (the cache key), in logs or in errors. Local servers that need no key take
-``api_key_env: null`` (a placeholder key is sent). The client's own retries are off: :class:`RoleClient`
+is never stored in the identity (the cache key), in logs or in errors. Error texts come from the server (the
+client's message quotes the response body), and a server or proxy may echo the request's headers there: every
+error text is redacted (the key, and its base64 form, replaced by ``[redacted]``) before it is raised, so the
+retry warnings, the Prefect logs and the stage's final error never carry it. Local servers that need no key
+take ``api_key_env: null`` (a placeholder key is sent). The client's own retries are off: :class:`RoleClient`
 retries, so the retry budget and the counters are the pipeline's.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -31,6 +35,7 @@ class OpenAIBackend:
                 raise LLMError(f"openai backend at {base_url}: the environment variable {api_key_env} "
                                "(named by api_key_env) is not set")
         self.base_url, self.model = base_url.rstrip("/"), model
+        self._secrets = [key, base64.b64encode(key.encode()).decode()] if key else []
         self._openai = openai
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "no-key", max_retries=0,
                                      timeout=timeout_s)
@@ -41,6 +46,12 @@ class OpenAIBackend:
     def describe(self) -> str:
         return f"openai model '{self.model}' at {self.base_url}"
 
+    def redact(self, text: str) -> str:
+        """``text`` with the key (plain or base64) replaced by ``[redacted]``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
     def complete_one(self, request: ChatRequest) -> Completion:
         oa = self._openai
         try:
@@ -49,11 +60,11 @@ class OpenAIBackend:
                 temperature=request.temperature, seed=request.seed,
             )  # fmt: skip
         except (oa.APIConnectionError, oa.RateLimitError, oa.InternalServerError) as err:  # timeouts included
-            raise TransientError(f"{type(err).__name__}: {err}", _retry_after(err)) from None
+            raise TransientError(self.redact(f"{type(err).__name__}: {err}"), _retry_after(err)) from None
         except oa.APIStatusError as err:
             if err.status_code in _RETRY_STATUS or err.status_code >= 500:
-                raise TransientError(f"HTTP {err.status_code}: {err}", _retry_after(err)) from None
-            raise LLMError(f"{self.describe()}: HTTP {err.status_code}: {err}") from None
+                raise TransientError(self.redact(f"HTTP {err.status_code}: {err}"), _retry_after(err)) from None
+            raise LLMError(self.redact(f"{self.describe()}: HTTP {err.status_code}: {err}")) from None
         if not resp.choices:
             return Completion(text="", finish_reason="empty")
         choice = resp.choices[0]

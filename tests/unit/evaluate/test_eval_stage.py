@@ -155,3 +155,28 @@ def test_rerun_reuses_stored_responses_without_loading_the_model(fakes, tmp_path
     assert "generate" not in calls and "load_model" not in calls  # every response came from the store
     assert again == first
     assert (tmp_path / "a" / "generations.jsonl").read_bytes() == (tmp_path / "b" / "generations.jsonl").read_bytes()
+
+
+def test_the_flow_judges_through_the_judge_role_like_the_library(tmp_path):
+    """`python -m flows.evaluate` with `evaluate.judge: roles` asks roles.judge (it once used the world's Judge while
+    config.json named the role): same rows as the library's run, judge_raw kept, the role's counters in metrics."""
+    from flows.evaluate import score as score_task
+
+    from alignpipe.config import WorldSection, validate_params
+    from alignpipe.world import build_world, load_kb
+
+    world_dir = tmp_path / "world"
+    build_world(5, WorldSection(n_entities=12, train_groups_per_category=1, eval_groups_per_category=1,
+                                corpus_paraphrases=1)).save(world_dir)
+    params = validate_params({"evaluate": {"judge": "roles", "levels": [1, 2]},
+                              "roles": {"cache_dir": str(tmp_path / "llm")}})
+    records = stage.load_pool(world_dir, [1, 2])
+    responses = [r["instruction"] for r in records]
+    generations, judged = score_task.fn(records, responses, str(world_dir), params)
+    assert all(isinstance(g["judge_raw"], str) and g["judge"] for g in generations)
+    assert judged == {"judge_unparseable": 0,
+                      "judge_calls": {**judged["judge_calls"], "calls": len(records), "unparseable": 0}}
+    kb = load_kb(world_dir / "kb.json")
+    assert generations == stage.score(records, responses, kb, stage.judge_role(params, kb))
+    world_only = validate_params({"evaluate": {"levels": [1, 2]}})
+    assert score_task.fn(records, responses, str(world_dir), world_only)[1] == {}

@@ -101,3 +101,16 @@ def test_cache_files_hold_the_request_but_no_secret(tmp_path, scripted):
     blob = json.loads(entry.read_text())
     assert blob["template"] == "teacher_answer.v1" and blob["request"]["messages"][0]["content"] == "a"
     assert set(blob) == {"template", "request", "completion"}
+
+
+def test_the_same_request_twice_in_one_call_is_sent_once(tmp_path, scripted):
+    backend = scripted(fail_first=1)
+    client = RoleClient("teacher", backend, DiskCache(tmp_path), concurrency=4, backoff_s=0, sleep=lambda s: None)
+    out = client.complete([req("a"), req("b"), req("a"), req("a"), req("a", seed=1)])
+    assert [c.text for c in out] == ["echo a", "echo b", "echo a", "echo a", "echo a"]
+    assert not out[0].cached and out[2].cached and out[3].cached
+    s = client.stats.as_dict()
+    # 3 distinct requests + 1 retry reach the backend; the two copies of "a" are answered by the first one
+    assert backend.calls == 4 and (s["calls"], s["requests"], s["retries"], s["cache_hits"]) == (5, 4, 1, 2)
+    assert s["calls"] == s["cache_hits"] + s["requests"] - s["retries"]
+    assert len(DiskCache(tmp_path)) == 3

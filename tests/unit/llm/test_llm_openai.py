@@ -3,8 +3,12 @@ local model (started and stopped by the ``openai_server`` fixture in conftest.py
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import socket
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,10 @@ from alignpipe.llm.openai_backend import OpenAIBackend
 from alignpipe.llm.roles import Judge, Teacher
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
+_spec = importlib.util.spec_from_file_location("faultproxy",
+                                               Path(__file__).parents[2] / "reliability" / "faultproxy.py")
+faultproxy = sys.modules.setdefault("faultproxy", importlib.util.module_from_spec(_spec))  # dataclasses need it there
+_spec.loader.exec_module(faultproxy)
 
 
 def _roles(base_url, model, cache_dir, **extra):
@@ -80,6 +88,30 @@ def test_server_down_fails_after_the_retry_budget_not_a_hang(tmp_path):
     assert time.time() - t0 < 10
     assert (client.stats.requests, client.stats.retries, client.stats.failures) == (3, 2, 1)
     assert not list(tmp_path.rglob("*.json"))  # nothing cached for a failed call
+
+
+def test_a_key_echoed_back_by_the_server_is_redacted_from_errors_and_logs(tmp_path, monkeypatch, caplog):
+    """A server (or proxy) that quotes the request's headers in its error body: the openai client's error text then
+    holds the key. The retry warnings and the final error must not (they reach stderr and the Prefect logs)."""
+    import base64
+
+    proxy = faultproxy.FaultProxy("http://127.0.0.1:9", down_fault="echo500").start()  # upstream never reached
+    proxy.mode = "down"
+    try:
+        monkeypatch.setenv("ALIGNPIPE_TEST_KEY", SECRET)
+        backend = OpenAIBackend(f"{proxy.url}/v1", "m", api_key_env="ALIGNPIPE_TEST_KEY", timeout_s=5)
+        client = RoleClient("teacher", backend, DiskCache(tmp_path), max_retries=1, backoff_s=0.01)
+        with caplog.at_level(logging.WARNING, logger="alignpipe.llm"), pytest.raises(LLMError) as info:
+            Teacher("teacher", client, 0.0, 4, seed=0).answer(["Hi"])
+    finally:
+        proxy.stop()
+    assert [r.authorization for r in proxy.records] == [f"Bearer {SECRET}"] * 2  # sent, and echoed back twice
+    message = str(info.value)
+    assert "gave up after 2 attempts" in message and "request_headers" in message and "[redacted]" in message
+    assert "retry 1/1" in caplog.text and "[redacted]" in caplog.text
+    for text in (message, caplog.text):
+        assert SECRET not in text and base64.b64encode(SECRET.encode()).decode() not in text
+    assert backend.redact(f"Basic {base64.b64encode(SECRET.encode()).decode()}") == "Basic [redacted]"
 
 
 def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_data, tmp_path):
