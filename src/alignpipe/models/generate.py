@@ -46,11 +46,21 @@ def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
     return ids
 
 
-def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+# Attention memory grows with batch x (prompt + new tokens)^2: a batch of long prompts (FollowBench's reach 3k
+# tokens) is cut so that it costs no more than ``batch_size`` sequences of this many tokens would.
+BATCH_SEQ_TOKENS = 1024
+
+
+def _batches(ids: list[list[int]], batch_size: int, new_tokens: int = 0) -> Iterator[list[int]]:
     # Longest first: the first batch hits peak memory at once (fail fast), and similar lengths share a batch.
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    budget = batch_size * BATCH_SEQ_TOKENS**2
+    start = 0
+    while start < len(order):
+        longest = len(ids[order[start]]) + new_tokens
+        size = max(1, min(batch_size, budget // (longest * longest)))
+        yield order[start : start + size]
+        start += size
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +102,7 @@ def _run(
     was_training = model.training
     model.eval()
     try:
-        for batch in _batches(ids, batch_size):
+        for batch in _batches(ids, batch_size, config.max_new_tokens or 0):
             input_ids, mask = _left_pad([ids[i] for i in batch], pad_id, model.device)
             out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
             new = out[:, input_ids.shape[1] :]  # outputs of prompt i are rows i*k .. i*k+k-1
@@ -125,7 +135,8 @@ def generate(
         tokenizer: its tokenizer, with a chat template and a pad token (see ``load.prepare_tokenizer``).
         prompts: conversations, each a list of ``{"role", "content"}`` messages ending before the assistant turn.
         max_new_tokens: generation budget per response.
-        batch_size: prompts per ``model.generate`` call.
+        batch_size: prompts per ``model.generate`` call (fewer where prompts are longer than
+            ``BATCH_SEQ_TOKENS``: the batch then costs what ``batch_size`` sequences of that length would).
 
     Returns:
         The decoded new tokens of each response, special tokens removed, stripped. Deterministic: greedy

@@ -1,10 +1,12 @@
 """generate/sample: batched left-padded greedy equals one-by-one greedy, order kept, seeded sampling."""
 
+import sys
+
 import pytest
 import torch
 
 from alignpipe.models import generate, load_model, sample
-from alignpipe.models.generate import _decode, encode_prompts
+from alignpipe.models.generate import _batches, _decode, encode_prompts
 
 PROMPTS = [
     [{"role": "user", "content": "Describe Velmora."}],
@@ -67,3 +69,20 @@ def test_sample_is_seeded_and_returns_k_per_prompt(loaded):
     assert len({s for k in a for s in k}) > 1  # samples differ from each other
     with pytest.raises(ValueError, match="temperature"):
         sample(model, tok, PROMPTS[:1], 4, 1, temperature=0)
+
+
+def test_batches_of_long_prompts_are_cut_to_the_attention_budget():
+    short, long = [0] * 100, [0] * 3000  # 3,000 + 160 tokens: (3160 / 1024)^2 = 9.5 sequences' worth each
+    ids = [short] * 40 + [long] * 7
+    batches = list(_batches(ids, 32, 160))
+    assert sorted(i for b in batches for i in b) == list(range(47))  # every prompt once
+    # long ones first, 32 // 9.5 = 3 per batch: 3 + 3, then the 7th leads a batch of 3 with 2 short ones; 38 short
+    assert [len(b) for b in batches] == [3, 3, 3, 32, 6]
+    assert list(_batches([short] * 40, 32, 160)) == [list(range(32)), list(range(32, 40))]  # short: unchanged
+
+
+def test_long_prompts_generate_like_one_at_a_time(loaded, monkeypatch):
+    model, tok = loaded
+    prompts = [[{"role": "user", "content": "word " * n}] for n in (3, 200, 5, 180)]
+    monkeypatch.setattr(sys.modules["alignpipe.models.generate"], "BATCH_SEQ_TOKENS", 64)  # batches of 1-2 here
+    assert generate(model, tok, prompts, 6, 4) == [generate(model, tok, [p], 6, 1)[0] for p in prompts]
