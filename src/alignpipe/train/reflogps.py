@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -44,7 +43,7 @@ from trl import DPOTrainer
 from alignpipe.config import Params
 from alignpipe.train.dpo import dpo_config, skip_weight_hash, split_tokens
 from alignpipe.train.pairs import read_pairs
-from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.io import DataError, atomic_dir, dumps, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.store import PairStore, load_tensors, save_tensors
 from alignpipe.utils.seed import seed_everything
 
@@ -235,9 +234,7 @@ def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict,
 
 def has_bridged(prefs_dir: str | Path) -> bool:
     """Whether the pair file carries BMC's ``bridged`` column (its first record decides)."""
-    with open(Path(prefs_dir) / "pairs.jsonl", encoding="utf-8") as fh:
-        first = fh.readline()
-    return bool(first.strip()) and "bridged" in json.loads(first)
+    return "bridged" in read_jsonl(Path(prefs_dir) / "pairs.jsonl")[0]  # a bad file fails naming its line
 
 
 def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str | Path = "data/sft",
