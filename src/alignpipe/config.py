@@ -652,6 +652,11 @@ class RolesSection(Strict):
         None, description="Disk cache of remote calls (null: $ALIGNPIPE_WORK_DIR/llm, else .cache/alignpipe/llm)."
     )
     runner: RunnerSection = Field(default_factory=RunnerSection)
+    max_unusable_fraction: float = Field(
+        0.5, ge=0, le=1, description="A stage fails when more than this share of one role's outputs is unusable "
+        "(unparseable, empty or a refusal): a misconfigured backend, model or prompt stops with one message naming "
+        "the role, the count and an example instead of writing a table of nothing. 1 = never fail."
+    )
 
 
 class WebRSection(Strict):

@@ -69,7 +69,7 @@ class Completion:
 
 
 COUNTERS = ("calls", "requests", "retries", "failures", "cache_hits", "prompt_tokens", "completion_tokens",
-            "unparseable", "truncated_prompts")
+            "unparseable", "refusals", "truncated_prompts")
 
 
 @dataclass
@@ -78,7 +78,8 @@ class RoleStats:
 
     ``calls``: items asked of the role; ``requests``: attempts sent to the backend (retries included);
     ``cache_hits``: items answered from the disk cache (no request); tokens: of fresh requests only (the cost);
-    ``unparseable``: outputs the role's parser rejected (counted and skipped, never raised).
+    ``unparseable``: outputs the role's parser rejected, empty ones included (counted and skipped, never raised);
+    ``refusals``: free-text outputs that open with a refusal ("I'm sorry", "I apologize"), counted, kept as text.
     """
 
     calls: int = 0
@@ -89,6 +90,7 @@ class RoleStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     unparseable: int = 0
+    refusals: int = 0
     truncated_prompts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
