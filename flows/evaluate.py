@@ -26,15 +26,19 @@ def generate(model_dir: str, records: list[dict], params) -> list[str]:
 
 
 @stage_task
-def score(records: list[dict], responses: list[str], world_dir: str) -> list[dict]:
+def score(records: list[dict], responses: list[str], world_dir: str, params) -> tuple[list[dict], dict]:
     from alignpipe.world import load_kb
 
-    return ev.score(records, responses, load_kb(Path(world_dir) / "kb.json"))
+    kb = load_kb(Path(world_dir) / "kb.json")
+    judge = ev.judge_role(params, kb)  # evaluate.judge: roles -> roles.judge, else the world's Judge
+    generations = ev.score(records, responses, kb, judge)
+    return generations, ev.judge_metrics(generations, judge)
 
 
 @stage_task
-def summarize_and_write(name: str, model_dir: str, world_dir: str, generations: list[dict], params) -> dict:
-    metrics = ev.summarize(generations, params.evaluate, params.seed)
+def summarize_and_write(name: str, model_dir: str, world_dir: str, scored: tuple[list[dict], dict], params) -> dict:
+    generations, judge_metrics = scored
+    metrics = {**ev.summarize(generations, params.evaluate, params.seed), **judge_metrics}
     ev.write(Path("data/evaluate") / name, generations, metrics, ev.stage_config(params, name, model_dir, world_dir))
     return metrics
 
@@ -72,8 +76,8 @@ def evaluate_flow(name: str, model_dir: str, params: str = "params.yaml", world_
         return followbench_score_and_write(name, model_dir, records, todo, responses, cfg)
     records = load_pool(world_dir, cfg.evaluate.levels)
     responses = generate(model_dir, records, cfg)
-    generations = score(records, responses, world_dir)
-    return summarize_and_write(name, model_dir, world_dir, generations, cfg)
+    scored = score(records, responses, world_dir, cfg)
+    return summarize_and_write(name, model_dir, world_dir, scored, cfg)
 
 
 def _args(parser):

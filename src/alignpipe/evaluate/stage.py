@@ -128,6 +128,24 @@ def score(
     return out
 
 
+def judge_role(params: Params, kb: Any) -> Any:
+    """``roles.judge`` when ``evaluate.judge`` is ``roles`` (fluency / factuality / coherence through its backend),
+    else None (the world's Judge scores directly)."""
+    if params.evaluate.judge != "roles":
+        return None
+    from alignpipe.llm import build_roles
+
+    return build_roles(params.roles, seed=params.seed, kb=kb).judge
+
+
+def judge_metrics(generations: list[dict[str, Any]], roles_judge: Any) -> dict[str, Any]:
+    """The judge role's counters for ``metrics.json`` (``judge_unparseable``, ``judge_calls``); {} without one."""
+    if roles_judge is None:
+        return {}
+    return {"judge_unparseable": sum(g["judge"] is None for g in generations),
+            "judge_calls": roles_judge.stats.as_dict()}
+
+
 def _r(x: float) -> float:
     return round(x, 6)
 
@@ -246,16 +264,10 @@ def run(
     kb = load_kb(world_dir / "kb.json")
     responses = generate_responses(model_dir, records, cfg, params.model)
     log.info("generated %d responses in %.1fs", len(responses), time.perf_counter() - t0)
-    roles_judge = None
-    if cfg.judge == "roles":  # fluency / factuality / coherence through the judge role's backend
-        from alignpipe.llm import build_roles
-
-        roles_judge = build_roles(params.roles, seed=params.seed, kb=kb).judge
+    roles_judge = judge_role(params, kb)
     generations = score(records, responses, kb, roles_judge)
     metrics = summarize(generations, cfg, params.seed)
-    if roles_judge is not None:
-        metrics["judge_unparseable"] = sum(g["judge"] is None for g in generations)
-        metrics["judge_calls"] = roles_judge.stats.as_dict()
+    metrics.update(judge_metrics(generations, roles_judge))
     write(out_dir, generations, metrics, config)
     log.info(
         "evaluate %s: HSR %.3f SSR %.3f CSL %.2f over %d groups (%.1fs)",
