@@ -58,7 +58,8 @@ def weights_sha256(model_dir: str | Path) -> str:
     """One digest of a model directory's safetensors weight files (names and contents, sorted)."""
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
-        raise DataError(f"{model_dir}: no *.safetensors weights found")
+        what = "directory has no *.safetensors weights" if Path(model_dir).is_dir() else "model directory not found"
+        raise DataError(f"{model_dir}: {what} (expected a model saved by the stage that writes it; run that stage)")
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.name}:{sha256_file(f)}\n".encode())
