@@ -13,8 +13,8 @@ reference log-probs), runs ``python -m flows.<stage>`` there and checks that the
 
 Params rows fail before Prefect starts (a minimal params file, ~2 s each). The others run their flow against
 one Prefect server started for the module. Judge outputs are the judge role's real ones: the hf backend on the
-tiny model (unparseable text), then the same cached answers rewritten to empty / a refusal, read back through
-the roles' disk cache (the path a rerun takes).
+tiny random model (it answers empty text), then the same cached answers rewritten to prose without scores / a
+refusal, read back through the roles' disk cache (the path a rerun takes).
 
     PYTHONPATH=src:. python -m pytest tests/reliability/test_bad_inputs.py -q
 """
@@ -42,6 +42,7 @@ pytestmark = pytest.mark.fault
 REPO = Path(__file__).resolve().parents[2]
 JUDGE_MODEL = "{root}/data/sft/model"
 REFUSAL = "I'm sorry, but I can't rate this response."
+PROSE = "The response is fluent and mostly accurate, though a little short."  # no "Fluency: <n>" lines
 
 
 @dataclass
@@ -307,13 +308,12 @@ CASES = [
     Case("report-metrics-cut", "report", r"data/evaluate/sft/metrics\.json line 1: not valid JSON", None, (),
          report_inputs('{"hsr_avg": 0.')),
     # judge outputs: unusable beyond roles.max_unusable_fraction stops the stage (counted below that)
-    Case("judge-unparseable", "evaluate", r"role 'judge' \(hf .*\): 12 of 12 outputs unusable \(12 unparseable or "
-         rf"empty, 0 refusals\), {LIM}; e\.g\. '.+'", JUDGED, JUDGE_ARGS),
-    Case("judge-empty", "evaluate", rf"role 'judge' \(hf .*\): 12 of 12 outputs unusable .*{LIM}; e\.g\. ''", JUDGED,
-         JUDGE_ARGS, judge_outputs("")),
+    Case("judge-empty", "evaluate", r"role 'judge' \(hf model \S+/data/sft/model\): 12 of 12 outputs unusable \(12 "
+         rf"unparseable or empty, 0 refusals\), {LIM}; e\.g\. ''\. Check the role's backend", JUDGED, JUDGE_ARGS),
+    Case("judge-unparseable", "evaluate", rf"role 'judge' \(hf .*\): 12 of 12 outputs unusable .*{LIM}; e\.g\. "
+         rf"{re.escape(repr(PROSE))}\. Check", JUDGED, JUDGE_ARGS, judge_outputs(PROSE)),
     Case("judge-refusal", "evaluate", rf"role 'judge' \(hf .*\): 12 of 12 outputs unusable .*{LIM}; e\.g\. "
-         rf"{re.escape(repr(REFUSAL))}", JUDGED, JUDGE_ARGS,
-         judge_outputs(REFUSAL)),
+         rf"{re.escape(repr(REFUSAL))}\. Check", JUDGED, JUDGE_ARGS, judge_outputs(REFUSAL)),
 ]  # fmt: skip
 
 
