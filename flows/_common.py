@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -147,8 +148,30 @@ def _write_timings(stage: str) -> None:
     (out / f"{stage}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+BAD_INPUT = (ConfigError, DataError, LLMError)  # errors that name the bad key / file:line / role: no traceback
+
+
+class _BadInputWithoutTraceback(logging.Filter):
+    """Prefect logs a failed task or flow with its traceback; for a bad input the message is the whole story, so the
+    console shows that one line (the Prefect API and UI, whose handler runs first, keep the traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], BAD_INPUT):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_bad_input_tracebacks() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_BadInputWithoutTraceback())
+
+
 def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
     """CLI entry for `python -m flows.<stage>`: parse args, run the flow, exit non-zero with one clear line."""
+    _quiet_bad_input_tracebacks()
     parser = argparse.ArgumentParser(prog=f"python -m flows.{stage}", description=flow_fn.__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     if extra_args:
@@ -157,7 +180,7 @@ def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentP
     try:
         load_params(args["params"])  # fail fast, before Prefect starts anything, on a bad params file
         flow_fn(**{k.replace("-", "_"): v for k, v in args.items()})
-    except (ConfigError, DataError, LLMError) as err:
+    except BAD_INPUT as err:
         print(f"error in stage '{stage}': {err}", file=sys.stderr)
         sys.exit(2)
     finally:

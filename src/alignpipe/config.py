@@ -683,6 +683,11 @@ class RolesSection(Strict):
         None, description="Disk cache of remote calls (null: $ALIGNPIPE_WORK_DIR/llm, else .cache/alignpipe/llm)."
     )
     runner: RunnerSection = Field(default_factory=RunnerSection)
+    max_unusable_fraction: float = Field(
+        0.5, ge=0, le=1, description="A stage fails when more than this share of one role's outputs is unusable "
+        "(unparseable, empty or a refusal): a misconfigured backend, model or prompt stops with one message naming "
+        "the role, the count and an example instead of writing a table of nothing. 1 = never fail."
+    )
 
 
 class WebRSection(Strict):
@@ -912,10 +917,15 @@ def _format_error(source: str, err: ValidationError) -> str:
             ctx = e["ctx"]
             lines.append(f"{source}: {key}.{ctx['subkey']} = {ctx['value']!r}: {ctx['allowed']}")
         else:
-            # A key pasted where its variable's NAME belongs must not reach a log.
-            value = "<redacted>" if key.endswith("api_key_env") else e.get("input")
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {key} = {value!r}: {msg}")
+            if not e["loc"]:  # a check across sections names its keys itself; the whole file is no value to show
+                lines.append(f"{source}: {msg}")
+                continue
+            # A key pasted where its variable's NAME belongs must not reach a log.
+            value = repr("<redacted>" if key.endswith("api_key_env") else e.get("input"))
+            if len(value) > 160:  # a whole section: the message names what is wrong in it
+                value = value[:160] + "..."
+            lines.append(f"{source}: {key} = {value}: {msg}")
     return "\n".join(lines)
 
 
@@ -956,8 +966,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: params file not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); params files must be UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {err}") from None
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what, context = getattr(err, "problem", None), getattr(err, "context", None)
+        opened = getattr(err, "context_mark", None)
+        if context:  # e.g. "while parsing a flow sequence" where the unclosed bracket opened
+            at = f" at line {opened.line + 1}, column {opened.column + 1}" if opened else ""
+            what = f"{context}{at}: {what}"
+        raise ConfigError(f"{path}{where}: not valid YAML ({what or ' '.join(str(err).split())})") from None
     return validate_params(raw, str(path))

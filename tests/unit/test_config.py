@@ -81,7 +81,7 @@ def test_bad_params_name_the_key(raw, expected):
 def test_bad_yaml_names_the_line(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: 1\nworld:\n  n_entities: [1,\n")
-    with pytest.raises(ConfigError, match=r"params.yaml line \d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"params.yaml line \d+, column \d+: not valid YAML \(.+\)$"):
         load_params(path)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alignpipe.utils.io import DataError, read_json, read_jsonl
+from alignpipe.utils.io import DataError, read_json, read_jsonl_numbered
 
 SCOPES = ("portability", "locality")
 
@@ -129,8 +129,8 @@ def load_knowedit(path: str | Path, prefix: str | None = None) -> list[dict[str,
 
 def read_edits(path: str | Path) -> list[dict[str, Any]]:
     """Read the edits stage's JSONL (``data/edits/{train,eval}.jsonl``), validated like KnowEdit records."""
-    rows = read_jsonl(path)
-    out = [normalize(r, f"{path} line {i + 1}", f"edit-{i:05d}") for i, r in enumerate(rows)]
+    rows = read_jsonl_numbered(path)
+    out = [normalize(r, f"{path} line {n}", f"edit-{i:05d}") for i, (n, r) in enumerate(rows)]
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: edit ids must be unique")

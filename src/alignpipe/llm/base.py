@@ -69,7 +69,7 @@ class Completion:
 
 
 COUNTERS = ("calls", "requests", "retries", "failures", "cache_hits", "prompt_tokens", "completion_tokens",
-            "unparseable", "truncated_prompts")
+            "unparseable", "refusals", "truncated_prompts")
 
 
 @dataclass
@@ -79,7 +79,8 @@ class RoleStats:
     ``calls``: items asked of the role; ``requests``: attempts sent to the backend (retries included);
     ``cache_hits``: items answered without a request of their own (from the disk cache, or by an identical request
     in the same call); tokens: of fresh requests only (the cost);
-    ``unparseable``: outputs the role's parser rejected (counted and skipped, never raised).
+    ``unparseable``: outputs the role's parser rejected, empty ones included (counted and skipped, never raised);
+    ``refusals``: free-text outputs that open with a refusal ("I'm sorry", "I apologize"), counted, kept as text.
     """
 
     calls: int = 0
@@ -90,6 +91,7 @@ class RoleStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     unparseable: int = 0
+    refusals: int = 0
     truncated_prompts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -11,6 +11,14 @@ import re
 _NUM = r"(-?\d+(?:\.\d+)?)"
 
 
+REFUSALS = ("I'm sorry", "I apologize")  # WebR's refusal filter (answers opening with an apology)
+
+
+def is_refusal(output: str) -> bool:
+    """A free-text output that refuses instead of answering (WebR's filter: it opens with an apology)."""
+    return output.lstrip().startswith(REFUSALS)
+
+
 def text(output: str) -> str | None:
     """A free-text answer: stripped; empty is unparseable."""
     out = output.strip()

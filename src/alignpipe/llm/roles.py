@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 from alignpipe.config import ROLE_NAMES, ModelSection, RoleSection, RolesSection
 from alignpipe.llm import parse
-from alignpipe.llm.base import ChatRequest, Completion
+from alignpipe.llm.base import ChatRequest, Completion, LLMError
 from alignpipe.llm.cache import DiskCache
 from alignpipe.llm.client import RoleClient
 from alignpipe.llm.prompts import render
@@ -49,11 +50,20 @@ class Generated:
 
 
 class Role:
-    """One role: renders templates, calls its client, parses, counts unparseable output."""
+    """One role: renders templates, calls its client, parses, counts unusable output (and stops on too much).
 
-    def __init__(self, name: str, client: RoleClient, temperature: float, max_tokens: int, seed: int):
+    ``max_unusable``: the share of this role's outputs that may be unusable (unparseable, empty or a refusal)
+    before :meth:`count_unusable` fails the stage (``roles.max_unusable_fraction``; 1 = never).
+    """
+
+    def __init__(self, name: str, client: RoleClient, temperature: float, max_tokens: int, seed: int,
+                 max_unusable: float = 1.0):
         self.name, self.client = name, client
         self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+        self.max_unusable = max_unusable
+        self._seen = 0  # outputs counted so far (the share's denominator)
+        self._example: str | None = None  # the first unusable output, for the error message
+        self._lock = threading.Lock()
 
     @property
     def stats(self):
@@ -76,8 +86,36 @@ class Role:
 
     def parsed(self, completions: list[Completion], parser: Callable[[str], Any]) -> list[Any]:
         out = [parser(c.text) for c in completions]
-        self.stats.add(unparseable=sum(x is None for x in out))
+        self.count_unusable(out, [c.text for c in completions])
         return out
+
+    def count_unusable(self, parsed: Sequence[Any], raw: Sequence[str]) -> None:
+        """Count ``parsed`` outputs (None: unparseable; text opening with an apology: a refusal), ``raw`` their text.
+
+        Unusable outputs are skipped by the callers, never raised on one by one; but when more than
+        ``max_unusable`` of all this role's outputs so far are unusable, the backend, model or prompt is wrong
+        for the role, and going on would only write a table of nothing.
+
+        Raises:
+            LLMError: naming the role, its backend, the count, the limit and one unusable output (truncated).
+        """
+        bad = [r for p, r in zip(parsed, raw, strict=True) if p is None]
+        refused = [r for p, r in zip(parsed, raw, strict=True) if isinstance(p, str) and parse.is_refusal(p)]
+        self.stats.add(unparseable=len(bad), refusals=len(refused))
+        with self._lock:
+            self._seen += len(parsed)
+            if self._example is None and (bad or refused):
+                self._example = (bad or refused)[0]
+            seen, example = self._seen, self._example
+        unusable = self.stats.unparseable + self.stats.refusals
+        if seen and unusable / seen > self.max_unusable:
+            shown = example if len(example) <= 120 else example[:120] + "..."
+            raise LLMError(
+                f"role '{self.name}' ({self.client.backend.describe()}): {unusable} of {seen} outputs unusable "
+                f"({self.stats.unparseable} unparseable or empty, {self.stats.refusals} refusals), over "
+                f"roles.max_unusable_fraction = {self.max_unusable:g}; e.g. {shown!r}. Check the role's backend, "
+                "model and prompt (or raise roles.max_unusable_fraction)"
+            )
 
     def chat(self, template: str, fields: Sequence[dict[str, Any]], keys: Sequence[Any] | None = None,
              **overrides: Any) -> list[str | None]:
@@ -152,7 +190,7 @@ class Judge(Role):
                   for t, a, cs, r in zip(instructions, responses, constraints, _recs(records, len(instructions)))]
         comps = self.complete("judge_check.v1", fields)
         out = [parse.verdicts(c.text, len(cs)) for c, cs in zip(comps, constraints)]
-        self.stats.add(unparseable=sum(x is None for x in out))
+        self.count_unusable(out, [c.text for c in comps])
         return out
 
     def score_raw(self, instructions: Sequence[str], responses: Sequence[str],
@@ -267,6 +305,6 @@ def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path
             name, client,
             temperature=temperature if cfg.temperature is None else cfg.temperature,
             max_tokens=max_tokens if cfg.max_tokens is None else cfg.max_tokens,
-            seed=derive_seed(seed, "roles", name),
+            seed=derive_seed(seed, "roles", name), max_unusable=section.max_unusable_fraction,
         )  # fmt: skip
     return Roles(**built)

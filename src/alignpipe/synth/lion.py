@@ -31,7 +31,7 @@ from typing import Any
 from rouge_score import rouge_scorer
 
 from alignpipe.config import LionSection
-from alignpipe.utils.io import DataError, read_json, read_jsonl
+from alignpipe.utils.io import DataError, read_records
 
 REJECT_REASONS = ("unparseable", "too_short", "instruction_word", "rouge")
 
@@ -55,17 +55,12 @@ def load_instruction_file(path: str | Path) -> list[dict[str, Any]]:
 
     As Lion's teacher prompt does, a non-empty ``input`` follows the instruction after a blank line.
     """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    rows = read_json(path) if text.lstrip().startswith("[") else read_jsonl(path)
-    if not isinstance(rows, list) or not rows:
-        raise DataError(f"{path}: expected a non-empty list of {{\"instruction\", \"input\"?}} records")
     out = []
-    for i, row in enumerate(rows, 1):
-        ok = isinstance(row, dict) and isinstance(row.get("instruction"), str) and row["instruction"].strip()
-        if not ok or not isinstance(row.get("input", ""), str):
-            raise DataError(f"{path} record {i}: expected an object with a non-empty string 'instruction' "
-                            f"(and an optional string 'input')")
+    for i, (where, row) in enumerate(read_records(path, required={"instruction": str}), 1):
+        if not row["instruction"].strip():
+            raise DataError(f"{where}: field 'instruction' is empty; expected the instruction's text")
+        if not isinstance(row.get("input") or "", str):
+            raise DataError(f"{where}: field 'input' is {type(row['input']).__name__}, expected str (or none)")
         extra = (row.get("input") or "").strip()
         text = row["instruction"].strip() + (f"\n\n{extra}" if extra else "")
         out.append(item(f"input-{i:06d}", text))

@@ -28,7 +28,6 @@ Where this differs from the authors' scripts, and why:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -37,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import WebRSection
-from alignpipe.utils.io import DataError
+from alignpipe.llm.parse import REFUSALS
+from alignpipe.utils.io import DataError, read_records
 from alignpipe.utils.seed import derive_seed
 
 TYPES = ("WI_all", "WI_part", "WR_all", "WR_part")
 WORDS = {"WI": ("request", "instruction"), "WR": ("request", "question", "instruction")}
-REFUSALS = ("I'm sorry", "I apologize")
 
 
 def load_pages(path: str | Path) -> list[dict[str, Any]]:
@@ -52,33 +51,11 @@ def load_pages(path: str | Path) -> list[dict[str, Any]]:
         DataError: the file is missing or not JSON, or a record is not an object with a non-empty string
             ``webpage``; the message names the file and the record (index in a list, line in JSONL).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: page file not found")
-    raw = path.read_text(encoding="utf-8")
-    records: list[tuple[str, Any]] = []
-    stripped = raw.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON: {err}") from None
-        records = [(f"record {i}", r) for i, r in enumerate(data)]
-    else:
-        for n, line in enumerate(raw.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append((f"line {n}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path} line {n}: not valid JSON: {err}") from None
     pages = []
-    for i, (where, r) in enumerate(records):
-        if not isinstance(r, dict) or not isinstance(r.get("webpage"), str) or not r["webpage"].strip():
-            got = type(r).__name__ if not isinstance(r, dict) else f"keys {sorted(r)}"
-            raise DataError(f"{path} {where}: expected an object with a non-empty string 'webpage', got {got}")
+    for i, (where, r) in enumerate(read_records(path, required={"webpage": str})):
+        if not r["webpage"].strip():
+            raise DataError(f"{where}: field 'webpage' is empty; expected the page's text")
         pages.append({"id": str(r.get("id", f"page-{i:05d}")), "webpage": r["webpage"]})
-    if not pages:
-        raise DataError(f"{path}: no pages")
     return pages
 
 

@@ -86,9 +86,20 @@ def stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_d
     return config
 
 
+def _check_bridged(variant: str, section: VariantSection, prefs_dir: str | Path) -> bool:
+    """Whether the variant trains on BMC's bridged pairs; fails when the pair file has none."""
+    if section.pairs != "bridged":
+        return False
+    if not has_bridged(prefs_dir):
+        raise ConfigError(f"align variant {variant!r} trains on bridged pairs, but {Path(prefs_dir) / 'pairs.jsonl'} "
+                          "has no 'bridged' column: set preferences.bridging.enabled: true and rerun preferences")
+    return True
+
+
 def _stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
                   sft_dir: str | Path) -> dict[str, Any]:
     section = get_variant(params, variant)
+    _check_bridged(variant, section, prefs_dir)  # before digesting the bridged reference store it needs
     bmc = {"pairs": section.pairs, "token_weights": section.token_weights}
     if section.token_weights == "bmc":
         bmc["bmc"] = {"delta": params.align.bmc.delta, "autojunk": params.align.bmc.autojunk}
@@ -137,11 +148,7 @@ def prepare(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path, sft
     """
     from alignpipe.models import load_model
 
-    section = get_variant(params, variant) if variant is not None else None
-    bridged = section is not None and section.pairs == "bridged"
-    if bridged and not has_bridged(prefs_dir):
-        raise ConfigError(f"align variant {variant!r} trains on bridged pairs, but {Path(prefs_dir) / 'pairs.jsonl'} "
-                          "has no 'bridged' column: set preferences.bridging.enabled: true and rerun preferences")
+    bridged = variant is not None and _check_bridged(variant, get_variant(params, variant), prefs_dir)
     rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl", chosen_field="bridged" if bridged else "chosen")
     ref = load_ref_logps(reflogps_dir, BRIDGED_STORE if bridged else STORE)
     check_reference(ref, sft_dir, prefs_dir, params.align.max_length)

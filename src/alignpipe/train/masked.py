@@ -127,12 +127,17 @@ def load_masks(path: str | Path, model: torch.nn.Module,
     Raises:
         DataError: missing file, a name the model does not have, a shape mismatch, or a parameter without a mask.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: neuron mask not found (run the neurons stage)")
-    stored = load_file(str(path))
+    try:
+        stored = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise DataError(f"{path}: not a neuron mask file (safetensors of parameter name -> 0/1 tensor): {err}; "
+                        "rerun the neurons stage") from None
     params = dict(model.named_parameters())
     unknown = sorted(set(stored) - set(params))
     wrong = [f"{n}: mask {tuple(stored[n].shape)} vs model {tuple(params[n].shape)}"

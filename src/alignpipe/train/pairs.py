@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from alignpipe.utils.io import DataError, read_jsonl
+from alignpipe.utils.io import DataError, read_jsonl_numbered
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +53,17 @@ def read_pairs(path: str | Path, chosen_field: str = "chosen") -> tuple[list[dic
     """
     path = Path(path)
     required = {"id": str, "prompt": list, "chosen": list, "rejected": list, chosen_field: list}
-    records = read_jsonl(path, required=required)
+    records = read_jsonl_numbered(path, required=required)
     rows: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
     seen: dict[str, int] = {}
-    for n, rec in enumerate(records, 1):
+    for n, rec in records:
         pair_id = rec["id"]
-        where = f"record {n} (id {pair_id!r})"
+        where = f"line {n} (id {pair_id!r})"
         if not pair_id:
-            raise DataError(f"{path} record {n}: 'id' is empty")
+            raise DataError(f"{path} line {n}: 'id' is empty")
         if pair_id in seen:
-            raise DataError(f"{path} {where}: duplicate id (first seen at record {seen[pair_id]})")
+            raise DataError(f"{path} {where}: duplicate id (first seen at line {seen[pair_id]})")
         seen[pair_id] = n
         _check_messages(path, where, "prompt", rec["prompt"], assistant_only=False)
         _check_messages(path, where, chosen_field, rec[chosen_field], assistant_only=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -44,7 +43,7 @@ from trl import DPOTrainer
 from alignpipe.config import Params
 from alignpipe.train.dpo import dpo_config, skip_weight_hash, split_tokens
 from alignpipe.train.pairs import read_pairs
-from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.io import DataError, atomic_dir, dumps, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.store import PairStore, load_tensors, save_tensors
 from alignpipe.utils.seed import seed_everything
 
@@ -59,7 +58,8 @@ def weights_sha256(model_dir: str | Path) -> str:
     """One digest of a model directory's safetensors weight files (names and contents, sorted)."""
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
-        raise DataError(f"{model_dir}: no *.safetensors weights found")
+        what = "directory has no *.safetensors weights" if Path(model_dir).is_dir() else "model directory not found"
+        raise DataError(f"{model_dir}: {what} (expected a model saved by the stage that writes it; run that stage)")
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.name}:{sha256_file(f)}\n".encode())
@@ -235,9 +235,7 @@ def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict,
 
 def has_bridged(prefs_dir: str | Path) -> bool:
     """Whether the pair file carries BMC's ``bridged`` column (its first record decides)."""
-    with open(Path(prefs_dir) / "pairs.jsonl", encoding="utf-8") as fh:
-        first = fh.readline()
-    return bool(first.strip()) and "bridged" in json.loads(first)
+    return "bridged" in read_jsonl(Path(prefs_dir) / "pairs.jsonl")[0]  # a bad file fails naming its line
 
 
 def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str | Path = "data/sft",

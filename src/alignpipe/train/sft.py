@@ -40,7 +40,7 @@ from alignpipe.config import Params
 from alignpipe.models.load import load_model
 from alignpipe.models.stage import save  # same HF-directory layout as the base stage
 from alignpipe.models.training import LogLastStep, loss_log, merge_args, pipeline_args, resume_train
-from alignpipe.utils.io import DataError, dumps, read_jsonl, sha256_file, work_dir
+from alignpipe.utils.io import DataError, dumps, read_jsonl_numbered, sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -61,16 +61,16 @@ DEFAULT_SFT: dict[str, Any] = {
 _REQUIRED = {"id": str, "prompt": list, "completion": list}
 
 
-def _check_messages(path: Path, row: dict[str, Any], field: str, roles: tuple[str, ...]) -> list[dict[str, str]]:
+def _check_messages(where: str, row: dict[str, Any], field: str, roles: tuple[str, ...]) -> list[dict[str, str]]:
     messages = row[field]
     if not messages:
-        raise DataError(f"{path}: record '{row['id']}': field '{field}' is an empty list")
+        raise DataError(f"{where}: field '{field}' is an empty list")
     clean = []
     for i, msg in enumerate(messages):
         if not (isinstance(msg, dict) and isinstance(msg.get("role"), str) and isinstance(msg.get("content"), str)):
-            raise DataError(f"{path}: record '{row['id']}': {field}[{i}] must be {{'role': str, 'content': str}}")
+            raise DataError(f"{where}: {field}[{i}] must be {{'role': str, 'content': str}}, got {msg!r}"[:300])
         if msg["role"] not in roles:
-            raise DataError(f"{path}: record '{row['id']}': {field}[{i}] has role '{msg['role']}', expected {roles}")
+            raise DataError(f"{where}: {field}[{i}] has role '{msg['role']}', expected one of {list(roles)}")
         # Only role/content: extra keys would become sparse Arrow struct fields the chat template never reads.
         clean.append({"role": msg["role"], "content": msg["content"]})
     return clean
@@ -85,11 +85,12 @@ def load_sft_data(paths: list[str | Path]) -> Dataset:
     """
     rows = []
     for path in map(Path, paths):
-        for row in read_jsonl(path, required=_REQUIRED):
+        for lineno, row in read_jsonl_numbered(path, required=_REQUIRED):
+            where = f"{path} line {lineno} (record '{row['id']}')"
             rows.append(
                 {
-                    "prompt": _check_messages(path, row, "prompt", ("system", "user", "assistant")),
-                    "completion": _check_messages(path, row, "completion", ("assistant",)),
+                    "prompt": _check_messages(where, row, "prompt", ("system", "user", "assistant")),
+                    "completion": _check_messages(where, row, "completion", ("assistant",)),
                 }
             )
     return Dataset.from_list(rows)

@@ -103,13 +103,49 @@ def read_json(path: str | Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); the file must be UTF-8") from None
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path} line {err.lineno}: not valid JSON: {err.msg}") from None
+        raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+
+
+def _check_fields(where: str, row: Any, required: dict[str, type | tuple[type, ...]] | None) -> None:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for field, types in (required or {}).items():
+        if field not in row:
+            raise DataError(f"{where}: missing field '{field}'")
+        if not isinstance(row[field], types):
+            want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+            raise DataError(f"{where}: field '{field}' is {type(row[field]).__name__}, expected {want}")
+
+
+def read_records(
+    path: str | Path, required: dict[str, type | tuple[type, ...]] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Records of a JSON list or a JSONL file (a leading ``[`` decides), each with where it is: ``(where, record)``.
+
+    ``where`` is ``"<file> record <i>"`` (0-based) in a list, ``"<file> line <n>"`` in JSONL; every problem
+    (missing, empty, not UTF-8, bad JSON, a line over 8 MB, not an object, a missing or mistyped ``required``
+    field) fails with a :class:`DataError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        is_list = fh.read(4096).lstrip().startswith(b"[")
+    if not is_list:
+        return [(f"{path} line {n}", row) for n, row in read_jsonl_numbered(path, required)]
+    data = read_json(path)
+    if not data:
+        raise DataError(f"{path}: empty JSON list (no records)")
+    out = [(f"{path} record {i}", row) for i, row in enumerate(data)]
+    for where, row in out:
+        _check_fields(where, row, required)
+    return out
 
 
 def read_jsonl(
@@ -122,41 +158,44 @@ def read_jsonl(
         required: field name -> allowed Python type(s) that every record must have.
         max_line_bytes: lines longer than this are rejected (a runaway line is almost always corruption).
     """
+    return [row for _, row in read_jsonl_numbered(path, required, max_line_bytes)]
+
+
+def read_jsonl_numbered(
+    path: str | Path, required: dict[str, type | tuple[type, ...]] | None = None, max_line_bytes: int = 8 << 20
+) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`read_jsonl` with each record's line number: ``[(line, record)]`` (blank lines skipped)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if len(raw) > max_line_bytes:
-                raise DataError(f"{path} line {lineno}: line is {len(raw)} bytes, over the {max_line_bytes} limit")
+                raise DataError(f"{path} line {lineno}: line is {len(raw)} bytes, over the limit of {max_line_bytes} "
+                                "bytes per line (a runaway line is almost always a corrupt file)")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"{path} line {lineno}: not UTF-8 (byte {err.start})") from None
+                raise DataError(f"{path} line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                f"{err.start + 1}); the file must be UTF-8") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path} line {lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
-            for field, types in (required or {}).items():
-                if field not in row:
-                    raise DataError(f"{path} line {lineno}: missing field '{field}'")
-                if not isinstance(row[field], types):
-                    want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
-                    raise DataError(
-                        f"{path} line {lineno}: field '{field}' is {type(row[field]).__name__}, expected {want}"
-                    )
-            rows.append(row)
+            _check_fields(f"{path} line {lineno}", row, required)
+            rows.append((lineno, row))
     if not rows:
         raise DataError(f"{path}: file is empty (no records)")
     return rows
 
 
 def sha256_file(path: str | Path) -> str:
+    """The file's sha256 (hex); a missing input fails naming it (stage configs digest their inputs first)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found (run the stage that writes it)")
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -185,6 +224,8 @@ __all__ = [
     "dumps",
     "read_json",
     "read_jsonl",
+    "read_jsonl_numbered",
+    "read_records",
     "sha256_file",
     "work_dir",
     "write_json",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import CATEGORIES, WorldSection
-from alignpipe.utils.io import DataError, dumps, read_jsonl, write_jsonl
+from alignpipe.utils.io import DataError, dumps, read_jsonl_numbered, write_jsonl
 from alignpipe.world.constraints import REGISTRY
 from alignpipe.world.corpus import build_corpus, build_pages
 from alignpipe.world.instructions import LEVELS, base_keys, build_pool, split_keys
@@ -112,10 +112,9 @@ def build_world(seed: int, cfg: WorldSection) -> World:
 def load_instructions(path: str | Path) -> list[dict[str, Any]]:
     """Read ``train.jsonl`` / ``eval.jsonl``; every problem fails with ``file line N: what is wrong``."""
     path = Path(path)
-    rows = read_jsonl(path, required=REQUIRED)
-    with open(path, "rb") as fh:  # read_jsonl skips blank lines; map rows back to their line numbers
-        linenos = [i for i, raw in enumerate(fh, 1) if raw.strip()]
-    for row, n in zip(rows, linenos):
+    numbered = read_jsonl_numbered(path, required=REQUIRED)
+    rows = [row for _, row in numbered]
+    for n, row in numbered:
         where = f"{path} line {n}"
         level = row["level"]
         if isinstance(level, bool) or not 0 <= level <= LEVELS:

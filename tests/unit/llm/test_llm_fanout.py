@@ -18,7 +18,8 @@ PROMPTS = [f"Describe {n}." for n in ("Velmora", "Quenth", "Arlis", "Dorvan", "L
 def _params(base_url, model, runner=None, **extra):
     spec = {"backend": "openai", "base_url": base_url, "model": model, "max_tokens": 6, "temperature": 0.0,
             "concurrency": 3, **extra}
-    return validate_params({"roles": {"teacher": spec, "runner": runner or {}}})
+    # the tiny random model answers blank lines: counted, not a reason to stop (that guard has its own tests)
+    return validate_params({"roles": {"teacher": spec, "runner": runner or {}, "max_unusable_fraction": 1.0}})
 
 
 def _in_flow(params, cache_dir, prompts=PROMPTS):

@@ -27,8 +27,9 @@ _spec.loader.exec_module(faultproxy)
 def _roles(base_url, model, cache_dir, **extra):
     spec = {"backend": "openai", "base_url": base_url, "model": model, "max_tokens": 8, "temperature": 0.0,
             "concurrency": 3, **extra}
-    return build_roles(validate_params({"roles": {"teacher": spec, "judge": spec}}).roles, seed=5,
-                       cache_dir=cache_dir)
+    # max_unusable_fraction 1: the tiny random model's blank answers are counted here, the guard is tested apart
+    return build_roles(validate_params({"roles": {"teacher": spec, "judge": spec, "max_unusable_fraction": 1.0}}).roles,
+                       seed=5, cache_dir=cache_dir)
 
 
 def test_answers_tokens_and_a_rerun_from_cache(openai_server, tmp_path, monkeypatch):
@@ -135,7 +136,7 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
                                      "max_groups_per_category": 1,
                                      "judge": {"backend": "roles", "max_new_tokens": 6, "retries": 1}}},
         "roles": {"judge": {"backend": "openai", "base_url": base_url, "model": model, "concurrency": 2},
-                  "cache_dir": str(tmp_path / "llm")},
+                  "cache_dir": str(tmp_path / "llm"), "max_unusable_fraction": 1.0},  # count them, do not stop
     })
     records, todo = fb_stage.load(params)
     responses = [r.get("target") or r["instruction"] for r in todo]

@@ -82,6 +82,38 @@ def test_unparseable_output_is_counted_and_skipped(tmp_path, scripted):
     assert teacher.answer(["x"]) == [None] and teacher.stats.unparseable == 1
 
 
+def test_refusals_are_counted_and_too_many_unusable_outputs_stop_the_stage(tmp_path, scripted):
+    from alignpipe.llm import LLMError
+
+    outputs = {"a": "Velmora is a harbor town.", "b": "I'm sorry, but I cannot answer that.", "c": "",
+               "d": "I apologize, I can't.", "e": "Quenth has a tower."}
+    teacher = Teacher("teacher", RoleClient("teacher", scripted(lambda r: outputs[r.fields["instruction"]]), None),
+                      0.7, 64, seed=1, max_unusable=0.5)
+    # a refusal is kept as text (WebR's filter drops it later) but counted; empty output is unparseable
+    assert teacher.answer(["a", "b"]) == [outputs["a"], outputs["b"]]  # 1 of 2 unusable: at the limit, not over
+    assert teacher.stats.refusals == 1 and teacher.stats.unparseable == 0
+    with pytest.raises(LLMError) as err:  # 3 of 4 (two refusals, one empty) > 0.5
+        teacher.answer(["c", "d"])
+    assert str(err.value) == (
+        "role 'teacher' (scripted backend): 3 of 4 outputs unusable (1 unparseable or empty, 2 refusals), over "
+        "roles.max_unusable_fraction = 0.5; e.g. \"I'm sorry, but I cannot answer that.\". Check the role's "
+        "backend, model and prompt (or raise roles.max_unusable_fraction)")
+    assert teacher.stats.as_dict()["refusals"] == 2 and teacher.stats.as_dict()["unparseable"] == 1
+    strict = Referee("referee", RoleClient("referee", scripted(lambda r: "no score here " * 20), None), 0.2, 64,
+                     seed=1, max_unusable=0.0)
+    with pytest.raises(LLMError, match=r"role 'referee' .*: 1 of 1 outputs unusable .*= 0; e\.g\. "
+                                       r"'(no score here ){8}no score\.\.\.'"):  # the example is cut at 120 chars
+        strict.compare(["q"], ["a"], ["b"])
+
+
+def test_build_roles_takes_the_limit_from_params(tmp_path):
+    params = validate_params({"roles": {"max_unusable_fraction": 0.25}})
+    assert build_roles(params.roles, seed=1, cache_dir=tmp_path).judge.max_unusable == 0.25
+    assert validate_params({}).roles.max_unusable_fraction == 0.5
+    with pytest.raises(ConfigError, match=r"roles.max_unusable_fraction = -0.1: .*greater than or equal to 0"):
+        validate_params({"roles": {"max_unusable_fraction": -0.1}})
+
+
 def test_request_seeds_are_stable_per_prompt_and_key(tmp_path, scripted):
     t = Teacher("teacher", RoleClient("teacher", scripted(), None), 0.7, 64, seed=3)
     a, b = t.request("teacher_answer.v1", {"instruction": "x"}), t.request("teacher_answer.v1", {"instruction": "x"})

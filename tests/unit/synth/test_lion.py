@@ -294,7 +294,7 @@ def test_bad_lion_params_and_inputs_fail_early(tmp_path):
         validate_params({"sft": {"data": ["seed", "lion"]}, "synthesize": {"lion": {"enabled": False}}})
     bad = tmp_path / "pool.jsonl"
     bad.write_text('{"instruction": "Describe Velmora.", "input": ""}\n{"prompt": "no instruction"}\n')
-    with pytest.raises(DataError, match=r"pool.jsonl record 2: expected an object with a non-empty string"):
+    with pytest.raises(DataError, match=r"pool.jsonl line 2: missing field 'instruction'"):
         lion.load_instruction_file(bad)
     good = tmp_path / "pool.json"
     good.write_text(json.dumps([{"instruction": "Summarize the text.", "input": "Velmora is a town."}]))

@@ -96,7 +96,7 @@ def test_rows_load_as_sft_data(world_dir, tmp_path):
 def test_bad_input_names_the_record_and_bad_mixture_fails_early(tmp_path):
     bad = tmp_path / "pages.jsonl"
     bad.write_text('{"webpage": "fine text"}\n{"page": "wrong key"}\n')
-    with pytest.raises(DataError, match=r"pages.jsonl line 2: expected an object with a non-empty string 'webpage'"):
+    with pytest.raises(DataError, match=r"pages.jsonl line 2: missing field 'webpage'"):
         stage.run(validate_params({"synthesize": {"webr": {"input": str(bad)}, "lion": {"enabled": False}}}), tmp_path,
                   tmp_path / "out")
     from alignpipe.config import ConfigError

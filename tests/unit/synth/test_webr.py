@@ -21,8 +21,8 @@ def test_load_pages_json_and_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("name, text, where", [
-    ("bad.json", json.dumps([{"webpage": "ok"}, {"text": "no page"}]), r"bad.json record 1: .*'webpage'.*\['text'\]"),
-    ("bad.jsonl", '{"webpage": "ok"}\n{"webpage": ""}\n', r"bad.jsonl line 2: expected an object"),
+    ("bad.json", json.dumps([{"webpage": "ok"}, {"text": "no page"}]), r"bad.json record 1: missing field 'webpage'"),
+    ("bad.jsonl", '{"webpage": "ok"}\n{"webpage": ""}\n', r"bad.jsonl line 2: field 'webpage' is empty"),
     ("broken.jsonl", '{"webpage": "ok"}\n{"webpage": \n', r"broken.jsonl line 2: not valid JSON"),
     ("list.json", json.dumps([{"webpage": "ok"}, "just text"]), r"list.json record 1: .*got str"),
 ])  # fmt: skip

@@ -19,13 +19,12 @@ index of the first bad record, so a broken copy fails before any generation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from alignpipe.config import CATEGORIES
-from alignpipe.utils.io import DataError
+from alignpipe.utils.io import DataError, read_json
 
 REQUIRED = {"example_id": int, "category": str, "source": str, "level": int, "instruction": str, "target": str}
 HUB_SUBDIR = "data_en"  # where the hub dataset keeps the English files
@@ -104,10 +103,7 @@ def _read_local(directory: Path, category: str) -> tuple[list[Any], str]:
     path = directory / file_name(category)
     if not path.is_file():
         raise DataError(f"{path}: FollowBench file not found (expected the six *_constraints.json in {directory})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from None
+    data = read_json(path)  # names the file and line of bad JSON, non-UTF-8 text, an empty file
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     return data, str(path)

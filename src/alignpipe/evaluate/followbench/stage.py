@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from alignpipe.config import FollowBenchJudgeSection, ModelSection, Params
+from alignpipe.config import ConfigError, FollowBenchJudgeSection, ModelSection, Params
 from alignpipe.evaluate.responder import chat_model
 from alignpipe.utils.cache import cached_map, model_digest
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
@@ -34,6 +34,7 @@ from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load
 from alignpipe.evaluate.followbench.rules import rule_group
 from alignpipe.evaluate.followbench.score import score, summarize
 from alignpipe.evaluate.stage import write
+from alignpipe.llm.base import LLMError
 from alignpipe.utils.io import sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -154,6 +155,20 @@ def run(params: Params, name: str, model_dir: str | Path, out_dir: str | Path | 
     return metrics
 
 
+def _check_scored(rows: list[dict[str, Any]], judge: FollowBenchJudgeSection, model_dir: str | Path) -> None:
+    """Fail with what to change when not one row has verdicts (nothing to score)."""
+    if any(r["verdicts"] is not None for r in rows):
+        return
+    bad = [r for r in rows if r["method"] == "unparseable"]
+    if bad:
+        raw = ((bad[0].get("judge_raw") or [""])[-1])[:120]
+        who = "roles.judge" if judge.backend == "roles" else f"judge model {judge.model or model_dir}"
+        raise LLMError(f"evaluate.followbench.judge: all {len(bad)} judged outputs of the {who} were unparseable, "
+                       f"so no FollowBench response could be scored; e.g. {raw!r}")
+    raise ConfigError(f"evaluate.followbench.judge.backend = {judge.backend!r}: all {len(rows)} selected rows need "
+                      "the LLM judge (none is rule-scored), so nothing could be scored; choose backend model or roles")
+
+
 def score_and_write(
     params: Params,
     name: str,
@@ -175,11 +190,14 @@ def score_and_write(
         judge = None
     template = load_template(fb.judge.prompt or DEFAULT_TEMPLATE)
     rows = score(todo, responses, judge, template, fb.rules, fb.judge.retries, all_records=records)
+    if role is not None:  # unparseable judge outputs: counted with the role; too many of them stop the stage
+        judged = [r for r in rows if r["method"] in ("judge", "unparseable")]
+        role.count_unusable([r["verdicts"] for r in judged], [(r["judge_raw"] or [""])[-1] for r in judged])
+    _check_scored(rows, fb.judge, model_dir)
     metrics = summarize(
         rows, cfg.levels, cfg.bootstrap_samples, cfg.confidence, derive_seed(params.seed, "evaluate", "bootstrap")
     )
-    if role is not None:  # the judge role's calls: requests, retries, cache hits, tokens (unparseable: above)
-        role.stats.add(unparseable=metrics["unparseable"]["n"])
+    if role is not None:  # the judge role's calls: requests, retries, cache hits, tokens, unparseable
         metrics["judge_calls"] = role.stats.as_dict()
     write(out_dir, rows, metrics, config if config is not None else stage_config(params, name, model_dir))
     log.info(

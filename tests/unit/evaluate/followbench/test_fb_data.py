@@ -65,7 +65,7 @@ def test_file_level_errors(tmp_path):
     with pytest.raises(DataError, match=r"content_constraints.json: FollowBench file not found"):
         load_followbench(tmp_path, ["content"])
     (tmp_path / "content_constraints.json").write_text('[{"example_id": 1,\n oops}]', encoding="utf-8")
-    with pytest.raises(DataError, match=r"content_constraints.json: line 2: not valid JSON"):
+    with pytest.raises(DataError, match=r"content_constraints.json line 2: not valid JSON"):
         load_followbench(tmp_path, ["content"])
     _write(tmp_path, "content", {"not": "a list"})
     with pytest.raises(DataError, match="expected a JSON array"):

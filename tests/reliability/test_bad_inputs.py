@@ -1,0 +1,484 @@
+"""Bad input, stage by stage (issue 8, property 6): one table row per broken input, each run through the real CLI.
+
+Every row breaks one thing (a params key, a data file, a model path, a judge's outputs) in a temporary project
+(params.yaml and data/ of a tiny world, a tiny random Llama as base and SFT model, real pairs and stored
+reference log-probs), runs ``python -m flows.<stage>`` there and checks that the stage
+
+- exits with status 2 and writes ONE line ``error in stage '<stage>': <message>``, the last on stderr, with no
+  traceback anywhere (Prefect's own failure log keeps to one line too);
+- says precisely what is wrong: the message names the key or the file and line, and the bad value or what is
+  allowed (each row's regex asks for both);
+- leaves earlier outputs untouched: every file under data/ is byte-identical afterwards and nothing new
+  appeared there (no output, no leftover ``.partial``).
+
+Params rows fail before Prefect starts (a minimal params file, ~2 s each). The others run their flow against
+one Prefect server started for the module. Judge outputs are the judge role's real ones: the hf backend on the
+tiny random model (it answers empty text), then the same cached answers rewritten to prose without scores / a
+refusal, read back through the roles' disk cache (the path a rerun takes).
+
+    PYTHONPATH=src:. python -m pytest tests/reliability/test_bad_inputs.py -q
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from alignpipe.profile import apply_profile, deep_merge
+
+pytestmark = pytest.mark.fault
+REPO = Path(__file__).resolve().parents[2]
+JUDGE_MODEL = "{root}/data/sft/model"
+REFUSAL = "I'm sorry, but I can't rate this response."
+PROSE = "The response is fluent and mostly accurate, though a little short."  # no "Fluency: <n>" lines
+
+
+@dataclass
+class Case:
+    """One bad input: what breaks it and what the one error line must say."""
+
+    id: str
+    stage: str
+    expect: str  # regex of the message after "error in stage '<stage>': "
+    params: dict[str, Any] | str | None = None  # dict: merged over the project's params; str: the whole file
+    args: tuple[str, ...] = ()
+    setup: Callable[[Path], None] | None = None  # breaks files (under data/ or inputs/) before the run
+    forbid: tuple[str, ...] = ()  # text that must not appear in the output (a pasted secret)
+    flow: bool = field(init=False)
+
+    def __post_init__(self):
+        self.flow = not isinstance(self.params, str)  # a whole (minimal) params file: fails before Prefect
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ways to break a file
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def edit_record(rel: str, lineno: int, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / rel
+        lines = _lines(path)
+        row = json.loads(lines[lineno - 1])
+        change(row)
+        lines[lineno - 1] = json.dumps(row) + "\n"
+        path.write_text("".join(lines), encoding="utf-8")
+
+    return setup
+
+
+def write_bytes(rel: str, data: bytes) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+    return setup
+
+
+def non_utf8_line(rel: str, lineno: int) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / rel
+        raw = path.read_bytes().splitlines(keepends=True)
+        raw[lineno - 1] = raw[lineno - 1].replace(b'"', b'"\xff', 1)  # a Latin-1 byte inside the first string
+        path.write_bytes(b"".join(raw))
+
+    return setup
+
+
+def remove(rel: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        target = root / rel
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    return setup
+
+
+def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        for s in setups:
+            s(root)
+
+    return setup
+
+
+PAGES = [{"webpage": f"# Harbor town {i}\n\nVelmora has an old bridge and a market by the river."} for i in range(3)]
+PAGES_JSONL = "".join(json.dumps(p) + "\n" for p in PAGES).encode()
+
+
+def pages_with(lineno: int, line: bytes) -> Callable[[Path], None]:
+    """inputs/pages.jsonl (synthesize.webr.input) with line ``lineno`` replaced."""
+    raw = PAGES_JSONL.splitlines(keepends=True)
+    raw[lineno - 1] = line
+    return write_bytes("inputs/pages.jsonl", b"".join(raw))
+
+
+def mask_of_other_model(root: Path) -> None:
+    """A neurons-stage mask file made for a 2-layer hidden-16 Llama (the project's model: 3 layers, hidden 32)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=400, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+    masks = {n: torch.ones_like(p, dtype=torch.uint8) for n, p in other.named_parameters()}
+    (root / "data/neurons/masks").mkdir(parents=True, exist_ok=True)
+    save_file(masks, str(root / "data/neurons/masks/mask_r5.safetensors"))
+
+
+def followbench_dir(valid: bool) -> Callable[[Path], None]:
+    """inputs/fb/: content_constraints.json missing (valid=False: present but cut off mid-array)."""
+
+    def setup(root: Path) -> None:
+        directory = root / "inputs/fb"
+        directory.mkdir(parents=True, exist_ok=True)
+        if not valid:
+            text = json.dumps([{"example_id": 1, "category": "content", "level": 0, "instruction": "Describe it."},
+                               {"example_id": 1, "category": "content", "level": 1, "instruction": "Descr"}], indent=1)
+            (directory / "content_constraints.json").write_text(text[: len(text) // 2], encoding="utf-8")
+
+    return setup
+
+
+def report_inputs(sft_metrics: str) -> Callable[[Path], None]:
+    """data/evaluate/{base,sft}/metrics.json as the report reads them; sft's is ``sft_metrics``."""
+
+    def setup(root: Path) -> None:
+        for name, text in (("base", '{"hsr_avg": 0.1}\n'), ("sft", sft_metrics)):
+            (root / "data/evaluate" / name).mkdir(parents=True, exist_ok=True)
+            (root / "data/evaluate" / name / "metrics.json").write_text(text, encoding="utf-8")
+
+    return setup
+
+
+def judge_outputs(text: str) -> Callable[[Path], None]:
+    """Every cached judge answer rewritten to ``text`` (the run that filled the cache happens first if needed)."""
+
+    def setup(root: Path) -> None:
+        entries = _judge_cache(root)
+        if not entries:  # this row runs alone: fill the cache with the judge's real answers first
+            _run(root, "evaluate", JUDGE_ARGS, JUDGED, _SERVER["api"])
+            entries = _judge_cache(root)
+        assert entries, "the judge run left no cached answers"
+        for path in entries:
+            blob = json.loads(path.read_text(encoding="utf-8"))
+            blob["completion"]["text"] = text
+            path.write_text(json.dumps(blob), encoding="utf-8")
+
+    return setup
+
+
+def _judge_cache(root: Path) -> list[Path]:
+    entries = sorted((root / ".cache/llm").glob("*/*.json"))
+    return [p for p in entries if json.loads(p.read_text(encoding="utf-8"))["template"] == "judge_score.v1"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the table
+
+LIM = r"over roles\.max_unusable_fraction = 0\.5"
+JUDGED = {"evaluate": {"judge": "roles"},
+          "roles": {"judge": {"backend": "hf", "model": JUDGE_MODEL, "max_tokens": 8, "temperature": 0.0}}}
+ALLO_MASKED = {"align": {"variants": {"masked": {"peft": "none", "allo": {
+    "forget": False, "learn_ratio": 5, "token_weights": False, "top_eps": 1.0}}}}}
+NO_LION = {"synthesize": {"lion": {"enabled": False}, "webr": {"input": "{root}/inputs/pages.jsonl"}}}
+EVAL = ("--name", "x", "--model-dir", "data/sft/model")
+JUDGE_ARGS = ("--name", "judged", "--model-dir", "data/sft/model")
+_SERVER: dict[str, str] = {}  # the module's Prefect API URL, for setups that run a stage themselves
+
+CASES = [
+    # params: unknown key, wrong type, out of range, inconsistent values (whole-file validation, before Prefect)
+    Case("params-unknown-key", "world", r"params\.yaml: unknown key 'world\.n_entitis' \(did you mean 'n_entities'\?\); "
+         r"allowed keys here: \[.*'n_entities'", "world:\n  n_entitis: 3\n"),
+    Case("params-wrong-type", "world", r"world\.n_entities = 'many': Input should be a valid integer",
+         "world:\n  n_entities: many\n"),
+    Case("params-out-of-range", "world", r"base\.block_size = 4: Input should be greater than or equal to 16",
+         "base:\n  block_size: 4\n"),
+    Case("params-not-yaml", "world", r"params\.yaml line 3, column 5: not valid YAML \(while parsing a flow sequence "
+         r"at line 2, column 15: expected ',' or '\]', but got ':'\)", "world:\n  n_entities: [12\nseed: 1\n"),
+    Case("params-trainer-typo", "world", r"sft\.trainer\.learnig_rate = 0\.0001: unknown key for SFTConfig; did you mean "
+         r"\['learning_rate'", "sft:\n  trainer: {learnig_rate: 1.0e-4}\n"),
+    Case("params-sft-source", "world", r"sft\.data\.1 = 'wiki': Input should be 'seed', 'webr' or 'lion'",
+         "sft:\n  data: [seed, wiki]\n"),
+    Case("params-pref-levels", "world", r"preferences\.levels = \[0, 7\]: levels \[7\] not allowed: choose from "
+         r"\[0, 1, 2, 3, 4, 5\]", "preferences:\n  levels: [0, 7]\n"),
+    Case("params-block-without-lora", "world", r"align\.variants\.bad = \{'peft': 'none', 'block': 'local'\}: "
+         r"block 'local' needs peft: lora", "align:\n  variants:\n    bad: {peft: none, block: local}\n"),
+    Case("params-layers-repeat", "world", r"align\.variants\.bad = .*: layers \[1, 1\]: must be distinct non-negative",
+         "align:\n  variants:\n    bad: {peft: lora, layers: [1, 1]}\n"),
+    Case("params-allo-ratio", "world", r"^\S*params\.yaml: align\.variants\.bad\.allo\.learn_ratio = 7\.0: not among "
+         r"neurons\.ratios \[5\.0, 10\.0\]",
+         "align:\n  variants:\n    bad: {peft: none, allo: {forget: false, learn_ratio: 7}}\n"),
+    Case("params-neuron-ratio", "world", r"neurons\.ratios = \[0, 5\]: ratios \[0\.0\]: each must be a percentage in "
+         r"\(0, 100\]", "neurons:\n  ratios: [0, 5]\n"),
+    Case("params-eval-levels", "world", r"evaluate\.levels = \[0, 6\]: levels \[0, 6\] not allowed: choose from "
+         r"\[1, 2, 3, 4, 5\]", "evaluate:\n  levels: [0, 6]\n"),
+    Case("params-fb-category", "world", r"evaluate\.followbench\.categories\.1 = 'poetry': Input should be 'content', "
+         r"'situation', 'style', 'format', 'example' or 'mixed'",
+         "evaluate:\n  followbench:\n    categories: [content, poetry]\n"),
+    Case("params-report-rows", "world", r"report = \{.*: hierarchical names \['nope'\], which are not in "
+         r"report\.rows \['base', 'sft'\]", "report:\n  rows: {base: Base, sft: SFT}\n  hierarchical: [base, sft, nope]\n"),
+    Case("params-edits-knowedit", "world", r"edits = .*: source 'knowedit' needs train_files and eval_files",
+         "edits:\n  source: knowedit\n"),
+    Case("params-unusable-limit", "world", r"roles\.max_unusable_fraction = 1\.5: Input should be less than or equal "
+         r"to 1", "roles:\n  max_unusable_fraction: 1.5\n"),
+    Case("params-pasted-api-key", "world", r"roles\.judge\.api_key_env = '<redacted>': must be the NAME of an "
+         r"environment variable", "roles:\n  judge: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, "
+         "api_key_env: sk-live-0123456789}\n", forbid=("sk-live-0123456789",)),
+    # model paths
+    Case("base-model-missing", "base", r"/models/nope: model directory not found",
+         {"model": {"name_or_path": "{root}/models/nope"}}),
+    Case("base-not-a-model", "base", r"/inputs/notamodel: not a model directory \(no config\.json\)",
+         {"model": {"name_or_path": "{root}/inputs/notamodel"}}, setup=write_bytes("inputs/notamodel/README", b"hi")),
+    Case("evaluate-model-missing", "evaluate", r"data/align/nope/model: model directory not found",
+         None, ("--name", "x", "--model-dir", "data/align/nope/model")),
+    Case("align-mask-other-model", "align", r"data/neurons/masks/mask_r5\.safetensors: the mask was computed for a "
+         r"different model shape: shapes differ \(model\.embed_tokens\.weight: mask \(400, 16\) vs model \(\d+, 32\)",
+         ALLO_MASKED, ("--variant", "masked"), mask_of_other_model),
+    Case("align-mask-not-safetensors", "align", r"data/neurons/masks/mask_r5\.safetensors: not a neuron mask file",
+         ALLO_MASKED, ("--variant", "masked"), write_bytes("data/neurons/masks/mask_r5.safetensors", b"not a mask")),
+    # align: variants and block ranges the model or the pairs cannot serve
+    Case("align-unknown-variant", "align", r"unknown align variant 'nope'; params\.yaml align\.variants has \[.*'dpo_full'",
+         None, ("--variant", "nope")),
+    Case("align-layers-outside-model", "align", r"align\.variants\.wide\.layers: indices \[7\] are outside the model's "
+         r"3 decoder layers \(valid: 0\.\.2\)", {"align": {"variants": {"wide": {"peft": "lora", "layers": [0, 7]}}}},
+         ("--variant", "wide")),
+    Case("align-bridged-without-column", "align", r"align variant 'dpo_bc' trains on bridged pairs, but "
+         r"data/preferences/pairs\.jsonl has no 'bridged' column", None, ("--variant", "dpo_bc")),
+    # data files of the training stages
+    Case("sft-bad-message", "sft", r"data/world/sft\.jsonl line 3 \(record '.+'\): completion\[0\] has role 'user', "
+         r"expected one of \['assistant'\]", None, (),
+         edit_record("data/world/sft.jsonl", 3, lambda r: r["completion"][0].update(role="user"))),
+    Case("preferences-wrong-type", "preferences", r"data/world/train\.jsonl line 1: field 'level' is str, expected int",
+         None, (), edit_record("data/world/train.jsonl", 1, lambda r: r.update(level="two"))),
+    Case("neurons-pairs-empty", "neurons", r"data/preferences/pairs\.jsonl: file is empty \(no records\)", None, (),
+         write_bytes("data/preferences/pairs.jsonl", b"")),
+    Case("reflogps-pairs-not-utf8", "reflogps", r"data/preferences/pairs\.jsonl line 3: not UTF-8 text \(byte 0xff "
+         r"at column 3\); the file must be UTF-8", None, (), non_utf8_line("data/preferences/pairs.jsonl", 3)),
+    Case("rewards-reflogps-missing", "rewards", r"data/reflogps/ref_logps\.safetensors: file not found \(run the "
+         r"stage that writes it\)", None, (), remove("data/reflogps")),
+    Case("rewards-warmup-missing", "rewards", r"data/neurons/warmup: model directory not found \(expected a model "
+         r"saved by the stage that writes it", None, ()),
+    # evaluate: the world's pool, the official FollowBench files
+    Case("evaluate-pool-bad-level", "evaluate", r"data/world/eval\.jsonl line 2: level 9 not allowed: must be an "
+         r"integer 0\.\.5", None, EVAL, edit_record("data/world/eval.jsonl", 2, lambda r: r.update(level=9))),
+    Case("followbench-file-missing", "evaluate", r"/inputs/fb/content_constraints\.json: FollowBench file not found "
+         r"\(expected the six \*_constraints\.json", {"evaluate": {"benchmark": "followbench", "followbench": {
+             "source": "{root}/inputs/fb", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=True)),
+    Case("followbench-file-cut", "evaluate", r"/inputs/fb/content_constraints\.json line \d+: not valid JSON",
+         {"evaluate": {"benchmark": "followbench", "followbench": {"source": "{root}/inputs/fb", "categories": [
+             "content"], "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    # synthesize: WebR's and Lion's input files
+    Case("webr-input-empty", "synthesize", r"/inputs/pages\.jsonl: file is empty \(no records\)", NO_LION, (),
+         write_bytes("inputs/pages.jsonl", b"\n")),
+    Case("webr-input-truncated", "synthesize", r"/inputs/pages\.jsonl line 2: not valid JSON", NO_LION, (),
+         pages_with(2, b'{"webpage": "Velmora has an old\n')),
+    Case("webr-input-no-webpage", "synthesize", r"/inputs/pages\.jsonl line 3: missing field 'webpage'", NO_LION, (),
+         pages_with(3, b'{"text": "a page under the wrong key"}\n')),
+    Case("webr-input-wrong-type", "synthesize", r"/inputs/pages\.jsonl line 1: field 'webpage' is int, expected str",
+         NO_LION, (), pages_with(1, b'{"webpage": 5}\n')),
+    Case("webr-input-not-utf8", "synthesize", r"/inputs/pages\.jsonl line 2: not UTF-8 text \(byte 0xe9 at column 17\)",
+         NO_LION, (), pages_with(2, b'{"webpage": "caf\xe9 by the river"}\n')),
+    Case("webr-input-10mb-line", "synthesize", r"/inputs/pages\.jsonl line 2: line is 10485776 bytes, over the limit "
+         r"of 8388608 bytes per line", NO_LION, (), pages_with(2, b'{"webpage": "' + b"a" * (10 << 20) + b'"}\n')),
+    Case("lion-input-wrong-type", "synthesize", r"/inputs/pool\.jsonl line 2: field 'instruction' is int, expected str",
+         {"synthesize": {"webr": {"enabled": False}, "lion": {"input": "{root}/inputs/pool.jsonl"}}}, (),
+         write_bytes("inputs/pool.jsonl", b'{"instruction": "Describe Velmora."}\n{"instruction": 5}\n')),
+    # LTE: KnowEdit files, the edits the edit_eval stage reads
+    Case("edits-knowedit-cut", "edits", r"/inputs/ke\.json line 1: not valid JSON", {"edits": {
+        "source": "knowedit", "train_files": ["{root}/inputs/ke.json"], "eval_files": ["{root}/inputs/ke.json"]}}, (),
+        write_bytes("inputs/ke.json", b'[{"subject": "Velmora", "prompt": "Velmora is in')),
+    Case("edit_eval-empty-target", "edit_eval", r"data/edits/eval\.jsonl line 2: field 'target_new' must be a "
+         r"non-empty string, got ''", None, (), edit_record("data/edits/eval.jsonl", 2, lambda r: r.update(target_new=""))),
+    # report
+    Case("report-metrics-cut", "report", r"data/evaluate/sft/metrics\.json line 1: not valid JSON", None, (),
+         report_inputs('{"hsr_avg": 0.')),
+    # judge outputs: unusable beyond roles.max_unusable_fraction stops the stage (counted below that)
+    Case("judge-empty", "evaluate", r"role 'judge' \(hf model \S+/data/sft/model\): 12 of 12 outputs unusable \(12 "
+         rf"unparseable or empty, 0 refusals\), {LIM}; e\.g\. ''\. Check the role's backend", JUDGED, JUDGE_ARGS),
+    Case("judge-unparseable", "evaluate", rf"role 'judge' \(hf .*\): 12 of 12 outputs unusable .*{LIM}; e\.g\. "
+         rf"{re.escape(repr(PROSE))}\. Check", JUDGED, JUDGE_ARGS, judge_outputs(PROSE)),
+    Case("judge-refusal", "evaluate", rf"role 'judge' \(hf .*\): 12 of 12 outputs unusable .*{LIM}; e\.g\. "
+         rf"{re.escape(repr(REFUSAL))}\. Check", JUDGED, JUDGE_ARGS, judge_outputs(REFUSAL)),
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the project, the server, one run
+
+
+def _project_params(root: Path) -> dict[str, Any]:
+    """The tiny profile, trimmed to what this project has (two evaluated models, no data-source mixtures)."""
+    params = apply_profile("tiny", REPO / "params.yaml", REPO / "profiles")
+    params["sft_mix"]["mixtures"] = {}
+    params["report"].update(rows={"base": "Base", "sft": "SFT"}, hierarchical=["base", "sft"], bmc=[], bmc_labels={},
+                            allo=[], lte=False, data_sources={})
+    params["evaluate"].update(levels=[1], max_new_tokens=8, bootstrap_samples=0)
+    params["roles"]["cache_dir"] = str(root / ".cache/llm")
+    return params
+
+
+def _substitute(obj: Any, root: Path) -> Any:
+    if isinstance(obj, dict):
+        return {k: _substitute(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_substitute(v, root) for v in obj]
+    return obj.replace("{root}", str(root)) if isinstance(obj, str) else obj
+
+
+def _write_params(root: Path, overrides: dict | str | None) -> None:
+    if isinstance(overrides, str):
+        (root / "params.yaml").write_text(overrides, encoding="utf-8")
+        return
+    params = deep_merge(_project_params(root), _substitute(overrides or {}, root))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def _build_project(root: Path) -> None:
+    """data/: the tiny world, a random 3-layer Llama as base and SFT model, 16 pairs, their reference log-probs,
+    the LTE edits. Built in-process (the stages' own library calls), then frozen as the pristine copy."""
+    from alignpipe.config import validate_params
+    from alignpipe.edit import stage as edits
+    from alignpipe.models.pretrain import build_model
+    from alignpipe.models.tokenizer import train_tokenizer
+    from alignpipe.train import reflogps
+    from alignpipe.world import stage as world
+
+    shutil.copy2(REPO / "prefect.toml", root / "prefect.toml")
+    params = validate_params(_project_params(root))
+    data = root / "data"
+    world.run(params, data / "world")
+    corpus = (data / "world/corpus.txt").read_text(encoding="utf-8").splitlines()
+    tok = train_tokenizer(corpus, params.base.tokenizer)
+    model = build_model(params.base.architecture, tok, seed=0)
+    for stage in ("base", "sft"):
+        model.save_pretrained(data / stage / "model")
+        tok.save_pretrained(data / stage / "model")
+    train = [json.loads(line) for line in (data / "world/train.jsonl").read_text(encoding="utf-8").splitlines()]
+    pairs = [{"id": f"p{i:03d}", "prompt": [{"role": "user", "content": rec["instruction"]}],
+              "chosen": [{"role": "assistant", "content": f"A careful answer about {rec['id']}."}],
+              "rejected": [{"role": "assistant", "content": "no."}]} for i, rec in enumerate(train[:16])]
+    (data / "preferences").mkdir()
+    (data / "preferences/pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    reflogps.run(params, data / "preferences", data / "sft", data / "reflogps")
+    edits.run(params, data / "world", data / "edits")
+    shutil.copytree(data, root / ".pristine-data")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("badin")
+    with pytest.MonkeyPatch.context() as mp:  # the per-test work-dir fixture is not active at module scope
+        mp.setenv("ALIGNPIPE_WORK_DIR", str(root / ".cache/alignpipe"))
+        _build_project(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prefect_api(project) -> str:
+    """One Prefect server for every flow row (a flow then starts in ~1 s instead of a temporary server each)."""
+    from flows.server import start_server, stop_server
+
+    cwd = os.getcwd()
+    os.chdir(project)  # the server keeps its state and log under the project's .prefect/
+    try:
+        proc, api = start_server()
+    finally:
+        os.chdir(cwd)
+    _SERVER["api"] = api
+    yield api
+    stop_server(proc)
+
+
+def _run(root: Path, stage: str, args: tuple[str, ...], overrides: dict | str | None,
+         api: str | None = None) -> subprocess.CompletedProcess:
+    _write_params(root, overrides)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+           "ALIGNPIPE_WORK_DIR": str(root / ".cache/alignpipe"), "PREFECT_LOGGING_COLORS": "false"}
+    env.pop("PREFECT_API_URL", None)
+    if api is not None:
+        env["PREFECT_API_URL"] = api
+    return subprocess.run([sys.executable, "-m", f"flows.{stage}", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    files = [p for p in (root / "data").rglob("*") if p.is_file()]
+    files += [root / "dvc.lock"] if (root / "dvc.lock").is_file() else []
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+def _restore(root: Path) -> None:
+    shutil.rmtree(root / "data")
+    shutil.copytree(root / ".pristine-data", root / "data")
+    for stray in ("inputs", "models"):
+        shutil.rmtree(root / stray, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the tests
+
+
+def test_the_table_covers_every_kind_of_bad_input():
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    stages = {c.stage for c in CASES}
+    assert {"world", "base", "sft", "preferences", "reflogps", "align", "neurons", "rewards", "evaluate", "synthesize",
+            "edits", "edit_eval", "report"} <= stages
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_with_one_precise_line(case: Case, project: Path, request):
+    root = project
+    api = request.getfixturevalue("prefect_api") if case.flow else None
+    try:
+        if case.setup is not None:
+            case.setup(root)
+        before = _snapshot(root)
+        proc = _run(root, case.stage, case.args, case.params, api)
+        after = _snapshot(root)
+    finally:
+        _restore(root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}:\n{out[-4000:]}"
+    assert "Traceback" not in out, out[-6000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error in stage")]
+    assert len(errors) == 1, proc.stderr[-4000:]
+    assert proc.stderr.rstrip().splitlines()[-1] == errors[0]  # the last word, after Prefect's logs
+    prefix = f"error in stage '{case.stage}': "
+    assert errors[0].startswith(prefix) and re.search(case.expect, errors[0][len(prefix):]), errors[0]
+    if not case.flow:
+        assert "Beginning flow run" not in out  # a params error stops it before Prefect starts anything
+    for secret in case.forbid:
+        assert secret not in out
+    assert after == before, f"data/ changed: {sorted(set(after.items()) ^ set(before.items()))}"
+
+
+def test_unusable_judge_outputs_below_the_limit_are_counted_with_the_role(project: Path, prefect_api: str):
+    """With roles.max_unusable_fraction = 1 the same refusals are skipped, counted under the judge role, reported."""
+    root = project
+    try:
+        judge_outputs(REFUSAL)(root)
+        params = deep_merge(JUDGED, {"roles": {"max_unusable_fraction": 1.0}})
+        proc = _run(root, "evaluate", JUDGE_ARGS, params, prefect_api)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        metrics = json.loads((root / "data/evaluate/judged/metrics.json").read_text(encoding="utf-8"))
+        rows = [json.loads(x) for x in (root / "data/evaluate/judged/generations.jsonl").read_text().splitlines()]
+    finally:
+        _restore(root)
+    assert metrics["judge_unparseable"] == 12 and metrics["judge_calls"]["unparseable"] == 12
+    assert metrics["judge_calls"]["cache_hits"] == 12 and metrics["judge_calls"]["requests"] == 0  # the cached ones
+    assert all(r["judge"] is None and r["judge_raw"] == REFUSAL for r in rows)
