@@ -17,17 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from alignpipe.report.tables import SCORE_COLUMNS, markdown_rows
 from alignpipe.utils.io import DataError, read_json
 
-# (column, evaluate metrics key, scale, decimals)
-EVAL_COLUMNS: list[tuple[str, str, float, int]] = [
-    ("HSR Avg", "hsr_avg", 100.0, 1),
-    ("SSR Avg", "ssr_avg", 100.0, 1),
-    ("CSL", "csl", 1.0, 2),
-    ("Fluency", "fluency", 1.0, 2),
-    ("Factuality", "factuality", 1.0, 2),
-    ("Coherence", "coherence", 1.0, 2),
-]
 REL = "Rel. score vs teacher (%)"
 SIZES = ["SFT rows", "Groups", "Instructions", "Rel. scored"]
 
@@ -54,7 +46,7 @@ def datasource_table(metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str,
     records = []
     for label, (ev, mix) in metrics.items():
         row: dict[str, Any] = {"Data": label}
-        for column, key, scale, _ in EVAL_COLUMNS:
+        for column, key, scale, _ in SCORE_COLUMNS:
             row[column] = _num(ev.get(key), scale)
         row[REL] = _num(mix.get("relative_score"))
         by_source = mix.get("rows_by_source") or {}
@@ -69,18 +61,15 @@ def datasource_table(metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str,
 
 def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> str:
     """The table, then what each row was trained on and how the columns were measured."""
-    decimals = {c: d for c, _, _, d in EVAL_COLUMNS} | {REL: 1}
-    cols = list(table.columns)
-    lines = ["| Data | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for label, row in table.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if c in SIZES:
-                cells.append("-" if pd.isna(v) else str(int(v)))
-            else:
-                cells.append("-" if pd.isna(v) else f"{v:.{decimals[c]}f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    decimals = {c: d for c, _, _, d in SCORE_COLUMNS} | {REL: 1}
+
+    def cell(column: str, row: Any) -> str:
+        value = row[column]
+        if pd.isna(value):
+            return "–"
+        return str(int(value)) if column in SIZES else f"{value:.{decimals[column]}f}"
+
+    lines = markdown_rows(table, cell, first="Data")
     lines += ["", "Rows (sft_mix.mixtures; data in order, SFT rows per source):", ""]
     for label, (_, mix) in metrics.items():
         by = mix.get("rows_by_source") or {}

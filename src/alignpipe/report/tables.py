@@ -8,7 +8,7 @@ Fluency / Factuality / Coherence (1-10). Bootstrap intervals, where the metrics 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -68,6 +68,17 @@ def _cell(value: float, decimals: int, lo: float = math.nan, hi: float = math.na
     return text
 
 
+def markdown_rows(table: pd.DataFrame, cell: Callable[[str, Any], str], first: str = "Model",
+                  columns: Sequence[str] | None = None) -> list[str]:
+    """The lines of a GitHub markdown table of ``table``: a ``first`` column of the index, then ``columns`` (default
+    all), right-aligned, each value written by ``cell(column, row)``."""
+    columns = list(table.columns) if columns is None else list(columns)
+    lines = [f"| {first} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for label, row in table.iterrows():
+        lines.append(f"| {label} | " + " | ".join(cell(column, row) for column in columns) + " |")
+    return lines
+
+
 def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
     """The table as GitHub markdown: HSR/SSR in percent (1 decimal), CSL and judge scores with 2 decimals.
 
@@ -75,14 +86,14 @@ def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
         table: from :func:`followbench_table`.
         confidence: the intervals' coverage, for the legend.
     """
-    columns = [c for c, *_ in SPEC]
-    lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for label, row in table.iterrows():
-        cells = []
-        for column, _, _, decimals, ci in SPEC:
-            lo, hi = (row[f"{column} lo"], row[f"{column} hi"]) if ci else (math.nan, math.nan)
-            cells.append(_cell(row[column], decimals, lo, hi))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    spec = {column: (decimals, ci) for column, _, _, decimals, ci in SPEC}
+
+    def cell(column: str, row: Any) -> str:
+        decimals, ci = spec[column]
+        lo, hi = (row[f"{column} lo"], row[f"{column} hi"]) if ci else (math.nan, math.nan)
+        return _cell(row[column], decimals, lo, hi)
+
+    lines = markdown_rows(table, cell, columns=list(spec))
     sizes = ", ".join(
         f"{label}: {groups} groups / {n} instructions"
         for label, groups, n in zip(table.index, table["Groups"], table["Instructions"], strict=True)
@@ -143,19 +154,15 @@ def hierarchical_table(
 
 def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | None) -> str:
     """Markdown of :func:`hierarchical_table` with its legend."""
-    columns = list(table.columns)
-    lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for label, row in table.iterrows():
-        cells = []
-        for column in columns:
-            value = row[column]
-            if isinstance(value, str):
-                cells.append(value)
-            elif column == "Alignment tax":
-                cells.append("–" if math.isnan(value) else f"{value:+.2f}")
-            else:
-                cells.append(_cell(value, 1 if column in ("HSR Avg", "SSR Avg") else 2))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    def cell(column: str, row: Any) -> str:
+        value = row[column]
+        if isinstance(value, str):
+            return value
+        if column == "Alignment tax":
+            return "–" if math.isnan(value) else f"{value:+.2f}"
+        return _cell(value, 1 if column in ("HSR Avg", "SSR Avg") else 2)
+
+    lines = markdown_rows(table, cell)
     lines += [
         "",
         f"Judge scores 1-10 (means). W/T/L: prompts where the row's response scored higher / within the tie "
@@ -165,8 +172,11 @@ def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | No
     return "\n".join(lines) + "\n"
 
 
-ALLO_SCORES = (("HSR Avg", "hsr_avg", 100.0, 1), ("SSR Avg", "ssr_avg", 100.0, 1), ("CSL", "csl", 1.0, 2),
-               ("Fluency", "fluency", 1.0, 2), ("Factuality", "factuality", 1.0, 2), ("Coherence", "coherence", 1.0, 2))
+# (column, metrics key, display scale, decimals): FollowBench averages and judge means, as the ALLO and the
+# data-source tables show them.
+SCORE_COLUMNS = (("HSR Avg", "hsr_avg", 100.0, 1), ("SSR Avg", "ssr_avg", 100.0, 1), ("CSL", "csl", 1.0, 2),
+                 ("Fluency", "fluency", 1.0, 2), ("Factuality", "factuality", 1.0, 2),
+                 ("Coherence", "coherence", 1.0, 2))
 
 
 def allo_table(metrics_by_row: Mapping[str, Mapping[str, Any]],
@@ -185,7 +195,7 @@ def allo_table(metrics_by_row: Mapping[str, Mapping[str, Any]],
     records = []
     for label, metrics in metrics_by_row.items():
         row: dict[str, Any] = {"Model": label}
-        for column, key, scale, _ in ALLO_SCORES:
+        for column, key, scale, _ in SCORE_COLUMNS:
             row[column] = _get(metrics, key, scale)
         train = train_by_row.get(label) or {}
         trainable = train.get("trainable_params", 0)
@@ -201,20 +211,17 @@ def allo_table(metrics_by_row: Mapping[str, Mapping[str, Any]],
 
 def allo_markdown(table: pd.DataFrame) -> str:
     """Markdown of :func:`allo_table` with its legend."""
-    columns = list(table.columns)
-    decimals = {c: d for c, _, _, d in ALLO_SCORES}
-    lines = ["| Model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for label, row in table.iterrows():
-        cells = []
-        for column in columns:
-            value = row[column]
-            if column in ("Trainable params", "Updated params"):
-                cells.append(f"{int(value):,}")
-            elif column == "Updated %":
-                cells.append(f"{value:.2f}")
-            else:
-                cells.append(_cell(value, decimals[column]))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    decimals = {c: d for c, _, _, d in SCORE_COLUMNS}
+
+    def cell(column: str, row: Any) -> str:
+        value = row[column]
+        if column in ("Trainable params", "Updated params"):
+            return f"{int(value):,}"
+        if column == "Updated %":
+            return f"{value:.2f}"
+        return _cell(value, decimals[column])
+
+    lines = markdown_rows(table, cell)
     lines += [
         "",
         "HSR/SSR Avg: FollowBench hard/soft satisfaction (%, mean over levels); CSL: consecutive satisfied levels; "

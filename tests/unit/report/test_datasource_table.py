@@ -61,7 +61,7 @@ def test_report_writes_markdown_and_csv(tmp_path):
     stage.run(params, eval_dir=tmp_path / "evaluate", out_dir=tmp_path / "report", mix_dir=tmp_path / "sft_mix")
     md = (tmp_path / "report" / "datasources.md").read_text()
     assert "| Seed only | 25.0 | 50.0 | 1.20 | 6.00 | 5.50 | 6.25 | 50.0 | 100 | 12 | 60 | 8 |" in md
-    assert "| + Lion + WebR | 40.0 | 60.0 | 2.00 | - | - | - | - | 160 | 12 | 60 | 0 |" in md
+    assert "| + Lion + WebR | 40.0 | 60.0 | 2.00 | – | – | – | – | 160 | 12 | 60 | 0 |" in md
     assert "- Seed only: `seed` = seed (100); the sft stage's model (`data/sft`), not retrained" in md
     assert "- + Lion (round 1): `lion_r1` = seed (100), lion_r1 (30)" in md
     csv = pd.read_csv(io.StringIO((tmp_path / "report" / "datasources.csv").read_text()))
