@@ -1,6 +1,8 @@
 """Test-wide settings: offline, quiet, deterministic; paths to the repo and the shared reference data."""
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,27 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+def _copy_repo(dst: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dst, check=True, env=env)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def copy_repo():
+    """``copy_repo(dst)``: the repo's tracked and non-ignored files copied into a fresh git repo at ``dst`` (no data,
+    no caches), for the tests that run stages or ``dvc repro`` in a copy."""
+    return _copy_repo
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ second `dvc repro` is a no-op), and that `dvc metrics show` reads every metrics 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,28 +16,11 @@ import yaml
 from alignpipe.profile import apply_profile
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _copy_repo(src: Path, dst: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=src, check=True, capture_output=True, text=True,
-    ).stdout.split("\0")
-    for rel in filter(None, files):
-        if (src / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, env=env)
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    dst = tmp_path_factory.mktemp("repo")
-    _copy_repo(REPO, dst)
+def tiny_repo(tmp_path_factory, copy_repo):
+    dst = copy_repo(tmp_path_factory.mktemp("repo"))
     (dst / "params.yaml").write_text(yaml.safe_dump(apply_profile("tiny", dst / "params.yaml", dst / "profiles")))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "ALIGNPIPE_WORK_DIR": str(dst / ".cache/alignpipe"), "PYTHONPATH": str(dst / "src")}

@@ -65,19 +65,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return model_dir
 
 
-def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, env=env)
-
-
 def _params(dst: Path, base_url: str, model: str) -> dict:
     from alignpipe.profile import apply_profile
 
@@ -130,7 +117,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tmp_path_factory, copy_repo):
     """A copy of the repo (tiny profile) with its world built, and a Prefect server starting in it
     (`python -m flows.server`, i.e. flows/server.py's start_server; state in the copy's .prefect/) while the
     LLM server starts. Yields (copy, Prefect API URL, seconds spent here)."""
@@ -138,8 +125,7 @@ def repo(tmp_path_factory):
     from alignpipe.world import stage as world
 
     t0 = time.time()
-    dst = tmp_path_factory.mktemp("load-repo")
-    _copy_repo(dst)
+    dst = copy_repo(tmp_path_factory.mktemp("load-repo"))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     server = subprocess.Popen([sys.executable, "-m", "flows.server", "--port", str(port)], cwd=dst,

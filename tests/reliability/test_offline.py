@@ -7,7 +7,6 @@ tests/conftest.py for the whole session) records any attempt with the code that 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -85,17 +84,9 @@ def test_suite_runs_offline_under_make_test():
 
 
 @pytest.mark.slow
-def test_default_params_world_stage_offline(tmp_path):
+def test_default_params_world_stage_offline(tmp_path, copy_repo):
     """`dvc repro world` on the default params.yaml, through a Prefect server, offline: no attempt recorded."""
-    repo = tmp_path / "repo"
-    for rel in ("params.yaml", "dvc.yaml", "flows", "src", ".dvc/config", ".dvcignore", "scripts", "profiles"):
-        src = REPO / rel
-        if src.is_dir():
-            shutil.copytree(src, repo / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    repo = copy_repo(tmp_path / "repo")
     audit = tmp_path / "net.jsonl"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", netaudit.ENV: str(audit),
            "PYTHONPATH": str(repo / "src"), "ALIGNPIPE_WORK_DIR": str(repo / ".cache/alignpipe")}
