@@ -33,6 +33,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -175,16 +176,19 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             proxy._leave(rec)
 
-    def _reply(self, rec: Attempt, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
+    def _send(self, rec: Attempt, status: int, headers: Iterable[tuple[str, str]], data: bytes) -> None:
         self.send_response(status)
-        for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
+        for k, v in headers:
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
         rec.status = status
+
+    def _reply(self, rec: Attempt, status: int, payload: dict, headers: dict | None = None) -> None:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        self._send(rec, status, headers.items(), json.dumps(payload).encode())
 
     def _forward(self, rec: Attempt, body: bytes) -> None:
         """Relay to the upstream; if the client gives up first (its timeout), drop the request at once, so that
@@ -220,14 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             rec.reply = json.loads(data)
         except ValueError:
             rec.reply = None
-        self.send_response(status)
-        for k, v in resp_headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-        rec.status = status
+        self._send(rec, status, resp_headers, data)
 
     def _reset(self, rec: Attempt) -> None:
         """Headers promising a body, half of it, then a TCP reset (SO_LINGER 0)."""
