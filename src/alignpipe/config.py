@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -121,12 +122,14 @@ def _bad(key: str, value: Any, allowed: str) -> PydanticCustomError:
     return PydanticCustomError("bad_subkey", "{allowed}", {"subkey": key, "value": value, "allowed": allowed})
 
 
+@functools.cache
 def _field_kinds(module: str, config_class: str) -> dict[str, str]:
     """``field -> 'bool' | 'number' | 'other'`` (its default's kind) of a transformers/trl config dataclass.
 
     Importing ``TrainingArguments`` (and trl's configs on top of it) takes seconds, and every stage validates every
     section when it starts; so the table is cached on disk, keyed by the installed package's version, and a stage
-    that does not train never imports the trainer stack.
+    that does not train never imports the trainer stack. In a process it is read once (several sections share
+    a trainer class).
     """
     dist = module.split(".")[0]
     root = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe"))
@@ -937,17 +940,15 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
-    if "webr" in params.sft.data and not params.synthesize.webr.enabled:
-        raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'webr' needs synthesize.webr.enabled = true")
-    if "lion" in params.sft.data and not params.synthesize.lion.enabled:
-        raise ConfigError(f"{source}: sft.data = {params.sft.data}: 'lion' needs synthesize.lion.enabled = true")
-    for name, sources in params.sft_mix.mixtures.items():
-        key = f"{source}: sft_mix.mixtures.{name} = {sources}"
+    mixtures = {"sft.data": params.sft.data,
+                **{f"sft_mix.mixtures.{name}": sources for name, sources in params.sft_mix.mixtures.items()}}
+    for name, sources in mixtures.items():  # the SFT data a stage trains on must be synthesized
+        key = f"{source}: {name} = {sources}"
         if "webr" in sources and not params.synthesize.webr.enabled:
             raise ConfigError(f"{key}: 'webr' needs synthesize.webr.enabled = true")
         lion = [x for x in sources if x.startswith("lion")]
         if lion and not params.synthesize.lion.enabled:
-            raise ConfigError(f"{key}: {lion} need synthesize.lion.enabled = true")
+            raise ConfigError(f"{key}: {', '.join(map(repr, lion))} needs synthesize.lion.enabled = true")
         late = [x for x in lion if x.startswith("lion_r") and int(x[6:]) > params.synthesize.lion.rounds]
         if late:
             raise ConfigError(f"{key}: {late} name rounds after synthesize.lion.rounds = "

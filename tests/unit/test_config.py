@@ -108,3 +108,28 @@ def test_followbench_section_validation(tmp_path):
         with pytest.raises(ConfigError) as err:
             validate_params({"evaluate": raw})
         assert expected in str(err.value), str(err.value)
+
+
+def test_trainer_overrides_are_checked_without_importing_the_trainer_stack_once_cached(tmp_path):
+    """The field table of SFTConfig / DPOConfig is cached on disk (by package version): a stage start after the first
+    validates `sft.trainer` and rejects a typo without importing transformers' TrainingArguments (seconds)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from alignpipe.config import ConfigError, validate_params\n"
+        "validate_params({'sft': {'trainer': {'num_train_epochs': 2}}, 'align': {'trainer': {'beta': 0.2}}})\n"
+        "try:\n"
+        "    validate_params({'sft': {'trainer': {'learnig_rate': 0.1}}})\n"
+        "except ConfigError as err:\n"
+        "    print('rejected' if 'learning_rate' in str(err) else err)\n"
+        "print('imported' if 'transformers.training_args' in sys.modules else 'not imported')\n"
+    )
+    env = {**__import__("os").environ, "ALIGNPIPE_WORK_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert runs[0].splitlines() == ["rejected", "imported"]  # the first start builds the table
+    assert runs[1].splitlines() == ["rejected", "not imported"]  # later starts read it
+    assert sorted(p.name.split("-", 2)[2] for p in (tmp_path / "schema").iterdir()) == ["DPOConfig.json",
+                                                                                          "SFTConfig.json"]
