@@ -32,28 +32,27 @@ _installed: set[str] = set()
 _HOSTNAME = socket.gethostname()
 
 
-def is_local(host: Any) -> bool:
-    """True for loopback addresses, ``localhost``, the wildcard bind address and Unix socket paths."""
-    if host is None:
-        return True
+def _name(host: Any) -> str:
+    """A host as text: bytes decoded, IPv6 brackets and zone id dropped, lower case."""
     if isinstance(host, bytes):
         host = host.decode(errors="replace")
-    host = str(host).strip("[]").split("%", 1)[0].lower()
-    if host in _LOCAL_NAMES:
+    return str(host).strip("[]").split("%", 1)[0].lower()
+
+
+def _address(host: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``host`` spells, or None for a name."""
+    try:
+        return ipaddress.ip_address(_name(host))
+    except ValueError:
+        return None
+
+
+def is_local(host: Any) -> bool:
+    """True for loopback addresses, ``localhost``, the wildcard bind address and Unix socket paths."""
+    if host is None or _name(host) in _LOCAL_NAMES:
         return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return addr.is_loopback or addr.is_unspecified
-
-
-def _is_address(host: Any) -> bool:
-    try:
-        ipaddress.ip_address(str(host).strip("[]").split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+    addr = _address(host)
+    return addr is not None and (addr.is_loopback or addr.is_unspecified)
 
 
 def _target(event: str, args: tuple) -> tuple[str, Any] | None:
@@ -74,7 +73,7 @@ def _target(event: str, args: tuple) -> tuple[str, Any] | None:
     if is_local(host):
         return None
     if event == "socket.getaddrinfo" or event.startswith("socket.gethostby"):
-        if str(host) == _HOSTNAME or _is_address(host):
+        if str(host) == _HOSTNAME or _address(host) is not None:
             return None  # the machine's own name (logging, Dask, Ray look it up) or a literal: no query leaves
     return str(host), port
 
