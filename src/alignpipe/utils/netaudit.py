@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,12 @@ def install(path: str | os.PathLike) -> None:
     if path in _installed:
         return
     _installed.add(path)
-    busy = False
+    state = threading.local()  # per thread: one thread inside the hook must not hide another thread's attempt
 
     def hook(event: str, args: tuple) -> None:
-        nonlocal busy
-        if busy or not event.startswith("socket."):
+        if not event.startswith("socket.") or getattr(state, "busy", False):
             return
-        busy = True  # the hook's own file write must not audit itself
+        state.busy = True  # nothing the hook itself does is audited
         try:
             target = _target(event, args)
             if target is None:
@@ -104,7 +104,7 @@ def install(path: str | os.PathLike) -> None:
         except Exception:  # noqa: BLE001 (an audit hook must never break the audited program)
             pass
         finally:
-            busy = False
+            state.busy = False
 
     sys.addaudithook(hook)
 
