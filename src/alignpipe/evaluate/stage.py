@@ -102,11 +102,9 @@ def score(
 
     if len(records) != len(responses):
         raise ValueError(f"{len(records)} records but {len(responses)} responses")
-    judge = Judge(kb)
-    judged = (
-        roles_judge.score_raw([r["instruction"] for r in records], responses, records)
-        if roles_judge is not None else None
-    )
+    judge = Judge(kb) if roles_judge is None else None
+    judged = None if judge is not None else roles_judge.score_raw([r["instruction"] for r in records], responses,
+                                                                  records)
     out = []
     for i, (record, response) in enumerate(zip(records, responses, strict=True)):
         verdicts = [bool(v) for v in verify(record, response)]
@@ -115,7 +113,7 @@ def score(
                 f"{record['id']}: verify returned {len(verdicts)} verdicts "
                 f"for {len(record['constraints'])} constraints"
             )
-        scores = judge.score(record, response) if judged is None else judged[i][0]
+        scores = judge.score(record, response) if judge is not None else judged[i][0]
         row = {
             **{k: record[k] for k in ("id", "group_id", "category", "level", "instruction")},
             "response": response,
