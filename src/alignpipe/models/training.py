@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 import shutil
@@ -20,11 +21,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from alignpipe.utils import runlog
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Trainer writes trainer_state.json last when saving a checkpoint (transformers 5 Trainer._save_checkpoint),
-# so its presence marks a checkpoint that was not cut short by a kill.
+# so its presence, readable as JSON (a kill can tear it too), marks a checkpoint that was not cut short by a kill.
 _COMPLETE_MARKER = "trainer_state.json"
 
 
@@ -75,7 +78,7 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
         match = _CHECKPOINT.match(child.name)
         if not match or not child.is_dir():
             continue
-        if (child / _COMPLETE_MARKER).is_file():
+        if _complete(child):
             found.append((int(match.group(1)), child))
         else:
             logger.warning("removing incomplete checkpoint %s (no %s)", child, _COMPLETE_MARKER)
@@ -83,6 +86,14 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     if not found:
         return None
     return str(max(found)[1])
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / _COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def loss_log(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -126,6 +137,20 @@ def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class StepCounter(TrainerCallback):
+    """The step a run started from (after a resume) and the optimizer steps it ran itself: the run record's facts."""
+
+    def __init__(self):
+        self.resumed_from_step = 0
+        self.steps_run = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.resumed_from_step = int(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps_run += 1
+
+
 class _TrainingComplete(Exception):
     """Raised by :class:`StopIfComplete` to leave ``Trainer.train`` before its loop."""
 
@@ -148,13 +173,21 @@ def resume_train(trainer: Any, output_dir: str | Path, what: str) -> None:
     """``trainer.train()`` from the newest complete checkpoint in ``output_dir`` (none: from scratch).
 
     Every training stage goes through here, so a rerun after a kill continues where it stopped and a rerun of a
-    finished run trains nothing (:class:`StopIfComplete`).
+    finished run trains nothing (:class:`StopIfComplete`). What this run did (the step it resumed from, the steps
+    it ran) goes to the stage's run record (:mod:`alignpipe.utils.runlog`), never into outputs.
     """
     resume = last_checkpoint(output_dir)
     if resume:
         logger.info("resuming %s from %s", what, resume)
+    counter = StepCounter()
+    trainer.add_callback(counter)  # before StopIfComplete: it must see on_train_begin before that one raises
     trainer.add_callback(StopIfComplete())
     try:
         trainer.train(resume_from_checkpoint=resume)
     except _TrainingComplete:
         logger.info("%s is the final checkpoint: %s was already complete", resume, what)
+    finally:
+        trainer.remove_callback(counter)
+    runlog.record("train", what=what, checkpoint_dir=str(output_dir), resumed_from=resume,
+                  resumed_from_step=counter.resumed_from_step, steps_run=counter.steps_run,
+                  global_step=int(trainer.state.global_step), max_steps=int(trainer.state.max_steps))
