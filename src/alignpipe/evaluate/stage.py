@@ -26,6 +26,7 @@ from typing import Any
 
 from alignpipe.config import EvaluateSection, ModelSection, Params
 from alignpipe.evaluate.metrics import JUDGE_KEYS, bootstrap_ci, followbench_scores, judge_scores
+from alignpipe.utils import runlog
 from alignpipe.utils.io import DataError, atomic_dir, sha256_file, write_json
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -255,7 +256,8 @@ def run(
     metrics = summarize(generations, cfg, params.seed)
     if roles_judge is not None:
         metrics["judge_unparseable"] = sum(g["judge"] is None for g in generations)
-        metrics["judge_calls"] = roles_judge.stats.as_dict()
+        metrics["judge_calls"] = roles_judge.stats.work()  # requests / cache hits: the run record
+        runlog.record("roles", judge=roles_judge.stats.as_dict())
     write(out_dir, generations, metrics, config)
     log.info(
         "evaluate %s: HSR %.3f SSR %.3f CSL %.2f over %d groups (%.1fs)",
