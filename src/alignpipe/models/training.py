@@ -5,7 +5,8 @@
 - :func:`last_checkpoint`: the newest *complete* ``checkpoint-N`` in a directory, so an interrupted run resumes.
 - :func:`loss_log` / :func:`loss_csv`: the (step, loss) curve from ``trainer.state.log_history``, free of
   wall-clock fields, and its ``log.csv`` text.
-- :class:`LogLastStep`: log at the final step too, so the curve ends where training ended.
+- :class:`LogLastStep`: log at the final step too, so the curve ends where training ended, and at every
+  checkpoint, so a resumed run logs what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -114,10 +115,21 @@ def loss_log(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 class LogLastStep(TrainerCallback):
-    """Log at the final step too, so the loss curve (and the reported final loss) reaches the end of training."""
+    """Log at the final step too, so the loss curve (and the reported final loss) reaches the end of training;
+    and at every checkpoint step.
+
+    A logged loss (and TRL's token accuracy) is the mean over the steps since the previous log, and those running
+    sums are not in a checkpoint: resumed from a checkpoint between two logs, the next logged value would miss the
+    steps before it and differ from an uninterrupted run's. Logging when saving closes the window there (the log
+    comes first, so the checkpoint's log_history holds it), which keeps ``log.csv`` and ``metrics.json``
+    byte-identical across a kill and resume.
+    """
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps and args.logging_strategy == "steps":
+        if args.logging_strategy != "steps":
+            return control
+        at_save = args.save_strategy == "steps" and state.save_steps > 0 and state.global_step % state.save_steps == 0
+        if state.global_step >= state.max_steps or at_save:
             control.should_log = True
         return control
 
