@@ -19,6 +19,7 @@ already complete and one Prefect server shared by the whole campaign (PREFECT_AP
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -62,7 +63,7 @@ def stage_order(root: Path) -> list[tuple[str, list[str]]]:
     from dvc.repo import Repo
 
     text = (root / "dvc.yaml").read_text(encoding="utf-8")
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:  # stage addresses are relative to the working directory
         graph = repo.index.graph  # edge: stage -> a stage it depends on
         stages = {s.addressing: s for s in graph.nodes}
         order = list(nx.lexicographical_topological_sort(
@@ -74,7 +75,7 @@ def dvc_up_to_date(root: Path, stage: str) -> bool:
     """What ``dvc status <stage>`` says (in-process: a `dvc` process per check would cost seconds)."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(".") as repo:
         return stage not in repo.status(targets=[stage])
 
 
@@ -141,6 +142,7 @@ class Campaign:
         self.logs = self.root / ".kill-logs"
         self.logs.mkdir(exist_ok=True)
         self._reference: dict[str, Any] = {}
+        self.done: list[str] = []  # stages completed here, in order
 
     # -- one `dvc repro` --------------------------------------------------------------------------------------
     def _start(self, stage: str, tag: str) -> tuple[subprocess.Popen, Path]:
@@ -164,10 +166,21 @@ class Campaign:
             time.sleep(0.05)
         return alive
 
+    @staticmethod
+    def _timing(root: Path, stage: str) -> dict[str, float] | None:
+        path = root / ".cache/alignpipe/timings" / f"{stage}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def _duration(self, stage: str) -> float:
-        timing = self.reference / ".cache/alignpipe/timings" / f"{stage}.json"
-        total = json.loads(timing.read_text())["total_s"] if timing.is_file() else 10.0
-        return total + DVC_OVERHEAD_S
+        """The stage's duration in run A, scaled by how much slower or faster this machine runs now than then
+        (the ratio of process start-up times, import and Prefect, of the last few stages run here: it does not
+        depend on how much work a resumed run skipped)."""
+        timing = self._timing(self.reference, stage)
+        total = timing["total_s"] if timing else 10.0
+        pairs = [(self._timing(self.reference, s), self._timing(self.root, s)) for s in self.done[-5:]]
+        pairs = [(a["process_to_flow_s"], b["process_to_flow_s"]) for a, b in pairs if a and b]
+        scale = sum(b for _, b in pairs) / sum(a for a, _ in pairs) if pairs else 1.0
+        return total * scale + DVC_OVERHEAD_S
 
     # -- the moments ------------------------------------------------------------------------------------------
     def _moments(self, stage: str) -> list[tuple[str, float | None]]:
@@ -252,6 +265,7 @@ class Campaign:
                     continue
                 result = self.run_stage(stage, outs)
                 results.append(result)
+                self.done.append(stage)
                 if result.rerun_rc != 0:
                     break  # later stages need this one's outputs
         finally:
