@@ -144,6 +144,20 @@ def loss_csv(log: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
+def sort_peft_sets(model: Any) -> Any:
+    """Turn the set-valued fields of a PEFT model's adapter configs (``target_modules``, ...) into sorted lists.
+
+    PEFT keeps them as sets and writes ``list(set)`` to ``adapter_config.json``: string-hash order, which changes
+    with every Python process (``PYTHONHASHSEED``), so two runs with the same params and seed wrote different
+    bytes. Call before saving; the sorted lists load back as the same sets. A model without adapters is untouched.
+    """
+    for config in (getattr(model, "peft_config", None) or {}).values():
+        for key, value in vars(config).items():
+            if isinstance(value, (set, frozenset)):
+                setattr(config, key, sorted(value))
+    return model
+
+
 def count_parameters(model: Any) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())

@@ -79,3 +79,25 @@ def test_a_checkpoint_whose_state_file_a_kill_tore_is_not_resumed(tmp_path):
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert last_checkpoint(tmp_path).endswith("checkpoint-4")
     assert not (tmp_path / "checkpoint-8").exists()  # removed, so Trainer's rotation never counts it
+
+
+def test_adapter_config_is_written_in_the_same_order_by_every_process(tmp_path):
+    """PEFT writes target_modules as list(set): string-hash order, different in each Python process."""
+    script = """
+import sys
+from peft import LoraConfig
+from alignpipe.models.training import sort_peft_sets
+
+class Holder:  # what sort_peft_sets reads from a PeftModel
+    peft_config = {"default": LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                         "up_proj", "down_proj"])}
+
+sort_peft_sets(Holder).peft_config["default"].save_pretrained(sys.argv[1])
+"""
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO / "src")}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / seed)], env=env, check=True, timeout=300)
+    first = (tmp_path / "1" / "adapter_config.json").read_bytes()
+    assert first == (tmp_path / "2" / "adapter_config.json").read_bytes()
+    modules = json.loads(first)["target_modules"]
+    assert modules == sorted(modules) and len(modules) == 7
