@@ -42,8 +42,11 @@ WATCH: dict[str, tuple[str, str]] = {
     "align@dpo_full": ("checkpoint", "align/*/checkpoint-*/trainer_state.json"),
     "evaluate@sft": ("store", "evaluate/*/responses.jsonl"),
 }
-TIMED_KILLS_LONG = 2  # seeded moments for a long stage, besides the one after its first checkpoint
+TIMED_KILLS_LONG = 1  # seeded moments for a long stage, besides the one after its first checkpoint
 TIMED_KILLS = 1  # for every other stage
+# A seeded moment is a fraction in [0.05, 0.85) of the stage's expected duration (dvc included): later ones mostly
+# miss a stage that ran a little faster than in run A; every one costs its time again in the rerun.
+FRACTIONS = (0.05, 0.85)
 DVC_OVERHEAD_S = 3.0  # `dvc repro <stage>` before and after the command (status of the upstream, commit)
 
 
@@ -72,11 +75,21 @@ def stage_order(root: Path) -> list[tuple[str, list[str]]]:
 
 
 def dvc_up_to_date(root: Path, stage: str) -> bool:
-    """What ``dvc status <stage>`` says (in-process: a `dvc` process per check would cost seconds)."""
+    """What ``dvc status <stage>`` says (in-process: a `dvc` process per check would cost seconds).
+
+    DVC's warnings (the stale rwlock entries it drops on the way) are not printed: the kill logs have them."""
+    import logging
+
     from dvc.repo import Repo
 
-    with contextlib.chdir(root), Repo(".") as repo:
-        return stage not in repo.status(targets=[stage])
+    dvc_log = logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.chdir(root), Repo(".") as repo:
+            return stage not in repo.status(targets=[stage])
+    finally:
+        dvc_log.setLevel(level)
 
 
 def rwlock_entries(root: Path) -> list[dict[str, Any]]:
@@ -186,7 +199,7 @@ class Campaign:
     def _moments(self, stage: str) -> list[tuple[str, float | None]]:
         rng = random.Random(f"{self.seed}:{stage}")
         n = TIMED_KILLS_LONG if stage in WATCH else TIMED_KILLS
-        timed = [("timed", round(rng.uniform(0.05, 1.0) * self._duration(stage), 2)) for _ in range(n)]
+        timed = [("timed", round(rng.uniform(*FRACTIONS) * self._duration(stage), 2)) for _ in range(n)]
         # The watched kill first, while the stage has done nothing yet, so its checkpoint / store is new.
         return ([("watch", None)] if stage in WATCH else []) + timed
 
@@ -276,22 +289,19 @@ class Campaign:
 def torn_lock_recovery(root: Path, env: dict[str, str]) -> dict[str, Any]:
     """A kill while DVC rewrites dvc.lock (DVC writes it in place, not through a temp file) leaves it torn.
 
-    Simulated by cutting the file in half; then the README's recovery: `git checkout dvc.lock` and `dvc repro`,
-    which finds every stage the restored lock does not match in DVC's run-cache and restores its outputs.
+    Simulated by cutting the file in half; then the README's recovery: `git checkout dvc.lock` (the index's copy,
+    which DVC's autostage, on in .dvc/config, updates after every dvc command) and `dvc repro`.
     """
     lock = root / "dvc.lock"
-    before = lock_hashes(root)
     text = lock.read_text(encoding="utf-8")
     lock.write_text(text[: len(text) // 2], encoding="utf-8")
     broken = subprocess.run(["dvc", "status"], cwd=root, env=env, capture_output=True, text=True)
-    # HEAD's lock (the default profile's here, older than every stage of this run): the hardest case, where every
-    # stage must come from the run-cache. (`git checkout dvc.lock` takes the index's, which autostage keeps current.)
-    subprocess.run(["git", "checkout", "HEAD", "--", "dvc.lock"], cwd=root, check=True, capture_output=True)
+    subprocess.run(["git", "checkout", "--", "dvc.lock"], cwd=root, check=True, capture_output=True)
     start = time.time()
     repro = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1800)
     return {"broken_rc": broken.returncode, "broken_output": broken.stdout + broken.stderr,
             "repro_rc": repro.returncode, "repro_output": repro.stdout + repro.stderr,
-            "repro_s": round(time.time() - start, 2), "lock_restored": lock_hashes(root) == before}
+            "repro_s": round(time.time() - start, 2)}
 
 
 def _live_members(pgid: int) -> list[int]:

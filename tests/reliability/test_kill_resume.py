@@ -10,7 +10,7 @@ killed right after their first checkpoint / cache flush, so the rerun has someth
 - resume: the run records (alignpipe.utils.runlog, outside DVC outputs) of the rerun after such a kill show the
   training resumed at the checkpoint the kill left (steps_run = max_steps - resumed_from_step) and the generation
   store reused every response it held (computed = total - reused);
-- determinism: run B's dvc.lock equals run A's, every hash (B was killed ~70 times on the way, A never).
+- determinism: run B's dvc.lock equals run A's, every hash (B was SIGKILLed 57 times on the way, A never).
 """
 
 import importlib.util
@@ -147,13 +147,13 @@ def test_two_runs_make_byte_identical_artifacts(lock_b, tiny_run):
     assert len(lock_a) > 500  # every stage's deps and outs (a lock that lost its stages would compare equal too)
 
 
-def test_a_torn_dvc_lock_is_recovered_from_the_run_cache(campaign, lock_b):
-    """DVC rewrites dvc.lock in place: a kill mid-write tears it. The README's recovery reruns nothing."""
+def test_a_torn_dvc_lock_is_recovered_by_git_checkout(campaign, lock_b):
+    """DVC rewrites dvc.lock in place: a kill mid-write tears it. dvc then fails to read it, or (cut at a line) reads
+    fewer entries and calls those stages changed; never up to date. The README's recovery, `git checkout dvc.lock
+    && dvc repro`, gets the lock back and reruns nothing (autostage keeps the index's copy current)."""
     root, _, env = campaign
-    env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # no stage command runs
-    got = killer.torn_lock_recovery(root, env)
-    assert got["broken_rc"] != 0 and "dvc.lock" in got["broken_output"], got["broken_output"][-2000:]
-    assert got["repro_rc"] == 0, got["repro_output"][-3000:]
-    assert "Running stage" not in got["repro_output"], got["repro_output"][-3000:]
+    got = killer.torn_lock_recovery(root, {k: v for k, v in env.items() if k != "PREFECT_API_URL"})
+    broken = got["broken_output"]
+    assert (got["broken_rc"] != 0 and "dvc.lock" in broken) or "changed outs" in broken, broken[-2000:]
+    assert got["repro_rc"] == 0 and "Running stage" not in got["repro_output"], got["repro_output"][-3000:]
     assert killer.lock_hashes(root) == lock_b
-    print(f"\ntorn dvc.lock: recovered by `git checkout dvc.lock && dvc repro` in {got['repro_s']} s, no stage run")
