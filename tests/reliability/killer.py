@@ -7,7 +7,7 @@
 For each stage instance, in DVC's topological order (dvc.yaml order among independent stages), with its upstream
 already complete and one Prefect server shared by the whole campaign (PREFECT_API_URL):
 
-1. ``dvc repro <stage>`` is started in its own process group and the whole group (dvc and the stage's Python
+1. ``dvc repro --single-item <stage>`` is started in its own process group and the whole group (dvc and the stage's Python
    process) is SIGKILLed at each of the stage's moments: a seeded fraction of the stage's duration in run A, and,
    for the long stages (:data:`WATCH`), the moment its first checkpoint or cache flush appears in the work dir;
 2. after each kill, every declared out and metric of the stage is absent or byte-identical to run A's, and
@@ -42,8 +42,7 @@ WATCH: dict[str, tuple[str, str]] = {
     "align@dpo_full": ("checkpoint", "align/*/checkpoint-*/trainer_state.json"),
     "evaluate@sft": ("store", "evaluate/*/responses.jsonl"),
 }
-TIMED_KILLS_LONG = 1  # seeded moments for a long stage, besides the one after its first checkpoint
-TIMED_KILLS = 1  # for every other stage
+TIMED_KILLS = 1  # seeded moments per stage (a long stage is also killed after its first checkpoint)
 # A seeded moment is a fraction in [0.05, 0.85) of the stage's expected duration (dvc included): later ones mostly
 # miss a stage that ran a little faster than in run A; every one costs its time again in the rerun.
 FRACTIONS = (0.05, 0.85)
@@ -198,8 +197,7 @@ class Campaign:
     # -- the moments ------------------------------------------------------------------------------------------
     def _moments(self, stage: str) -> list[tuple[str, float | None]]:
         rng = random.Random(f"{self.seed}:{stage}")
-        n = TIMED_KILLS_LONG if stage in WATCH else TIMED_KILLS
-        timed = [("timed", round(rng.uniform(*FRACTIONS) * self._duration(stage), 2)) for _ in range(n)]
+        timed = [("timed", round(rng.uniform(*FRACTIONS) * self._duration(stage), 2)) for _ in range(TIMED_KILLS)]
         # The watched kill first, while the stage has done nothing yet, so its checkpoint / store is new.
         return ([("watch", None)] if stage in WATCH else []) + timed
 

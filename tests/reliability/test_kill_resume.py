@@ -11,6 +11,8 @@ killed right after their first checkpoint / cache flush, so the rerun has someth
   training resumed at the checkpoint the kill left (steps_run = max_steps - resumed_from_step) and the generation
   store reused every response it held (computed = total - reused);
 - determinism: run B's dvc.lock equals run A's, every hash (B was SIGKILLed 57 times on the way, A never).
+
+ALIGNPIPE_KILL_SEED=<n> draws other moments (default 0); the campaign's report is written to <run B>/kill-report.json.
 """
 
 import importlib.util
