@@ -7,9 +7,10 @@
 For each stage instance, in DVC's topological order (dvc.yaml order among independent stages), with its upstream
 already complete and one Prefect server shared by the whole campaign (PREFECT_API_URL):
 
-1. ``dvc repro --single-item <stage>`` is started in its own process group and the whole group (dvc and the stage's Python
-   process) is SIGKILLed at each of the stage's moments: a seeded fraction of the stage's duration in run A, and,
-   for the long stages (:data:`WATCH`), the moment its first checkpoint or cache flush appears in the work dir;
+1. ``dvc repro --single-item <stage>`` is started in its own process group and the whole group (dvc and the
+   stage's Python process) is SIGKILLed at each of the stage's moments: a seeded fraction of the stage's duration
+   in run A, and, for the long stages (:data:`WATCH`), the moment its first checkpoint or cache flush appears in
+   the work dir;
 2. after each kill, every declared out and metric of the stage is absent or byte-identical to run A's, and
    ``dvc status`` may report the stage up to date only when all of them equal run A's; the rwlock entries DVC
    left for the dead process are kept for the report;
