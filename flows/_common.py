@@ -1,7 +1,8 @@
 """The one adapter between the library and Prefect: task/flow decorators, params loading, CLI, timings.
 
 Flows stay thin: each `flows/<stage>.py` chains a few `@stage_task` steps that call library functions.
-Timings (process start -> flow start -> first task -> end) are written to `.cache/alignpipe/timings/`,
+Timings (process start -> flow start -> first task -> end) are written to `.cache/alignpipe/timings/`, and
+each run's start and end to its run record (`.cache/alignpipe/runs/<stage>.jsonl`, `alignpipe.utils.runlog`),
 never into DVC outputs, so outputs stay byte-identical across runs.
 """
 
@@ -31,6 +32,7 @@ from prefect.utilities.annotations import opaque  # noqa: E402
 
 from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
+from alignpipe.utils import runlog  # noqa: E402
 from alignpipe.utils.io import DataError, dumps  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 
@@ -133,7 +135,7 @@ def load_stage_params(path: str) -> Params:
     return params
 
 
-def _write_timings(stage: str) -> None:
+def _write_timings(stage: str) -> dict:
     end = time.time()
     t = {"process_start": _PROCESS_START, **_TIMINGS, "end": end}
     record = {
@@ -146,6 +148,7 @@ def _write_timings(stage: str) -> None:
     out = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "timings"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stage}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 BAD_INPUT = (ConfigError, DataError, LLMError)  # errors that name the bad key / file:line / role: no traceback
@@ -177,11 +180,18 @@ def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentP
     if extra_args:
         extra_args(parser)
     args = vars(parser.parse_args())
+    # DVC names the stage instance (align@local); run by hand, the flow's name (and --name) says which it is.
+    name = os.environ.get("DVC_STAGE") or (stage if "name" not in args else f"{stage}@{args['name']}")
+    runlog.set_stage(name)
+    runlog.record("start", argv=sys.argv[1:])
+    status = "failed"
     try:
         load_params(args["params"])  # fail fast, before Prefect starts anything, on a bad params file
         flow_fn(**{k.replace("-", "_"): v for k, v in args.items()})
+        status = "completed"
     except BAD_INPUT as err:
         print(f"error in stage '{stage}': {err}", file=sys.stderr)
         sys.exit(2)
     finally:
-        _write_timings(stage if "name" not in args else f"{stage}@{args['name']}")
+        timings = _write_timings(name)
+        runlog.record("end", status=status, total_s=timings["total_s"])

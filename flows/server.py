@@ -34,18 +34,25 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-def start_server(port: int | None = None, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
-    """Start `prefect server start` on 127.0.0.1 and wait until it answers; return (process, api_url)."""
+def start_server(
+    port: int | None = None, timeout: float = 180.0, cwd: str | os.PathLike | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start `prefect server start` on 127.0.0.1 and wait until it answers; return (process, api_url).
+
+    ``cwd``: the project directory whose prefect.toml and .prefect/ the server uses (default: the current one).
+    """
     port = port or _free_port()
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "true"}
     env.pop("PREFECT_API_URL", None)
-    os.makedirs(".prefect", exist_ok=True)
-    log = open(".prefect/server.log", "ab")  # noqa: SIM115 (lives as long as the server)
+    state = os.path.join(cwd or ".", ".prefect")
+    os.makedirs(state, exist_ok=True)
+    log = open(os.path.join(state, "server.log"), "ab")  # noqa: SIM115 (lives as long as the server)
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
+        cwd=cwd,
         start_new_session=True,
     )
     api = f"http://127.0.0.1:{port}/api"

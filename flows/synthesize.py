@@ -7,8 +7,9 @@ Lion: `synthesize.lion.rounds` rounds of imitation (teacher answers the pool, th
 fine-tuned on it), discrimination (referee, both orders; hard / easy) and generation (new instructions), each a
 task whose artifacts land in .cache/alignpipe/synthesize-lion/<hash>/round_<r>/<phase>/: a rerun after a kill
 continues from the last finished phase. Every hf/openai call is cached in .cache/alignpipe/llm/ by request
-hash: nothing is asked twice (the counters in data/synthesize/metrics.json show it). Remote (openai) calls fan
-out as `llm-<role>` tasks through the task runner `roles.runner` names (a thread pool, or a Dask cluster).
+hash: nothing is asked twice (.cache/alignpipe/runs/synthesize.jsonl counts requests and cache hits). Remote
+(openai) calls fan out as `llm-<role>` tasks through the task runner `roles.runner` names (a thread pool, or a
+Dask cluster).
 """
 
 from flows._common import fan_out, load_stage_params, main, stage_flow, stage_task, task_runner
@@ -78,8 +79,7 @@ def lion_final(ctx, roles, pool, round_: int):
 @stage_task
 def write_outputs(params, webr_out, lion_out, roles, config: dict, out_dir: str) -> dict:
     rows, meta, metrics = webr_out
-    metrics = {**metrics, "roles": roles.metrics()}
-    return synth.write(out_dir, rows, meta, metrics, config, lion_out)
+    return synth.write(out_dir, rows, meta, metrics, config, lion_out, roles)
 
 
 def lion_rounds(cfg, roles, world_dir: str, base_dir: str):

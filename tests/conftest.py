@@ -1,11 +1,16 @@
-"""Test-wide settings: offline, quiet, deterministic; paths to the repo and the shared reference data."""
+"""Test-wide settings: offline, quiet, deterministic; paths to the repo and the shared reference data; the one
+clean `dvc repro` of the tiny profile (run A) that the end-to-end and the kill tests share."""
 
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+import yaml
 
 from alignpipe.utils.env import apply_offline_env
 
@@ -100,3 +105,48 @@ def pytest_sessionfinish(session, exitstatus):
     own = getattr(session.config, "_alignpipe_net_audit_own", None)
     if own and not attempts:
         os.unlink(own)
+
+
+def tiny_repo(dst: Path) -> dict[str, str]:
+    """A copy of the repo at ``dst`` with the tiny profile in params.yaml; returns the env to run dvc in it
+    (its own work dir under ``dst/.cache``, the venv's tools first, no Prefect server inherited)."""
+    from alignpipe.profile import apply_profile
+
+    _copy_repo(dst)
+    (dst / "params.yaml").write_text(yaml.safe_dump(apply_profile("tiny", dst / "params.yaml", dst / "profiles")))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "ALIGNPIPE_WORK_DIR": str(dst / ".cache/alignpipe"), "PYTHONPATH": str(dst / "src")}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("DVC_STAGE", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def make_tiny_repo():
+    """``make_tiny_repo(dst) -> env``: another tiny-profile copy of the repo (the kill tests' run B)."""
+    return tiny_repo
+
+
+class TinyRun(NamedTuple):
+    root: Path
+    env: dict[str, str]
+    seconds: float
+    log: str
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """Run A: one uninterrupted `dvc repro` of the tiny profile through a Prefect server (~4-6 min on 2 cores).
+
+    Shared by tests/e2e (outputs, status, metrics) and tests/reliability (the reference every killed-and-rerun
+    stage is compared with, byte for byte).
+    """
+    dst = tmp_path_factory.mktemp("run-a")
+    env = tiny_repo(dst)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.server", "--", "dvc", "repro"],
+        cwd=dst, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    return TinyRun(dst, env, time.perf_counter() - start, proc.stdout + proc.stderr)

@@ -1,36 +1,17 @@
-"""End to end: `dvc repro` of the tiny profile in a temporary copy of the repo, through a Prefect server.
+"""End to end: `dvc repro` of the tiny profile in a temporary copy of the repo, through a Prefect server
+(the session's `tiny_run` fixture, tests/conftest.py, shared with the kill tests in tests/reliability).
 
 Checks that every output and metric dvc.yaml declares exists, that `dvc status` is clean afterwards (so a
 second `dvc repro` is a no-op), and that `dvc metrics show` reads every metrics file.
 """
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from alignpipe.profile import apply_profile
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, copy_repo):
-    dst = copy_repo(tmp_path_factory.mktemp("repo"))
-    (dst / "params.yaml").write_text(yaml.safe_dump(apply_profile("tiny", dst / "params.yaml", dst / "profiles")))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "ALIGNPIPE_WORK_DIR": str(dst / ".cache/alignpipe"), "PYTHONPATH": str(dst / "src")}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.server", "--", "dvc", "repro"],
-        cwd=dst, env=env, capture_output=True, text=True, timeout=1500,
-    )
-    assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
-    return dst, env
 
 
 def _declared(dvc_yaml: dict) -> tuple[list[str], list[str]]:
@@ -48,8 +29,8 @@ def _declared(dvc_yaml: dict) -> tuple[list[str], list[str]]:
     return outs, metrics
 
 
-def test_every_declared_output_exists(tiny_repo):
-    repo, _ = tiny_repo
+def test_every_declared_output_exists(tiny_run):
+    repo = tiny_run.root
     outs, metrics = _declared(yaml.safe_load((repo / "dvc.yaml").read_text()))
     missing = [p for p in outs + metrics if not (repo / p).exists()]
     assert not missing, f"declared but not produced: {missing}"
@@ -67,8 +48,8 @@ def test_every_declared_output_exists(tiny_repo):
     assert first_pair["bridged"][0]["role"] == "assistant"
 
 
-def test_status_clean_and_metrics_readable(tiny_repo):
-    repo, env = tiny_repo
+def test_status_clean_and_metrics_readable(tiny_run):
+    repo, env = tiny_run.root, tiny_run.env
     status = subprocess.run(["dvc", "status", "--json"], cwd=repo, env=env, capture_output=True, text=True)
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True)

@@ -37,6 +37,7 @@ import pytest
 import yaml
 
 from alignpipe.profile import apply_profile, deep_merge
+from alignpipe.utils import runlog
 
 pytestmark = pytest.mark.fault
 REPO = Path(__file__).resolve().parents[2]
@@ -477,8 +478,10 @@ def test_unusable_judge_outputs_below_the_limit_are_counted_with_the_role(projec
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         metrics = json.loads((root / "data/evaluate/judged/metrics.json").read_text(encoding="utf-8"))
         rows = [json.loads(x) for x in (root / "data/evaluate/judged/generations.jsonl").read_text().splitlines()]
+        (record,) = [r for r in runlog.runs("evaluate@judged", root / ".cache/alignpipe/runs")[-1]
+                     if r["event"] == "roles"]
     finally:
         _restore(root)
     assert metrics["judge_unparseable"] == 12 and metrics["judge_calls"]["unparseable"] == 12
-    assert metrics["judge_calls"]["cache_hits"] == 12 and metrics["judge_calls"]["requests"] == 0  # the cached ones
+    assert record["judge"]["cache_hits"] == 12 and record["judge"]["requests"] == 0  # the cached ones (run record)
     assert all(r["judge"] is None and r["judge_raw"] == REFUSAL for r in rows)

@@ -106,6 +106,15 @@ class Scenario:
     def read(self, rel: str) -> dict:
         return json.loads((self.repo / rel).read_text())
 
+    def run_roles(self, stage: str) -> dict:
+        """The role counters of ``stage``'s last run, from its run record (requests, retries and cache hits depend
+        on what the cache held, so they are not in ``metrics.json``): the total of every role for synthesize, the
+        judge role's for evaluate."""
+        from alignpipe.utils import runlog
+
+        (last,) = [r for r in runlog.runs(stage, self.repo / ".cache/alignpipe/runs")[-1] if r["event"] == "roles"]
+        return last["counters"]["total"] if "counters" in last else last["judge"]
+
     def jsonl(self, rel: str) -> list[dict]:
         return [json.loads(line) for line in (self.repo / rel).read_text().splitlines() if line.strip()]
 
@@ -176,7 +185,7 @@ def scenario(repo, openai_server):
     try:
         proc = s.run("synth", "synthesize")
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        s.saved["synth"] = {"metrics": s.read("data/synthesize/metrics.json"),
+        s.saved["synth"] = {"metrics": s.read("data/synthesize/metrics.json"), "calls": s.run_roles("synthesize"),
                             "webr": (dst / "data/synthesize/webr.jsonl").read_bytes()}
         proxy.mode = "down"  # an outage: the judge's requests all fail
         s.run("outage", "evaluate@base")
@@ -184,7 +193,7 @@ def scenario(repo, openai_server):
         proxy.mode = "plan"
         proc = s.run("judge", "evaluate@base")
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        s.saved["judge"] = {"metrics": s.read("data/evaluate/base/metrics.json"),
+        s.saved["judge"] = {"metrics": s.read("data/evaluate/base/metrics.json"), "calls": s.run_roles("evaluate@base"),
                             "generations": (dst / "data/evaluate/base/generations.jsonl").read_bytes()}
         proc = s.run("rerun", "-f", "synthesize", "evaluate@base")
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -204,8 +213,8 @@ def _figures(s: Scenario) -> dict:
                        "max_in_flight": max((a.in_flight for a in seen), default=0),
                        "answered_s_max": max((round(a.t1 - a.t0, 2) for a in seen if a.status == 200), default=0),
                        "client_gave_up": sum(a.fault is None and a.status is None for a in seen)}
-    return {"runs": runs, "seconds": s.seconds, "synth_roles": s.saved["synth"]["metrics"]["roles"]["total"],
-            "judge_calls": s.saved["judge"]["metrics"]["judge_calls"]}
+    return {"runs": runs, "seconds": s.seconds, "synth_roles": s.saved["synth"]["calls"],
+            "judge_calls": s.saved["judge"]["calls"]}
 
 
 def _wire(body: dict) -> str:
@@ -224,8 +233,10 @@ def _answer(a) -> str:
 @pytest.mark.parametrize("label", ["synth", "judge"])
 def test_counters_add_up_against_what_the_proxy_saw(scenario, label):
     p = scenario.proxy
-    c = (scenario.saved["synth"]["metrics"]["roles"]["total"] if label == "synth"
-         else scenario.saved["judge"]["metrics"]["judge_calls"])
+    c = scenario.saved[label]["calls"]  # the run record's counters
+    work = (scenario.saved["synth"]["metrics"]["roles"]["total"] if label == "synth"
+            else scenario.saved["judge"]["metrics"]["judge_calls"])
+    assert work == {k: c[k] for k in work}  # metrics.json: the same calls, unparseable and refusals
     seen = p.attempts(label)
     bodies = {a.body_sha for a in seen}
     faults = Counter(a.fault for a in seen if a.fault)
@@ -279,13 +290,15 @@ def test_a_rerun_answers_everything_from_the_cache_and_sends_nothing(scenario):
     s = scenario
     assert s.proxy.attempts("rerun") == []
     first, again = s.saved["synth"]["metrics"], s.read("data/synthesize/metrics.json")
+    assert again == first  # the work counters are the artifact's: the same after a rerun from the cache
     lion_calls = sum(r["total"]["calls"] for r in first["lion"]["roles_by_round"].values())
     webr_calls = first["roles"]["total"]["calls"] - lion_calls  # Lion's finished phases are reused, not re-asked
-    t = again["roles"]["total"]
+    t = s.run_roles("synthesize")
     assert (t["requests"], t["retries"], t["cache_hits"], t["calls"]) == (0, 0, webr_calls, webr_calls) != (0,) * 4
     assert (s.repo / "data/synthesize/webr.jsonl").read_bytes() == s.saved["synth"]["webr"]
-    j1, j2 = s.saved["judge"]["metrics"]["judge_calls"], s.read("data/evaluate/base/metrics.json")["judge_calls"]
+    j1, j2 = s.saved["judge"]["calls"], s.run_roles("evaluate@base")
     assert (j2["requests"], j2["cache_hits"]) == (0, j1["calls"]) and j1["requests"] - j1["retries"] > 0
+    assert s.read("data/evaluate/base/metrics.json") == s.saved["judge"]["metrics"]
     assert (s.repo / "data/evaluate/base/generations.jsonl").read_bytes() == s.saved["judge"]["generations"]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from alignpipe.config import Params
 from alignpipe.edit.records import read_edits
 from alignpipe.edit.template import alignment_rows
-from alignpipe.models.training import loss_csv
+from alignpipe.models.training import loss_csv, sort_peft_sets
 from alignpipe.train.sft import DEFAULT_SFT
 from alignpipe.utils.cache import model_digest
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir, write_json, write_jsonl
@@ -97,7 +97,7 @@ def save(trainer: Any, rows: list[dict[str, Any]], stats: dict[str, Any], metric
     tokenizer = trainer.processing_class
     tokenizer.padding_side = "right"
     with atomic_dir(out_dir) as tmp:
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp / "model")
+        sort_peft_sets(trainer.accelerator.unwrap_model(trainer.model)).save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
         write_jsonl(tmp / "data.jsonl", rows)
         write_json(tmp / "metrics.json", metrics)

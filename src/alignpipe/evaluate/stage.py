@@ -26,6 +26,7 @@ from typing import Any
 
 from alignpipe.config import EvaluateSection, ModelSection, Params
 from alignpipe.evaluate.metrics import JUDGE_KEYS, bootstrap_ci, followbench_scores, judge_scores
+from alignpipe.utils import runlog
 from alignpipe.utils.io import DataError, atomic_dir, sha256_file, write_json
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -71,12 +72,14 @@ def generate_responses(
     from alignpipe.utils.io import work_dir
 
     # Stored by prompt under the work dir, keyed by the weights and decoding settings: a killed run resumes at
-    # the first missing chunk, and a rerun whose model did not change loads no model at all.
+    # the first missing chunk, and a rerun whose model did not change loads no model at all. One chunk per
+    # generation batch: a kill loses at most one batch, and a resumed run batches the rest as an uninterrupted
+    # one does (batches start at the same prompts), so greedy outputs cannot differ by padding.
     key = {"evaluate": "world", "model": model_section.model_dump(), "weights": model_digest(model_dir),
            "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size}
     respond = chat_model(model_dir, model_section, cfg.max_new_tokens, cfg.batch_size)
     responses = cached_map(respond, [r["instruction"] for r in records], work_dir("evaluate", key) / "responses.jsonl",
-                           chunk=max(cfg.batch_size, 64))
+                           chunk=cfg.batch_size)
     if len(responses) != len(records):
         raise RuntimeError(f"generate returned {len(responses)} responses for {len(records)} prompts")
     return list(responses)
@@ -208,11 +211,12 @@ def judge_role(params: Params, kb: Any) -> Any:
 
 
 def judge_role_metrics(generations: list[dict[str, Any]], roles_judge: Any) -> dict[str, Any]:
-    """What ``metrics.json`` adds when the judge role judged: unparseable outputs and the role's call counters."""
+    """What ``metrics.json`` adds when the judge role judged: unparseable outputs and the role's work counters."""
     if roles_judge is None:
         return {}
+    runlog.record("roles", judge=roles_judge.stats.as_dict())  # requests, retries, cache hits: the run record
     return {"judge_unparseable": sum(g["judge"] is None for g in generations),
-            "judge_calls": roles_judge.stats.as_dict()}
+            "judge_calls": roles_judge.stats.work()}
 
 
 def roles_judge_description(params: Params) -> str:

@@ -70,6 +70,10 @@ class Completion:
 
 COUNTERS = ("calls", "requests", "retries", "failures", "cache_hits", "prompt_tokens", "completion_tokens",
             "unparseable", "refusals", "truncated_prompts")
+# The counters fixed by the work asked of a role, equal in every run with the same params and seed: the only ones
+# a stage writes to metrics.json (hashed in dvc.lock). The rest depend on the run's history (a warm disk cache
+# answers without a request, retries depend on the server) and go to the run record (alignpipe.utils.runlog).
+WORK_COUNTERS = ("calls", "unparseable", "refusals")
 
 
 @dataclass
@@ -102,6 +106,10 @@ class RoleStats:
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in COUNTERS}
+
+    def work(self) -> dict[str, int]:
+        """The :data:`WORK_COUNTERS` (what ``metrics.json`` may hold)."""
+        return {k: getattr(self, k) for k in WORK_COUNTERS}
 
 
 class Backend(Protocol):

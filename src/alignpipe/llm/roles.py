@@ -8,7 +8,8 @@
     judged = roles.judge.score(instructions, responses, records)     # list[{"fluency", ...} | None]
     verdicts = roles.judge.check(instructions, responses, constraints, records)  # list[list[bool] | None]
     texts = roles.generator.chat("webr_persona.v1", [{"web": page}])    # any template, free text
-    roles.metrics()                                                    # per-role counters for metrics.json
+    roles.work_metrics()                                               # per-role calls/unparseable for metrics.json
+    roles.metrics()                                                    # every counter (requests, cache hits, ...)
 
 Every method takes parallel lists and returns one item per input, ``None`` where the output was unparseable
 (counted in ``unparseable``, never raised). ``records`` (the world's instruction records) are optional: LLM
@@ -247,10 +248,17 @@ class Roles:
     judge: Judge
 
     def metrics(self) -> dict[str, dict[str, int]]:
-        """Per-role counters, plus their totals under ``"total"``."""
-        per = {name: getattr(self, name).stats.as_dict() for name in ROLE_NAMES}
-        per["total"] = {k: sum(p[k] for p in per.values()) for k in next(iter(per.values()))}
-        return per
+        """Per-role counters, plus their totals under ``"total"`` (all of them: for logs and the run record)."""
+        return _with_total({name: getattr(self, name).stats.as_dict() for name in ROLE_NAMES})
+
+    def work_metrics(self) -> dict[str, dict[str, int]]:
+        """Per-role work counters (calls, unparseable) plus ``"total"``: what a stage's ``metrics.json`` holds."""
+        return _with_total({name: getattr(self, name).stats.work() for name in ROLE_NAMES})
+
+
+def _with_total(per: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    per["total"] = {k: sum(p[k] for p in per.values()) for k in next(iter(per.values()))}
+    return per
 
 
 def default_cache_dir() -> Path:

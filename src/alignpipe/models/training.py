@@ -5,13 +5,15 @@
 - :func:`last_checkpoint`: the newest *complete* ``checkpoint-N`` in a directory, so an interrupted run resumes.
 - :func:`loss_log` / :func:`loss_csv`: the (step, loss) curve from ``trainer.state.log_history``, free of
   wall-clock fields, and its ``log.csv`` text.
-- :class:`LogLastStep`: log at the final step too, so the curve ends where training ended.
+- :class:`LogLastStep`: log at the final step too, so the curve ends where training ended, and at every
+  checkpoint, so a resumed run logs what an uninterrupted one does.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import re
 import shutil
@@ -20,11 +22,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from alignpipe.utils import runlog
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Trainer writes trainer_state.json last when saving a checkpoint (transformers 5 Trainer._save_checkpoint),
-# so its presence marks a checkpoint that was not cut short by a kill.
+# so its presence, readable as JSON (a kill can tear it too), marks a checkpoint that was not cut short by a kill.
 _COMPLETE_MARKER = "trainer_state.json"
 
 
@@ -75,7 +79,7 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
         match = _CHECKPOINT.match(child.name)
         if not match or not child.is_dir():
             continue
-        if (child / _COMPLETE_MARKER).is_file():
+        if _complete(child):
             found.append((int(match.group(1)), child))
         else:
             logger.warning("removing incomplete checkpoint %s (no %s)", child, _COMPLETE_MARKER)
@@ -83,6 +87,14 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     if not found:
         return None
     return str(max(found)[1])
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / _COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def loss_log(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -103,10 +115,21 @@ def loss_log(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 class LogLastStep(TrainerCallback):
-    """Log at the final step too, so the loss curve (and the reported final loss) reaches the end of training."""
+    """Log at the final step too, so the loss curve (and the reported final loss) reaches the end of training;
+    and at every checkpoint step.
+
+    A logged loss (and TRL's token accuracy) is the mean over the steps since the previous log, and those running
+    sums are not in a checkpoint: resumed from a checkpoint between two logs, the next logged value would miss the
+    steps before it and differ from an uninterrupted run's. Logging when saving closes the window there (the log
+    comes first, so the checkpoint's log_history holds it), which keeps ``log.csv`` and ``metrics.json``
+    byte-identical across a kill and resume.
+    """
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps and args.logging_strategy == "steps":
+        if args.logging_strategy != "steps":
+            return control
+        at_save = args.save_strategy == "steps" and state.save_steps > 0 and state.global_step % state.save_steps == 0
+        if state.global_step >= state.max_steps or at_save:
             control.should_log = True
         return control
 
@@ -121,9 +144,37 @@ def loss_csv(log: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
+def sort_peft_sets(model: Any) -> Any:
+    """Turn the set-valued fields of a PEFT model's adapter configs (``target_modules``, ...) into sorted lists.
+
+    PEFT keeps them as sets and writes ``list(set)`` to ``adapter_config.json``: string-hash order, which changes
+    with every Python process (``PYTHONHASHSEED``), so two runs with the same params and seed wrote different
+    bytes. Call before saving; the sorted lists load back as the same sets. A model without adapters is untouched.
+    """
+    for config in (getattr(model, "peft_config", None) or {}).values():
+        for key, value in vars(config).items():
+            if isinstance(value, (set, frozenset)):
+                setattr(config, key, sorted(value))
+    return model
+
+
 def count_parameters(model: Any) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+class StepCounter(TrainerCallback):
+    """The step a run started from (after a resume) and the optimizer steps it ran itself: the run record's facts."""
+
+    def __init__(self):
+        self.resumed_from_step = 0
+        self.steps_run = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.resumed_from_step = int(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps_run += 1
 
 
 class _TrainingComplete(Exception):
@@ -148,13 +199,21 @@ def resume_train(trainer: Any, output_dir: str | Path, what: str) -> None:
     """``trainer.train()`` from the newest complete checkpoint in ``output_dir`` (none: from scratch).
 
     Every training stage goes through here, so a rerun after a kill continues where it stopped and a rerun of a
-    finished run trains nothing (:class:`StopIfComplete`).
+    finished run trains nothing (:class:`StopIfComplete`). What this run did (the step it resumed from, the steps
+    it ran) goes to the stage's run record (:mod:`alignpipe.utils.runlog`), never into outputs.
     """
     resume = last_checkpoint(output_dir)
     if resume:
         logger.info("resuming %s from %s", what, resume)
+    counter = StepCounter()
+    trainer.add_callback(counter)  # before StopIfComplete: it must see on_train_begin before that one raises
     trainer.add_callback(StopIfComplete())
     try:
         trainer.train(resume_from_checkpoint=resume)
     except _TrainingComplete:
         logger.info("%s is the final checkpoint: %s was already complete", resume, what)
+    finally:
+        trainer.remove_callback(counter)
+    runlog.record("train", what=what, checkpoint_dir=str(output_dir), resumed_from=resume,
+                  resumed_from_step=counter.resumed_from_step, steps_run=counter.steps_run,
+                  global_step=int(trainer.state.global_step), max_steps=int(trainer.state.max_steps))

@@ -23,6 +23,7 @@ from typing import Any
 
 from alignpipe.config import Params
 from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row, response_score
+from alignpipe.utils import runlog
 from alignpipe.utils.io import atomic_dir, atomic_file, dumps, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -79,6 +80,7 @@ def sample_candidates(
     model = tokenizer = None
     out: list[list[str]] = []
     n_chunks = (len(records) + CHUNK - 1) // CHUNK
+    reused = 0
     for c in range(n_chunks):
         path = cache / f"chunk-{c:05d}.json"
         chunk = records[c * CHUNK : (c + 1) * CHUNK]
@@ -86,6 +88,7 @@ def sample_candidates(
             cached = json.loads(path.read_text(encoding="utf-8"))
             if [r["id"] for r in chunk] == cached["ids"]:
                 out.extend(cached["samples"])
+                reused += len(chunk)
                 continue
         if model is None:
             model, tokenizer = load_model(Path(sft_dir) / "model", params.model)
@@ -99,6 +102,7 @@ def sample_candidates(
             fh.write(json.dumps({"ids": [r["id"] for r in chunk], "samples": samples}))
         out.extend(samples)
         log.info("sampled chunk %d/%d (%d prompts x %d)", c + 1, n_chunks, len(chunk), cfg.num_samples)
+    runlog.record("cache", store=str(cache), total=len(records), reused=reused, computed=len(records) - reused)
     return out
 
 
@@ -193,7 +197,8 @@ def bridge(
 
     out, stats = bridge_pairs(pairs, editor, score)
     if roles is not None:
-        stats["roles"] = roles.metrics()
+        stats["roles"] = roles.work_metrics()  # requests / cache hits depend on the cache: the run record has them
+        runlog.record("roles", counters=roles.metrics())
     log.info("bridging (%s editor): %s", cfg.bridging.editor, json.dumps(stats))
     return out, stats
 

@@ -39,6 +39,7 @@ from typing import Any
 from alignpipe.config import Params, SFTSection
 from alignpipe.llm import Roles
 from alignpipe.synth import lion
+from alignpipe.utils import runlog
 from alignpipe.utils.io import atomic_dir, dumps, read_json, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed
 
@@ -93,18 +94,34 @@ def prepare(params: Params, world_dir: str | Path = "data/world", base_dir: str 
     return LionContext(params, pool, eval_items, init, work_dir("synthesize-lion", config), config)
 
 
-def _phase(path: Path, build: Callable[[Path], None]) -> bool:
-    """Build ``path`` atomically unless a finished one is there; True when it was built now."""
-    if path.is_dir():
+def _phase(path: Path, build: Callable[[Path], None], roles: Roles) -> bool:
+    """Build ``path`` atomically unless a finished one is there; True when it was built now.
+
+    The phase's role work (calls, unparseable) is stored with it in ``roles.json``, so a phase read back reports
+    the same counters as when it was built and ``metrics.json`` stays equal across a kill and resume; what this run
+    actually sent (requests, cache hits) goes to the run record.
+    """
+    before = roles.metrics()
+    built = not path.is_dir()
+    if built:
+        with atomic_dir(path) as tmp:
+            work_before = roles.work_metrics()
+            build(tmp)
+            (tmp / "roles.json").write_text(dumps(_roles_delta(work_before, roles.work_metrics())), encoding="utf-8")
+    else:
         log.info("lion: %s already done, reusing it", path)
-        return False
-    with atomic_dir(path) as tmp:
-        build(tmp)
-    return True
+    runlog.record("lion_phase", phase=f"{path.parent.name}/{path.name}", reused=not built,
+                  roles=_roles_delta(before, roles.metrics()))
+    return built
 
 
 def _roles_delta(before: dict, after: dict) -> dict[str, dict[str, int]]:
     return {role: {k: after[role][k] - before[role][k] for k in after[role]} for role in after}
+
+
+def _phase_roles(path: Path) -> dict[str, dict[str, int]]:
+    """The role work stored with a phase (a phase dir written before ``roles.json`` existed: none recorded)."""
+    return read_json(path / "roles.json") if (path / "roles.json").is_file() else {}
 
 
 def _teacher(roles: Roles, items: list[dict]) -> dict[str, str | None]:
@@ -155,7 +172,6 @@ def _eval_rows(ctx: LionContext, roles: Roles, student_dir: str | Path, teacher:
 
 def baseline(ctx: LionContext, roles: Roles) -> dict[str, Any]:
     """Round 0: the teacher's answers on the eval subset and the initial student's relative score on it."""
-    before = roles.metrics()
 
     def build(tmp: Path) -> None:
         teacher = _teacher(roles, ctx.eval_items)
@@ -164,9 +180,9 @@ def baseline(ctx: LionContext, roles: Roles) -> dict[str, Any]:
         write_jsonl(tmp / "eval_scores.jsonl", rows)
         (tmp / "metrics.json").write_text(dumps({"round": 0, "eval": lion.score_metrics(rows)}), encoding="utf-8")
 
-    _phase(ctx.dir(0, "baseline"), build)
+    _phase(ctx.dir(0, "baseline"), build, roles)
     return {**read_json(ctx.dir(0, "baseline") / "metrics.json"), "phase": "baseline",
-            "roles": _roles_delta(before, roles.metrics())}
+            "roles": _phase_roles(ctx.dir(0, "baseline"))}
 
 
 def _answers_so_far(ctx: LionContext, round_: int) -> dict[str, str | None]:
@@ -177,7 +193,6 @@ def _answers_so_far(ctx: LionContext, round_: int) -> dict[str, str | None]:
 
 def imitation(ctx: LionContext, roles: Roles, round_: int, pool: list[dict[str, Any]]) -> dict[str, Any]:
     """The teacher answers the pool's new instructions; the initial student is fine-tuned on the whole pool."""
-    before = roles.metrics()
 
     def build(tmp: Path) -> None:
         answers = _answers_so_far(ctx, round_)
@@ -192,15 +207,14 @@ def imitation(ctx: LionContext, roles: Roles, round_: int, pool: list[dict[str, 
                    "trained_on": len(rows), "student": student}
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
 
-    if _phase(ctx.dir(round_, "imitation"), build):
+    if _phase(ctx.dir(round_, "imitation"), build, roles):
         shutil.rmtree(ctx.root / f"round_{round_}" / "student_checkpoints", ignore_errors=True)
     return {**read_json(ctx.dir(round_, "imitation") / "metrics.json"), "phase": "imitation",
-            "roles": _roles_delta(before, roles.metrics())}
+            "roles": _phase_roles(ctx.dir(round_, "imitation"))}
 
 
 def discrimination(ctx: LionContext, roles: Roles, round_: int) -> dict[str, Any]:
     """Teacher vs the round's student on the pool (hard / easy) and on the eval subset (relative score)."""
-    before = roles.metrics()
     imit = ctx.dir(round_, "imitation")
     student_dir = imit / "student" / "model"
 
@@ -220,14 +234,13 @@ def discrimination(ctx: LionContext, roles: Roles, round_: int) -> dict[str, Any
         metrics = {"round": round_, **lion.score_metrics(rows), "eval": lion.score_metrics(eval_rows)}
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
 
-    _phase(ctx.dir(round_, "discrimination"), build)
+    _phase(ctx.dir(round_, "discrimination"), build, roles)
     return {**read_json(ctx.dir(round_, "discrimination") / "metrics.json"), "phase": "discrimination",
-            "roles": _roles_delta(before, roles.metrics())}
+            "roles": _phase_roles(ctx.dir(round_, "discrimination"))}
 
 
 def generation(ctx: LionContext, roles: Roles, round_: int) -> dict[str, Any]:
     """New instructions from the hard ones (same domain and task type) and from the easy ones (rarer)."""
-    before = roles.metrics()
     cfg = ctx.params.synthesize.lion
     disc = ctx.dir(round_, "discrimination")
 
@@ -247,15 +260,14 @@ def generation(ctx: LionContext, roles: Roles, round_: int) -> dict[str, Any]:
         metrics = {"round": round_, "generated": stats, "new": len(new), "pool_next": len(pool) + len(new)}
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
 
-    _phase(ctx.dir(round_, "generation"), build)
+    _phase(ctx.dir(round_, "generation"), build, roles)
     out = ctx.dir(round_, "generation")
     return {**read_json(out / "metrics.json"), "phase": "generation", "pool": _read(out / "pool.jsonl"),
-            "roles": _roles_delta(before, roles.metrics())}
+            "roles": _phase_roles(ctx.dir(round_, "generation"))}
 
 
 def final_answers(ctx: LionContext, roles: Roles, pool: list[dict[str, Any]], round_: int) -> dict[str, Any]:
     """The teacher answers the last round's new instructions: the final pool is Lion's training data."""
-    before = roles.metrics()
 
     def build(tmp: Path) -> None:
         answers = _answers_so_far(ctx, round_ + 1)
@@ -265,9 +277,9 @@ def final_answers(ctx: LionContext, roles: Roles, pool: list[dict[str, Any]], ro
         kept = sum(answers[x["id"]] is not None for x in pool)
         (tmp / "metrics.json").write_text(dumps({"pool": len(pool), "rows": kept}), encoding="utf-8")
 
-    _phase(ctx.dir(round_, "final"), build)
+    _phase(ctx.dir(round_, "final"), build, roles)
     return {**read_json(ctx.dir(round_, "final") / "metrics.json"), "phase": "final",
-            "roles": _roles_delta(before, roles.metrics())}
+            "roles": _phase_roles(ctx.dir(round_, "final"))}
 
 
 def final_rows(ctx: LionContext, round_: int) -> list[dict[str, Any]]:
@@ -278,7 +290,11 @@ def final_rows(ctx: LionContext, round_: int) -> list[dict[str, Any]]:
 
 
 def summary(ctx: LionContext, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-round metrics (what the artifacts hold) plus this run's role counters per round."""
+    """Per-round metrics and each round's role work (calls, unparseable), both as the phases' artifacts hold them.
+
+    Read from the artifacts, so a run that read finished phases back reports what an uninterrupted one does; what
+    this run sent (requests, cache hits) is in the run record (``lion_phase`` events).
+    """
     rounds: dict[int, dict[str, Any]] = {}
     roles_by_round: dict[int, dict[str, Any]] = {}
     for res in results:

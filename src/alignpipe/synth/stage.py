@@ -10,8 +10,9 @@ Outputs in ``data/synthesize/``: ``webr.jsonl`` (``{prompt_id, messages}``, WebR
 (the same rows as prompt-completion records for the sft stage, ``sft.data: [seed, webr]``),
 ``webr_meta.jsonl`` (per row: type, page id, sections kept, word, length limit, persona), Lion's
 ``lion.jsonl`` / ``sft_lion.jsonl`` and ``lion/`` (rounds, see :mod:`alignpipe.synth.lion_stage`, run after
-WebR), ``metrics.json`` (counts per type, refusal and dedup removals, Lion's per-round metrics, role counters)
-and ``config.json``.
+WebR), ``metrics.json`` (counts per type, refusal and dedup removals, Lion's per-round metrics, role calls and
+unparseable outputs) and ``config.json``. Requests, cache hits and tokens of a run go to its run record
+(:mod:`alignpipe.utils.runlog`): they depend on what an earlier run left in the cache, the outputs must not.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 
 from alignpipe.config import Params
 from alignpipe.llm import Roles, build_roles
+from alignpipe.llm.base import WORK_COUNTERS
 from alignpipe.synth import lion_stage, webr
+from alignpipe.utils import runlog
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -138,21 +141,36 @@ def assemble(params: Params, plans: list[webr.Plan], persona: dict[str, str | No
         "request_words_mean": words([r["messages"][0]["content"] for r, m in zip(rows, extra["meta"])
                                      if m["type"].startswith("WR")]),
         "response_words_mean": words([r["messages"][1]["content"] for r in rows]),
-        "roles": roles.metrics(),
+        "roles": roles.work_metrics(),  # WebR's; write() adds Lion's
     }
     return rows, extra["meta"], metrics
 
 
+def stage_roles(webr_roles: dict[str, dict[str, int]] | None, lion_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The stage's role work: WebR's counters plus every Lion round's (as the phase artifacts hold them)."""
+    total: dict[str, dict[str, int]] = {}
+    for per in [webr_roles or {}, *(lion_metrics.get("roles_by_round") or {}).values()]:
+        for role, counts in per.items():
+            acc = total.setdefault(role, dict.fromkeys(WORK_COUNTERS, 0))
+            for k in WORK_COUNTERS:
+                acc[k] += counts.get(k, 0)
+    return total
+
+
 def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict, config: dict,
-          lion: tuple[lion_stage.LionContext | None, list[dict], dict] | None = None) -> dict:
+          lion: tuple[lion_stage.LionContext | None, list[dict], dict] | None = None,
+          roles: Roles | None = None) -> dict:
     """Every output at once (WebR's and Lion's), so a killed stage never leaves a complete-looking directory.
 
     ``lion``: (context, final rows, Lion metrics) from :func:`alignpipe.synth.lion_stage.run`, or None when Lion
     is off (its files are then written empty). Returns the metrics written: ``metrics`` plus Lion's under
-    ``"lion"`` (``roles`` is the stage's total).
+    ``"lion"`` (``roles`` is the stage's role work, :func:`stage_roles`). ``roles``: this run's requests, cache
+    hits and tokens go to the run record (they depend on the run's history, so never into ``metrics.json``).
     """
     ctx, lion_rows, lion_metrics = lion or (None, [], {"rows": 0, "rounds": [], "lion": "disabled"})
-    metrics = {**metrics, "lion": lion_metrics}
+    metrics = {**metrics, "lion": lion_metrics, "roles": stage_roles(metrics.get("roles"), lion_metrics)}
+    if roles is not None:
+        runlog.record("roles", counters=roles.metrics())
     if ctx is not None:
         config = {**config, "lion_inputs": ctx.config}
     with atomic_dir(out_dir) as tmp:
@@ -187,7 +205,6 @@ def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Pat
     pages, roles = load(params, world_dir)
     rows, meta, metrics = run_webr(params, pages, roles)
     lion = lion_stage.run(params, roles, world_dir, base_dir) if params.synthesize.lion.enabled else None
-    metrics["roles"] = roles.metrics()
-    metrics = write(out_dir, rows, meta, metrics, config, lion)
-    log.info("synthesize: roles %s", metrics["roles"]["total"])
+    metrics = write(out_dir, rows, meta, metrics, config, lion, roles)
+    log.info("synthesize: roles %s", roles.metrics()["total"])
     return metrics

@@ -44,7 +44,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from alignpipe.config import ConfigError, Params, VariantSection, load_params
-from alignpipe.models.training import LogLastStep, count_parameters, resume_train
+from alignpipe.models.training import LogLastStep, count_parameters, resume_train, sort_peft_sets
 from alignpipe.train.blocks import lora_config, num_layers, resolve_layers
 from alignpipe.train.bmc_trainer import BMCDPOTrainer
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
@@ -262,6 +262,7 @@ def save(trainer: StoredRefDPOTrainer, out_dir: str | Path, metrics: dict[str, A
     directory next to the checkpoints; the main process then moves it into the atomic output.
     """
     staging = Path(trainer.args.output_dir) / "final-model"
+    sort_peft_sets(trainer.accelerator.unwrap_model(trainer.model))  # adapter_config.json in a stable order
     trainer.save_model(str(staging))  # adapter only for a PeftModel; full safetensors otherwise; + tokenizer
     if not trainer.accelerator.is_main_process:
         return Path(out_dir)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import ConfigError, Params
+from alignpipe.utils import runlog
 from alignpipe.utils.io import DataError, atomic_dir, dumps, read_json, write_jsonl
 from alignpipe.utils.seed import derive_seed
 
@@ -158,7 +159,9 @@ def run(params: Params, name: str, roles=None, world_dir: str | Path = "data/wor
         rows, rel = relative_score(params, roles, model_dir / "model", items, teacher)
         metrics = {**{k: v for k, v in metrics.items() if k != "log"}, "mixture": name, "sources": sources,
                    "relative": rel, "relative_score": rel["relative_score"],
-                   "roles": roles.metrics()["total"] if roles is not None else None}
+                   "roles": roles.work_metrics()["total"] if roles is not None else None}
+        if roles is not None:  # requests / cache hits depend on the run's history: the run record, not metrics.json
+            runlog.record("roles", counters=roles.metrics())
         with atomic_dir(out_dir) as tmp:
             shutil.copytree(model_dir / "model", tmp / "model")
             if (model_dir / "log.csv").is_file():

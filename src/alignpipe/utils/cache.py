@@ -8,7 +8,8 @@ Outputs are looked up by the sha256 of their prompt; the misses are computed ``c
 chunk is appended (flushed and fsynced) before the next starts, so a run killed after hours of generation resumes
 where it stopped. The file's directory must be keyed by everything that determines the outputs (model weights,
 decoding settings): this module only keys by prompt. Decoding is greedy here, so a stored output is the output.
-A torn last line (a crash during a write) is ignored and recomputed.
+A torn last line (a crash during a write) is ignored and recomputed. How many outputs were reused and how many
+computed goes to the stage's run record (:mod:`alignpipe.utils.runlog`, event ``cache``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from alignpipe.utils import runlog
 from alignpipe.utils.io import sha256_file
 
 
@@ -81,6 +83,8 @@ def cached_map(
                 stored[key] = output
             fh.flush()
             os.fsync(fh.fileno())
+    unique = len(first)
+    runlog.record("cache", store=str(path), total=unique, reused=unique - len(todo), computed=len(todo))
     return [stored[k] for k in keys]
 
 

@@ -115,7 +115,7 @@ def test_a_key_echoed_back_by_the_server_is_redacted_from_errors_and_logs(tmp_pa
     assert backend.redact(f"Basic {base64.b64encode(SECRET.encode()).decode()}") == "Basic [redacted]"
 
 
-def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_data, tmp_path):
+def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_data, tmp_path, monkeypatch):
     """FollowBench's LLM-judged groups through roles.judge (openai backend) against `transformers serve`: the tiny
     random model cannot write a YES/NO list, so every judged output is retried once, then counted as unparseable and
     reported apart; the rule-scored part is still scored, and every raw output is kept in generations.jsonl."""
@@ -123,6 +123,7 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
 
     from alignpipe.evaluate.followbench import stage as fb_stage
     from alignpipe.evaluate.followbench.judge import parse_output
+    from alignpipe.utils import runlog
     from alignpipe.utils.io import read_jsonl
 
     fb_dir = shared_data / "followbench"
@@ -138,6 +139,7 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
         "roles": {"judge": {"backend": "openai", "base_url": base_url, "model": model, "concurrency": 2},
                   "cache_dir": str(tmp_path / "llm"), "max_unusable_fraction": 1.0},  # count them, do not stop
     })
+    monkeypatch.setenv("DVC_STAGE", "evaluate@fb")
     records, todo = fb_stage.load(params)
     responses = [r.get("target") or r["instruction"] for r in todo]
     out = tmp_path / "fb"
@@ -154,7 +156,11 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
             assert row["verdicts"] == parse_output(row["judge_raw"][-1], row["level"])
     n_bad = sum(r["method"] == "unparseable" for r in rows)
     assert metrics["unparseable"]["n"] == n_bad and metrics["n_instructions"] == 4 - n_bad
-    calls = metrics["judge_calls"]
+    # metrics.json: calls, unparseable outputs, refusals; requests and failures (they depend on the cache): the run
+    # record. A verdict list is never a refusal.
+    assert metrics["judge_calls"] == {"calls": sum(len(r["judge_raw"]) for r in judged), "unparseable": n_bad,
+                                      "refusals": 0}
+    (calls,) = [r["judge"] for r in runlog.read("evaluate@fb") if r["event"] == "roles"]
     assert calls["requests"] == sum(len(r["judge_raw"]) for r in judged) and calls["failures"] == 0
     assert calls["unparseable"] == n_bad
     config = json.loads((out / "config.json").read_text())

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from alignpipe.config import ArchitectureSection, LionSection, TokenizerSection, validate_params
-from alignpipe.llm.base import Completion
+from alignpipe.llm.base import WORK_COUNTERS, Completion
 from alignpipe.llm.client import RoleClient
 from alignpipe.llm.roles import Generator, Referee
 from alignpipe.synth import lion, lion_stage, stage
+from alignpipe.utils import runlog
 
 # ---- discrimination ------------------------------------------------------------------------------------------
 
@@ -230,6 +231,7 @@ def test_rounds_write_their_artifacts_and_metrics_from_real_scores(world_dir, ba
 
 
 def test_resume_after_a_killed_round_gives_the_same_outputs(world_dir, base_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_STAGE", "synthesize")  # the run records' file
     params = validate_params(_lion_params())
     monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "work-a"))
     stage.run(params, world_dir, tmp_path / "straight", base_dir)
@@ -251,13 +253,23 @@ def test_resume_after_a_killed_round_gives_the_same_outputs(world_dir, base_dir,
                                                   "round_1/imitation", "round_2/imitation"]
     monkeypatch.setattr(lion_stage, "discrimination", real)
     m = stage.run(params, world_dir, tmp_path / "resumed", base_dir)
-    # The rerun redid only round 2's discrimination and what follows: no teacher call before the final answers.
+    # The rerun read the finished phases back and redid only round 2's discrimination and what follows (its run
+    # record says so): no teacher call before the final answers.
+    phases = [r for r in runlog.read("synthesize", tmp_path / "work-b" / "runs") if r["event"] == "lion_phase"]
+    killed, rerun = phases[:5], phases[5:]
+    assert not any(r["reused"] for r in killed)
+    assert [(r["phase"], r["reused"]) for r in rerun] == [
+        ("round_0/baseline", True), ("round_1/imitation", True), ("round_1/discrimination", True),
+        ("round_1/generation", True), ("round_2/imitation", True), ("round_2/discrimination", False),
+        ("round_2/generation", False), ("round_2/final", False)]
+    asked = sum(r["roles"]["teacher"]["calls"] for r in rerun)
+    assert asked == m["lion"]["rounds"][2]["generation"]["new"]  # only the final answers
+    # metrics.json holds each phase's role work as its artifact stored it: equal to the uninterrupted run's.
     used = m["lion"]["roles_by_round"]
-    assert used["0"] == used["1"] == {}
-    assert set(used["2"]) == {"referee", "generator", "teacher", "total"}
-    assert used["2"]["teacher"]["calls"] == m["lion"]["rounds"][2]["generation"]["new"]  # only the final answers
+    assert used["0"]["teacher"]["calls"] == 6 and used["1"]["teacher"]["calls"] > 0
     for name in ("lion.jsonl", "sft_lion.jsonl", "lion/rounds.json", "lion/round_2/discrimination/scores.jsonl",
-                 "lion/round_2/imitation/student/model/model.safetensors"):
+                 "lion/round_2/imitation/student/model/model.safetensors", "metrics.json",
+                 "lion/round_1/imitation/roles.json"):
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
 
 
@@ -267,17 +279,24 @@ def test_hf_teacher_and_generator_through_the_same_code_rerun_makes_no_request(w
     raw = _lion_params(rounds=1, min_words=1, rouge_threshold=1.0)
     raw["roles"] = {"teacher": hf, "generator": hf, "cache_dir": str(tmp_path / "llm-cache")}
     params = validate_params(raw)
+    monkeypatch.setenv("DVC_STAGE", "synthesize")
+    monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "work-1"))
     m = stage.run(params, world_dir, tmp_path / "a", base_dir)
-    roles = m["roles"]
-    assert roles["teacher"]["requests"] > 0 and roles["teacher"]["completion_tokens"] > 0
-    assert roles["generator"]["calls"] > 0 and roles["referee"]["calls"] > 0  # the oracle referee scored them
+    # Requests, cache hits and tokens depend on what the cache held: the run record has them, not metrics.json.
+    (usage,) = [r["counters"] for r in runlog.read("synthesize", tmp_path / "work-1" / "runs") if r["event"] == "roles"]
+    assert usage["teacher"]["requests"] > 0 and usage["teacher"]["completion_tokens"] > 0
+    assert m["roles"]["generator"]["calls"] > 0 and m["roles"]["referee"]["calls"] > 0  # the oracle referee scored
+    assert set(m["roles"]["teacher"]) == set(WORK_COUNTERS) == {"calls", "unparseable", "refusals"}
     # A rerun in a fresh work dir recomputes every phase, and every hf answer comes from the disk cache.
     monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "work-2"))
     m2 = stage.run(params, world_dir, tmp_path / "b", base_dir)
-    assert m2["roles"]["teacher"]["requests"] == m2["roles"]["generator"]["requests"] == 0  # the oracle is computed
-    assert m2["roles"]["teacher"]["cache_hits"] == roles["teacher"]["calls"]
-    assert m2["roles"]["generator"]["cache_hits"] == roles["generator"]["calls"]
-    assert (tmp_path / "a" / "lion.jsonl").read_bytes() == (tmp_path / "b" / "lion.jsonl").read_bytes()
+    (usage2,) = [r["counters"] for r in runlog.read("synthesize", tmp_path / "work-2" / "runs")
+                 if r["event"] == "roles"]
+    assert usage2["teacher"]["requests"] == usage2["generator"]["requests"] == 0  # the oracle is computed
+    assert usage2["teacher"]["cache_hits"] == usage["teacher"]["calls"]
+    assert usage2["generator"]["cache_hits"] == usage["generator"]["calls"]
+    for name in ("lion.jsonl", "metrics.json"):  # the same bytes, however warm the cache was
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_bad_lion_params_and_inputs_fail_early(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from alignpipe.config import validate_params
 from alignpipe.synth import stage
+from alignpipe.utils import runlog
 from alignpipe.utils.io import DataError
 
 
@@ -39,7 +40,7 @@ def test_oracle_on_world_pages_is_deterministic(world_dir, tmp_path):
     assert m["pages"] == 12 and m["planned"] == {"WI_all": 4, "WI_part": 4, "WR_all": 2, "WR_part": 2}
     assert m["rows"] >= 6 and {"WI_all", "WR_all"} <= set(m["rows_by_type"])
     assert m["roles"]["generator"]["calls"] == 12 + 12  # a persona and a request per page
-    assert m["roles"]["total"]["cache_hits"] == 0  # the oracle is computed, not cached
+    assert set(m["roles"]["total"]) == {"calls", "unparseable", "refusals"}  # requests, cache hits: the run record
     stage.run(params, world_dir, tmp_path / "b")
     for name in ("webr.jsonl", "sft_webr.jsonl", "webr_meta.jsonl", "metrics.json", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -58,7 +59,8 @@ def test_oracle_on_a_sample_of_web_en_1k(shared_data, tmp_path):
     assert cfg["input"].endswith("web_en_1k.json") and len(cfg["input_sha256"]) == 64
 
 
-def test_hf_backend_on_web_en_1k_resumes_without_repeating_a_request(shared_data, tiny_model_dir, tmp_path):
+def test_hf_backend_on_web_en_1k_resumes_without_repeating_a_request(shared_data, tiny_model_dir, tmp_path,
+                                                                      monkeypatch):
     hf = {"backend": "hf", "model": str(tiny_model_dir), "batch_size": 4}
     params = validate_params({
         "roles": {"teacher": hf, "generator": hf},
@@ -72,16 +74,22 @@ def test_hf_backend_on_web_en_1k_resumes_without_repeating_a_request(shared_data
     stage.requests(params, stage.plan(params, pages), persona, roles)
     first = roles.metrics()["generator"]
     assert first["requests"] == first["calls"] == 12 and first["truncated_prompts"] >= 6  # long pages are cut
-    # The rerun asks the generator nothing new; only the teacher's calls are made.
+    # The rerun asks the generator nothing new; only the teacher's calls are made (the run record counts them:
+    # they depend on what the cache held, so metrics.json has only calls, unparseable outputs and refusals).
+    monkeypatch.setenv("DVC_STAGE", "synthesize")
     m = stage.run(params, tmp_path / "no-world", tmp_path / "out")
-    gen, teacher = m["roles"]["generator"], m["roles"]["teacher"]
+    usage = [r["counters"] for r in runlog.read("synthesize") if r["event"] == "roles"]
+    gen, teacher = usage[0]["generator"], usage[0]["teacher"]
     assert (gen["requests"], gen["cache_hits"], gen["completion_tokens"]) == (0, 12, 0)
     assert teacher["requests"] > 0 and teacher["cache_hits"] == 0 and teacher["completion_tokens"] > 0
+    assert m["roles"]["generator"] == {"calls": 12, "unparseable": gen["unparseable"], "refusals": gen["refusals"]}
     _check_outputs(tmp_path / "out", m)
-    # A second rerun pays nothing at all and writes the same rows.
+    # A second rerun pays nothing at all and writes the same bytes.
     m2 = stage.run(params, tmp_path / "no-world", tmp_path / "out2")
-    assert m2["roles"]["total"]["requests"] == 0 and m2["roles"]["total"]["cache_hits"] == m["roles"]["total"]["calls"]
-    assert (tmp_path / "out" / "webr.jsonl").read_bytes() == (tmp_path / "out2" / "webr.jsonl").read_bytes()
+    usage = [r["counters"] for r in runlog.read("synthesize") if r["event"] == "roles"]
+    assert usage[1]["total"]["requests"] == 0 and usage[1]["total"]["cache_hits"] == usage[0]["total"]["calls"]
+    for name in ("webr.jsonl", "metrics.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes(), name
 
 
 def test_rows_load_as_sft_data(world_dir, tmp_path):

@@ -28,6 +28,7 @@ import numpy as np
 
 from alignpipe.config import ConfigError, FollowBenchJudgeSection, ModelSection, Params
 from alignpipe.evaluate.responder import chat_model
+from alignpipe.utils import runlog
 from alignpipe.utils.cache import cached_map, model_digest
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
@@ -197,8 +198,9 @@ def score_and_write(
     metrics = summarize(
         rows, cfg.levels, cfg.bootstrap_samples, cfg.confidence, derive_seed(params.seed, "evaluate", "bootstrap")
     )
-    if role is not None:  # the judge role's calls: requests, retries, cache hits, tokens, unparseable
-        metrics["judge_calls"] = role.stats.as_dict()
+    if role is not None:  # the judge role's work (unparseable: counted above); requests, cache hits: the run record
+        metrics["judge_calls"] = role.stats.work()
+        runlog.record("roles", judge=role.stats.as_dict())
     write(out_dir, rows, metrics, config if config is not None else stage_config(params, name, model_dir))
     log.info(
         "evaluate %s (FollowBench): HSR %.3f SSR %.3f CSL %.2f; rows by method %s; unparseable %d",
