@@ -4,8 +4,13 @@
     results = campaign.run()            # one StageResult per stage instance, in the order they ran
     lock_differences(root_a, root_b)    # every dvc.lock hash of run A vs run B
 
-For each stage instance, in DVC's topological order (dvc.yaml order among independent stages), with its upstream
-already complete and one Prefect server shared by the whole campaign (PREFECT_API_URL):
+Which instances are killed: every stage of dvc.yaml without a ``foreach``/``matrix``, every long stage
+(:data:`WATCH`), and of each ``foreach``/``matrix`` stage one instance drawn with the seed (they share their code and
+differ in params; ``every_instance=True``, or ``ALIGNPIPE_KILL_ALL=1`` in the test, kills every instance). The
+other instances run uninterrupted, consecutive ones in one ``dvc repro --single-item`` call.
+
+For each killed stage instance, in DVC's topological order (dvc.yaml order among independent stages), with its
+upstream already complete and one Prefect server shared by the whole campaign (PREFECT_API_URL):
 
 1. ``dvc repro --single-item <stage>`` is started in its own process group and the whole group (dvc and the
    stage's Python process) is SIGKILLed at each of the stage's moments: a seeded fraction of the stage's duration
@@ -13,7 +18,8 @@ already complete and one Prefect server shared by the whole campaign (PREFECT_AP
    the work dir;
 2. after each kill, every declared out and metric of the stage is absent or byte-identical to run A's, and
    ``dvc status`` may report the stage up to date only when all of them equal run A's; the rwlock entries DVC
-   left for the dead process are kept for the report;
+   left for the dead process are kept for the report; a kill that tore ``.dvc/tmp/rwlock`` (DVC rewrites it in
+   place) is repaired as ``make repro`` repairs it (:func:`alignpipe.utils.dvcstate.repair_rwlock`) and counted;
 3. ``dvc repro <stage>`` runs to completion; the stage's run records (``alignpipe.utils.runlog``) show what it
    reused.
 """
@@ -33,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from alignpipe.utils.dvcstate import repair_rwlock
 
 # Long stages: the work-dir file whose appearance means "first checkpoint / cache flush done" (relative to the
 # work dir, a glob), and what kind of progress it is. The kill right after it exercises resuming.
@@ -133,6 +141,7 @@ class Kill:
     stale_locks: list[dict[str, Any]]
     partials: list[str]  # hidden temp siblings (.name.partial/.old) left under data/
     progress: dict[str, Any] = field(default_factory=dict)  # what the work dir held at the kill (watched kills)
+    rwlock_repaired: str | None = None  # the kill tore .dvc/tmp/rwlock: what repair_rwlock did
 
 
 @dataclass
@@ -148,8 +157,9 @@ class Campaign:
     """Run B: the pipeline of ``root`` (a fresh tiny-profile copy), stage by stage, killed and rerun."""
 
     def __init__(self, root: Path, env: dict[str, str], reference: Path, seed: int = 0,
-                 stages: list[str] | None = None):
+                 stages: list[str] | None = None, every_instance: bool = False):
         self.root, self.reference, self.seed, self.only = Path(root), Path(reference), seed, stages
+        self.every_instance = every_instance
         self.env = dict(env)
         self.work = Path(self.env["ALIGNPIPE_WORK_DIR"])
         self.logs = self.root / ".kill-logs"
@@ -158,11 +168,11 @@ class Campaign:
         self.done: list[str] = []  # stages completed here, in order
 
     # -- one `dvc repro` --------------------------------------------------------------------------------------
-    def _start(self, stage: str, tag: str) -> tuple[subprocess.Popen, Path]:
+    def _start(self, stage: str, tag: str, *more: str) -> tuple[subprocess.Popen, Path]:
         log = self.logs / f"{stage}.{tag}.log"
         with open(log, "wb") as fh:
             # --single-item: the upstream is complete (checked when it ran), so dvc skips re-checking it.
-            proc = subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=self.root, env=self.env,
+            proc = subprocess.Popen(["dvc", "repro", "--single-item", stage, *more], cwd=self.root, env=self.env,
                                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         return proc, log
 
@@ -257,9 +267,10 @@ class Campaign:
                 moment = f"t={delay}s"
             landed = self._kill_group(proc)
             killed_at = time.time()
+            repaired = repair_rwlock(self.root)  # before dvc status below, which a torn rwlock would stop
             outputs, up_to_date, partials = self._check(stage, outs)
             kills.append(Kill(stage, moment, landed, round(killed_at - start, 2), killed_at, outputs, up_to_date,
-                              rwlock_entries(self.root), partials, self._progress(stage, found)))
+                              rwlock_entries(self.root), partials, self._progress(stage, found), repaired))
         proc, log = self._start(stage, "rerun")
         start = time.time()
         rc = proc.wait(timeout=1800)
@@ -270,19 +281,48 @@ class Campaign:
 
         server, api = start_server(cwd=self.root)
         self.env["PREFECT_API_URL"] = api
-        results = []
+        order = [(stage, outs) for stage, outs in stage_order(self.root) if not self.only or stage in self.only]
+        killed = self.killed([stage for stage, _ in order])
+        results: list[StageResult] = []
+        quiet: list[str] = []  # consecutive instances run uninterrupted, in one dvc call
         try:
-            for stage, outs in stage_order(self.root):
-                if self.only and stage not in self.only:
+            for stage, outs in order:
+                if stage not in killed:
+                    quiet.append(stage)
                     continue
+                if quiet and not self._run_quiet(quiet, results):
+                    break
+                quiet = []
                 result = self.run_stage(stage, outs)
                 results.append(result)
                 self.done.append(stage)
                 if result.rerun_rc != 0:
                     break  # later stages need this one's outputs
+            else:
+                if quiet:
+                    self._run_quiet(quiet, results)
         finally:
             stop_server(server)
         return results
+
+    def killed(self, stages: list[str]) -> set[str]:
+        """The instances to kill: see the module docstring."""
+        if self.every_instance:
+            return set(stages)
+        groups: dict[str, list[str]] = {}
+        for stage in stages:
+            groups.setdefault(stage.split("@")[0], []).append(stage)
+        chosen = {random.Random(f"{self.seed}:{name}").choice(sorted(group)) for name, group in groups.items()}
+        return chosen | (set(WATCH) & set(stages))
+
+    def _run_quiet(self, stages: list[str], results: list[StageResult]) -> bool:
+        proc, log = self._start(stages[0], "run", *stages[1:])
+        start = time.time()
+        rc = proc.wait(timeout=1800)
+        seconds, text = round(time.time() - start, 2), log.read_text(errors="replace")
+        results.extend(StageResult(stage, [], seconds, rc, text) for stage in stages)
+        self.done.extend(stages)
+        return rc == 0
 
 
 def torn_lock_recovery(root: Path, env: dict[str, str]) -> dict[str, Any]:
