@@ -20,6 +20,10 @@ export MALLOC_TRIM_THRESHOLD_ := 4294967296
 # `make test OFFLINE_TEST=` runs without the namespace; `make repro OFFLINE=scripts/offline` runs the pipeline in one
 # (then the Prefect UI of that run is not reachable from outside it).
 OFFLINE_TEST ?= scripts/offline
+# Two pytest-xdist workers (the machine's 2 cores; most tests run one single-threaded process at a time). Tests are
+# handed out a module at a time, the tiny-profile `dvc repro` and the kill tests that share it as one unit
+# (tests/conftest.py); `make test TEST_WORKERS=0` runs them in one process.
+TEST_WORKERS ?= 2
 OFFLINE ?=
 
 .PHONY: install repro test ui dag clean-cache
@@ -38,7 +42,7 @@ repro: install
 	$(OFFLINE) $(PY) -m flows.server -- dvc repro $(ARGS)
 
 test: install
-	$(OFFLINE_TEST) $(PY) -m pytest $(ARGS)
+	$(OFFLINE_TEST) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(ARGS)
 
 ui: install  ## browse past runs in the Prefect UI at http://127.0.0.1:4200
 	$(PY) -m prefect server start --host 127.0.0.1 --port 4200

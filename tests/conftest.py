@@ -20,6 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# `make test` runs two pytest-xdist workers with --dist loadgroup: each module is one unit of work (its module-scoped
+# servers and repo copies are built once), except that the end-to-end tests and the kill tests share the session's
+# tiny-profile run (tiny_run) and so go to one worker together, first (--no-loadscope-reorder keeps this order).
+SHARED_TINY_RUN = ("tests/e2e/test_repro.py", "tests/reliability/test_kill_resume.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("tiny_run" if module in SHARED_TINY_RUN else module))
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
