@@ -42,7 +42,7 @@ repro: install
 	$(OFFLINE) $(PY) -m flows.server -- dvc repro $(ARGS)
 
 test: install
-	$(OFFLINE_TEST) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(ARGS)
+	$(OFFLINE_TEST) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(ARGS)
 
 ui: install  ## browse past runs in the Prefect UI at http://127.0.0.1:4200
 	$(PY) -m prefect server start --host 127.0.0.1 --port 4200

@@ -20,17 +20,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-# `make test` runs two pytest-xdist workers with --dist loadgroup: each module is one unit of work (its module-scoped
+# `make test` runs two pytest-xdist workers with --dist loadscope: each module is one unit of work (its module-scoped
 # servers and repo copies are built once), except that the end-to-end tests and the kill tests share the session's
-# tiny-profile run (tiny_run) and so go to one worker together, first (--no-loadscope-reorder keeps this order).
+# tiny-profile run (tiny_run) and so go to one worker together, first (--no-loadscope-reorder keeps collection
+# order). xdist's own `loadgroup` cannot do this under pytest 9.2: it renames items by assigning `item._nodeid`,
+# which pytest 9.2's nodes no longer read, so every test became its own group.
 SHARED_TINY_RUN = ("tests/e2e/test_repro.py", "tests/reliability/test_kill_resume.py")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("tiny_run" if module in SHARED_TINY_RUN else module))
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "tiny_run" if module in SHARED_TINY_RUN else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture
