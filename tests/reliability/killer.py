@@ -51,7 +51,7 @@ WATCH: dict[str, tuple[str, str]] = {
     "align@dpo_full": ("checkpoint", "align/*/checkpoint-*/trainer_state.json"),
     "evaluate@sft": ("store", "evaluate/*/responses.jsonl"),
 }
-TIMED_KILLS = 1  # seeded moments per stage (a long stage is also killed after its first checkpoint)
+TIMED_KILLS = 2  # seeded moments per killed stage (a long stage is also killed after its first checkpoint)
 # A seeded moment is a fraction in [0.05, 0.85) of the stage's expected duration (dvc included): later ones mostly
 # miss a stage that ran a little faster than in run A; every one costs its time again in the rerun.
 FRACTIONS = (0.05, 0.85)
