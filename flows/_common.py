@@ -32,7 +32,7 @@ from prefect.utilities.annotations import opaque  # noqa: E402
 
 from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
-from alignpipe.utils import runlog  # noqa: E402
+from alignpipe.utils import dvcstate, runlog  # noqa: E402
 from alignpipe.utils.io import DataError, dumps  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 
@@ -182,6 +182,8 @@ def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentP
     args = vars(parser.parse_args())
     # DVC names the stage instance (align@local); run by hand, the flow's name (and --name) says which it is.
     name = os.environ.get("DVC_STAGE") or (stage if "name" not in args else f"{stage}@{args['name']}")
+    if os.environ.get("DVC_STAGE"):
+        dvcstate.snapshot_lockfile(".")  # what dvc.lock held before DVC rewrites it for this stage (after a crash)
     runlog.set_stage(name)
     runlog.record("start", argv=sys.argv[1:])
     status = "failed"

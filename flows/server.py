@@ -82,10 +82,9 @@ def main() -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run, after --")
     args = parser.parse_args()
     cmd = [c for c in args.command if c != "--"] if args.command else []
-    from alignpipe.utils.dvcstate import repair_rwlock
+    from alignpipe.utils.dvcstate import repair
 
-    repaired = repair_rwlock(".")  # after a crash: a torn .dvc/tmp/rwlock would stop every dvc command
-    if repaired:
+    for repaired in repair("."):  # after a crash: a torn rwlock or dvc.lock would stop every dvc command
         print(f"flows.server: {repaired}", file=sys.stderr, flush=True)
     if os.environ.get("PREFECT_API_URL"):
         return subprocess.call(cmd) if cmd else 0

@@ -19,7 +19,10 @@ upstream already complete and one Prefect server shared by the whole campaign (P
 2. after each kill, every declared out and metric of the stage is absent or byte-identical to run A's, and
    ``dvc status`` may report the stage up to date only when all of them equal run A's; the rwlock entries DVC
    left for the dead process are kept for the report; a kill that tore ``.dvc/tmp/rwlock`` (DVC rewrites it in
-   place) is repaired as ``make repro`` repairs it (:func:`alignpipe.utils.dvcstate.repair_rwlock`) and counted;
+   place) is repaired as ``make repro`` repairs it (:func:`alignpipe.utils.dvcstate.repair_rwlock`) and counted,
+   and so is a kill that tore ``dvc.lock`` while DVC rewrote it (:func:`~alignpipe.utils.dvcstate.repair_lockfile`
+   puts back the copy the stage took as it started; the CI run of the commit before it met one, an empty dvc.lock),
+   and a kill during DVC's autostage that left ``.git/index.lock`` (``dvcstate.repair_git_index_lock``);
 3. ``dvc repro <stage>`` runs to completion; the stage's run records (``alignpipe.utils.runlog``) show what it
    reused.
 """
@@ -40,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from alignpipe.utils.dvcstate import repair_rwlock
+from alignpipe.utils.dvcstate import repair_git_index_lock, repair_lockfile, repair_rwlock
 
 # Long stages: the work-dir file whose appearance means "first checkpoint / cache flush done" (relative to the
 # work dir, a glob), and what kind of progress it is. The kill right after it exercises resuming.
@@ -142,6 +145,8 @@ class Kill:
     partials: list[str]  # hidden temp siblings (.name.partial/.old) left under data/
     progress: dict[str, Any] = field(default_factory=dict)  # what the work dir held at the kill (watched kills)
     rwlock_repaired: str | None = None  # the kill tore .dvc/tmp/rwlock: what repair_rwlock did
+    lock_repaired: str | None = None  # the kill tore dvc.lock: what repair_lockfile did
+    index_repaired: str | None = None  # the kill left .git/index.lock (DVC's autostage): what was removed
 
 
 @dataclass
@@ -268,9 +273,12 @@ class Campaign:
             landed = self._kill_group(proc)
             killed_at = time.time()
             repaired = repair_rwlock(self.root)  # before dvc status below, which a torn rwlock would stop
+            lock_repaired = repair_lockfile(self.root)  # and a torn dvc.lock too
+            index_repaired = repair_git_index_lock(self.root, min_age_s=0)  # the group is dead: no writer left
             outputs, up_to_date, partials = self._check(stage, outs)
             kills.append(Kill(stage, moment, landed, round(killed_at - start, 2), killed_at, outputs, up_to_date,
-                              rwlock_entries(self.root), partials, self._progress(stage, found), repaired))
+                              rwlock_entries(self.root), partials, self._progress(stage, found), repaired,
+                              lock_repaired, index_repaired))
         proc, log = self._start(stage, "rerun")
         start = time.time()
         rc = proc.wait(timeout=1800)

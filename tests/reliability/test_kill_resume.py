@@ -91,8 +91,9 @@ def test_dvc_recovers_its_own_locks_after_a_kill(campaign):
     """DVC keeps a killed process's entries in .dvc/tmp/rwlock; a later dvc command that meets one checks the pid
     and drops it (every rerun above passed): no manual step. Entries no later command met stay, and are harmless
     while their pid is not reused by another dvc (README: remove .dvc/tmp/rwlock when no dvc is running). A kill
-    while DVC rewrites the file tears it (every dvc command then stops): the campaign repairs it as `make repro`
-    does (alignpipe.utils.dvcstate.repair_rwlock, tests/unit/test_dvcstate.py) and prints how often."""
+    while DVC rewrites the file tears it (every dvc command then stops), and so does one while DVC rewrites dvc.lock
+    (the CI run of 4ed47be met an empty one): the campaign repairs both as `make repro` does
+    (alignpipe.utils.dvcstate, tests/unit/test_dvcstate.py) and prints how often."""
     import psutil
 
     root, results, _ = campaign
@@ -110,6 +111,10 @@ def test_dvc_recovers_its_own_locks_after_a_kill(campaign):
     assert not left, f"rwlock entries of live dvc processes after the campaign: {left}"
     torn = [(k.stage, k.moment) for r in results for k in r.kills if k.rwlock_repaired]
     print(f"\nkills that tore .dvc/tmp/rwlock (repaired as make repro does): {len(torn)} {torn}")
+    torn_locks = [(k.stage, k.moment) for r in results for k in r.kills if k.lock_repaired]
+    print(f"kills that tore dvc.lock (restored as make repro does): {len(torn_locks)} {torn_locks}")
+    index_locks = [(k.stage, k.moment) for r in results for k in r.kills if k.index_repaired]
+    print(f"kills that left .git/index.lock (removed as make repro does): {len(index_locks)} {index_locks}")
 
 
 def _first_after(records: list[dict], t: float, event: str, **match) -> dict | None:
