@@ -33,7 +33,7 @@ from prefect.utilities.annotations import opaque  # noqa: E402
 from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
 from alignpipe.utils import dvcstate, runlog  # noqa: E402
-from alignpipe.utils.io import DataError, dumps  # noqa: E402
+from alignpipe.utils.io import DataError, atomic_file, dumps  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 
 _TIMINGS: dict[str, float] = {}
@@ -146,8 +146,8 @@ def _write_timings(stage: str) -> dict:
         "total_s": round(end - _PROCESS_START, 3),
     }
     out = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "timings"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stage}.json").write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_file(out / f"{stage}.json") as fh:  # written as the stage ends: a kill then leaves the old one
+        fh.write(json.dumps(record, indent=2) + "\n")
     return record
 
 

@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from alignpipe.utils.io import atomic_file
+
 SNAPSHOT_DIR = Path(".dvc") / "tmp" / "alignpipe"  # DVC's own tmp dir: git-ignored, never a DVC output
 
 
@@ -112,13 +114,10 @@ def snapshot_lockfile(root: str | os.PathLike = ".") -> bool:
         return False
     if _lock_stages(text) is None:
         return False
-    snap = root / SNAPSHOT_DIR
-    snap.mkdir(parents=True, exist_ok=True)
     meta = {"ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "size": st.st_size}
     for name, content in (("dvc.lock", text), ("dvc.lock.json", json.dumps(meta))):
-        tmp = snap / f".{name}.partial"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, snap / name)  # the copy before its metadata: a torn pair never names a new copy
+        with atomic_file(root / SNAPSHOT_DIR / name) as fh:  # the copy before its metadata
+            fh.write(content)
     return True
 
 
@@ -156,9 +155,8 @@ def repair_lockfile(root: str | os.PathLike = ".") -> str | None:
             why = "cut inside a UTF-8 character"
         if why is None:
             return None
-        tmp = path.with_name(".dvc.lock.partial")
-        tmp.write_text(saved, encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_file(path) as fh:
+            fh.write(saved)
     return (f"restored {path} from the copy taken when its last stage started: it was {why} (a dvc process was "
             f"killed while rewriting it); that stage's record is lost and it will rerun")
 
