@@ -28,6 +28,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SHARED_TINY_RUN = ("tests/e2e/test_repro.py", "tests/reliability/test_kill_resume.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest -p no:xdist: no such hook, and the suite runs in one process
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadscope":
         return None
