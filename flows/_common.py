@@ -9,7 +9,6 @@ never into DVC outputs, so outputs stay byte-identical across runs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -33,7 +32,7 @@ from prefect.utilities.annotations import opaque  # noqa: E402
 from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
 from alignpipe.utils import dvcstate, runlog  # noqa: E402
-from alignpipe.utils.io import DataError, atomic_file, dumps  # noqa: E402
+from alignpipe.utils.io import DataError, dumps, write_json  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 
 _TIMINGS: dict[str, float] = {}
@@ -146,8 +145,7 @@ def _write_timings(stage: str) -> dict:
         "total_s": round(end - _PROCESS_START, 3),
     }
     out = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "timings"
-    with atomic_file(out / f"{stage}.json") as fh:  # written as the stage ends: a kill then leaves the old one
-        fh.write(json.dumps(record, indent=2) + "\n")
+    write_json(out / f"{stage}.json", record)  # atomic: a kill as the stage ends leaves the old file, never a torn one
     return record
 
 

@@ -84,7 +84,7 @@ def main() -> int:
     cmd = [c for c in args.command if c != "--"] if args.command else []
     from alignpipe.utils.dvcstate import repair
 
-    for repaired in repair("."):  # after a crash: a torn rwlock or dvc.lock would stop every dvc command
+    for repaired in repair("."):  # after a crash: a torn rwlock or dvc.lock, or git's index.lock, stops dvc
         print(f"flows.server: {repaired}", file=sys.stderr, flush=True)
     if os.environ.get("PREFECT_API_URL"):
         return subprocess.call(cmd) if cmd else 0

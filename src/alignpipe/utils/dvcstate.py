@@ -101,9 +101,10 @@ def _torn(path: Path) -> bool:
 def snapshot_lockfile(root: str | os.PathLike = ".") -> bool:
     """Keep a copy of ``<root>/dvc.lock`` as a stage run by DVC starts (before DVC rewrites it for this stage).
 
-    Call it only from inside a stage's command (``DVC_STAGE`` set): DVC holds the repo lock and writes ``dvc.lock``
-    only between commands, so the file is whole and still. A file that does not load as a lock file is not copied
-    (the previous snapshot stays). Returns whether a snapshot was written.
+    Call it only from inside a stage's command (``DVC_STAGE`` set): DVC holds the repo lock, writes ``dvc.lock``
+    only between commands and refuses to start one on a lock it cannot load, so the file is whole and still; it is
+    copied as it is (no parse: this runs at every stage's start; :func:`repair_lockfile` checks the copy before
+    using it). Returns whether a snapshot was written.
     """
     root = Path(root)
     path = root / "dvc.lock"
@@ -112,9 +113,7 @@ def snapshot_lockfile(root: str | os.PathLike = ".") -> bool:
         st = path.stat()
     except FileNotFoundError:
         return False
-    if _lock_stages(text) is None:
-        return False
-    meta = {"ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "size": st.st_size}
+    meta = {"ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
     for name, content in (("dvc.lock", text), ("dvc.lock.json", json.dumps(meta))):
         with atomic_file(root / SNAPSHOT_DIR / name) as fh:  # the copy before its metadata
             fh.write(content)
@@ -243,7 +242,7 @@ def _open_anywhere(path: Path) -> bool:
             if any(f.path == target for f in proc.open_files()):
                 return True
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue  # another user's process: it cannot be writing this user's repo index without our rights
+            continue  # a process we may not inspect (another user's) is taken as not holding it
     return False
 
 
