@@ -7,7 +7,7 @@ Three measurements on a Llama built here (fixed seed; no downloads):
 
 1. **Optimizer**: median time of ``optimizer.step()`` (random gradients already in place) and of a whole training
    step (forward + backward of the LM loss on one batch + step) for ``torch.optim.AdamW`` (foreach, torch's
-   default), :class:`~alignpipe.train.masked.MaskedAdamW` with a 10% mask, and MaskedAdamW without masks. Target:
+   default), :class:`~alignpipe.methods.allo.masked.MaskedAdamW` with a 10% mask, and MaskedAdamW without masks. Target:
    masked / AdamW within 1.15x for the whole step.
 2. **Masks vs one DPO epoch**: the time of one epoch of full-parameter DPO (TRL DPOTrainer with the stored
    reference, as the align stage runs it) on ``--pairs`` synthetic pairs, against the time to turn scores into
@@ -57,8 +57,8 @@ def sync(device: str) -> None:
 
 
 def time_optimizers(args, model, tokenizer) -> dict:
-    from alignpipe.neurons.scores import global_masks
-    from alignpipe.train.masked import MaskedAdamW
+    from alignpipe.methods.allo.neurons import global_masks
+    from alignpipe.methods.allo.masked import MaskedAdamW
 
     g = torch.Generator().manual_seed(1)
     scores = {n: torch.rand(p.shape, generator=g) for n, p in model.named_parameters()}
@@ -105,7 +105,7 @@ def time_masks_vs_epoch(args, model, tokenizer, work: Path) -> dict:
     from datasets import Dataset
 
     from alignpipe.config import validate_params
-    from alignpipe.neurons.scores import global_masks, weight_delta
+    from alignpipe.methods.allo.neurons import global_masks, weight_delta
     from alignpipe.train import reflogps
     from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config
     from alignpipe.train.pairs import read_pairs

@@ -5,7 +5,7 @@
 
 Every variant trains the same tiny Llama (built here, fixed seed) on the same batch (the dataset is exactly one
 batch, so every step sees it): ``dpo_full``, ``lora_all``, ``local``, ``mid``, ``global`` as the align stage
-builds them (:func:`alignpipe.train.align.build_trainer`: stored reference log-probs, activation checkpointing
+builds them (:func:`alignpipe.stages.align.build_trainer`: stored reference log-probs, activation checkpointing
 off) and ``stock``: TRL's defaults for LoRA DPO (all-layer LoRA, activation checkpointing on, reference
 recomputed each step by running the model with the adapter disabled). A step is one optimizer step
 (forward, backward, clip, AdamW), timed by a callback; the table shows the median over ``--steps`` steps after
@@ -125,8 +125,9 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     from alignpipe.config import ArchitectureSection, validate_params
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.training import pipeline_args
-    from alignpipe.train import align, reflogps
-    from alignpipe.train.blocks import layer_blocks, lora_config
+    from alignpipe.train import reflogps
+    from alignpipe.stages import align
+    from alignpipe.methods.hierarchical import layer_blocks, lora_config
 
     tok = build_tokenizer(args.vocab)
     heads = max(1, args.hidden // 32)

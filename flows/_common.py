@@ -2,7 +2,7 @@
 
 Flows stay thin: each `flows/<stage>.py` chains a few `@stage_task` steps that call library functions.
 Timings (process start -> flow start -> first task -> end) are written to `.cache/alignpipe/timings/`, and
-each run's start and end to its run record (`.cache/alignpipe/runs/<stage>.jsonl`, `alignpipe.utils.runlog`),
+each run's start and end to its run record (`.cache/alignpipe/runs/<stage>.jsonl`, `alignpipe_ops.runlog`),
 never into DVC outputs, so outputs stay byte-identical across runs.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 _PROCESS_START = time.time()
 
 from alignpipe.utils.env import apply_offline_env  # noqa: E402
-from alignpipe.utils.netaudit import install_from_env  # noqa: E402
+from alignpipe_ops.netaudit import install_from_env  # noqa: E402
 
 apply_offline_env()  # before Prefect, transformers and datasets read their settings
 install_from_env()  # ALIGNPIPE_NET_AUDIT=<file>: record any network attempt beyond 127.0.0.1
@@ -31,7 +31,8 @@ from prefect.utilities.annotations import opaque  # noqa: E402
 
 from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
 from alignpipe.llm.base import LLMError  # noqa: E402
-from alignpipe.utils import dvcstate, runlog  # noqa: E402
+from alignpipe_ops import dvcstate
+from alignpipe_ops import runlog  # noqa: E402
 from alignpipe.utils.io import DataError, dumps, write_json  # noqa: E402
 from alignpipe.utils.seed import set_threads  # noqa: E402
 

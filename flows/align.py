@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.train import align
+from alignpipe.stages import align
 from alignpipe.utils.seed import seed_everything
 
 

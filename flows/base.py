@@ -7,7 +7,7 @@ Pretraining checkpoints go to .cache/alignpipe/base/<config hash>/; an interrupt
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.models import stage as base
+from alignpipe.stages import base as base
 from alignpipe.utils.seed import seed_everything
 
 

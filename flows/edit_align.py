@@ -7,7 +7,7 @@ Checkpoints go to .cache/alignpipe/edit_align/<config hash>/; an interrupted run
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.edit import align
+from alignpipe.stages import edit_align as align
 from alignpipe.utils.seed import seed_everything
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.edit import evaluate as ev
-from alignpipe.edit.records import read_edits
+from alignpipe.stages import edit_eval as ev
+from alignpipe.methods.lte.records import read_edits
 from alignpipe.utils.seed import seed_everything
 
 

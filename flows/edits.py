@@ -5,7 +5,7 @@
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.edit import stage as edits
+from alignpipe.stages import edits as edits
 from alignpipe.utils.seed import seed_everything
 
 

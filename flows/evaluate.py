@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.evaluate import stage as ev
+from alignpipe.stages import evaluate as ev
 from alignpipe.utils.seed import seed_everything
 
 
@@ -46,14 +46,14 @@ def summarize_and_write(name: str, model_dir: str, world_dir: str, generations: 
 
 @stage_task
 def followbench_load(params) -> tuple[list[dict], list[dict]]:
-    from alignpipe.evaluate.followbench import stage as fb
+    from alignpipe.evaluate.followbench import bench as fb
 
     return fb.load(params)
 
 
 @stage_task
 def followbench_generate(model_dir: str, todo: list[dict], params) -> list[str]:
-    from alignpipe.evaluate.followbench import stage as fb
+    from alignpipe.evaluate.followbench import bench as fb
 
     return fb.generate(params, model_dir, todo)
 
@@ -61,7 +61,7 @@ def followbench_generate(model_dir: str, todo: list[dict], params) -> list[str]:
 @stage_task
 def followbench_score_and_write(name: str, model_dir: str, records: list[dict], todo: list[dict],
                                 responses: list[str], params) -> dict:
-    from alignpipe.evaluate.followbench import stage as fb
+    from alignpipe.evaluate.followbench import bench as fb
 
     return fb.score_and_write(params, name, model_dir, records, todo, responses, Path("data/evaluate") / name)
 

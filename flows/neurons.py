@@ -7,7 +7,7 @@ Warm-up checkpoints go to .cache/alignpipe/neurons/<config hash>/; an interrupte
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.neurons import stage as neurons
+from alignpipe.stages import neurons as neurons
 
 
 @stage_task

@@ -7,7 +7,7 @@ Sampling is cached per chunk in .cache/alignpipe/preferences/<config hash>/, so 
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.prefs import stage as prefs
+from alignpipe.stages import preferences as prefs
 from alignpipe.utils.io import work_dir
 from alignpipe.utils.seed import seed_everything
 

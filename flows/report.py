@@ -5,7 +5,7 @@
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.report import stage as report
+from alignpipe.stages import report as report
 
 
 @stage_task

@@ -7,7 +7,7 @@ Reward-model checkpoints go to .cache/alignpipe/rewards/<config hash>/; an inter
 
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
-from alignpipe.rewards import stage as rewards
+from alignpipe.stages import rewards as rewards
 
 
 @stage_task

@@ -12,7 +12,7 @@ from pathlib import Path
 from flows._common import fan_out, load_stage_params, main, stage_flow, stage_task, task_runner
 
 from alignpipe.config import load_params
-from alignpipe.train import sft_mix
+from alignpipe.stages import sft_mix
 
 
 @stage_task

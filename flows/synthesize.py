@@ -15,8 +15,8 @@ Dask cluster).
 from flows._common import fan_out, load_stage_params, main, stage_flow, stage_task, task_runner
 
 from alignpipe.config import load_params
-from alignpipe.synth import lion_stage
-from alignpipe.synth import stage as synth
+from alignpipe.methods.lion import rounds as lion_stage
+from alignpipe.stages import synthesize as synth
 from alignpipe.utils.seed import seed_everything
 
 

@@ -6,7 +6,7 @@
 from flows._common import load_stage_params, main, stage_flow, stage_task
 
 from alignpipe.utils.seed import seed_everything
-from alignpipe.world import stage as world
+from alignpipe.stages import world as world
 
 
 @stage_task

@@ -97,7 +97,7 @@ def _work_dir(tmp_path, monkeypatch):
 # suite in a network namespace without interfaces where the machine allows it (Makefile), so an attempt
 # fails fast there instead of waiting on a timeout.
 def pytest_configure(config):
-    from alignpipe.utils import netaudit
+    from alignpipe_ops import netaudit
 
     if not os.environ.get(netaudit.ENV):
         import tempfile
@@ -110,7 +110,7 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from alignpipe.utils import netaudit
+    from alignpipe_ops import netaudit
 
     path = os.environ.get(netaudit.ENV)
     attempts = netaudit.read(path) if path else []

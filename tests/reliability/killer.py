@@ -19,11 +19,11 @@ upstream already complete and one Prefect server shared by the whole campaign (P
 2. after each kill, every declared out and metric of the stage is absent or byte-identical to run A's, and
    ``dvc status`` may report the stage up to date only when all of them equal run A's; the rwlock entries DVC
    left for the dead process are kept for the report; a kill that tore ``.dvc/tmp/rwlock`` (DVC rewrites it in
-   place) is repaired as ``make repro`` repairs it (:func:`alignpipe.utils.dvcstate.repair_rwlock`) and counted,
-   and so is a kill that tore ``dvc.lock`` while DVC rewrote it (:func:`~alignpipe.utils.dvcstate.repair_lockfile`
+   place) is repaired as ``make repro`` repairs it (:func:`alignpipe_ops.dvcstate.repair_rwlock`) and counted,
+   and so is a kill that tore ``dvc.lock`` while DVC rewrote it (:func:`~alignpipe_ops.dvcstate.repair_lockfile`
    puts back the copy the stage took as it started; the CI run of the commit before it met one, an empty dvc.lock),
    and a kill during DVC's autostage that left ``.git/index.lock`` (``dvcstate.repair_git_index_lock``);
-3. ``dvc repro <stage>`` runs to completion; the stage's run records (``alignpipe.utils.runlog``) show what it
+3. ``dvc repro <stage>`` runs to completion; the stage's run records (``alignpipe_ops.runlog``) show what it
    reused.
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from alignpipe.utils.dvcstate import repair_git_index_lock, repair_lockfile, repair_rwlock
+from alignpipe_ops.dvcstate import repair_git_index_lock, repair_lockfile, repair_rwlock
 
 # Long stages: the work-dir file whose appearance means "first checkpoint / cache flush done" (relative to the
 # work dir, a glob), and what kind of progress it is. The kill right after it exercises resuming.

@@ -37,7 +37,7 @@ import pytest
 import yaml
 
 from alignpipe.profile import apply_profile, deep_merge
-from alignpipe.utils import runlog
+from alignpipe_ops import runlog
 
 pytestmark = pytest.mark.fault
 REPO = Path(__file__).resolve().parents[2]
@@ -353,11 +353,11 @@ def _build_project(root: Path) -> None:
     """data/: the tiny world, a random 3-layer Llama as base and SFT model, 16 pairs, their reference log-probs,
     the LTE edits. Built in-process (the stages' own library calls), then frozen as the pristine copy."""
     from alignpipe.config import validate_params
-    from alignpipe.edit import stage as edits
+    from alignpipe.stages import edits as edits
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.tokenizer import train_tokenizer
     from alignpipe.train import reflogps
-    from alignpipe.world import stage as world
+    from alignpipe.stages import world as world
 
     shutil.copy2(REPO / "prefect.toml", root / "prefect.toml")
     params = validate_params(_project_params(root))

@@ -8,7 +8,7 @@ killed right after their first checkpoint / cache flush, so the rerun has someth
 
 - atomic: after every kill each declared output is absent or byte-identical to run A's, and `dvc status` calls the
   stage up to date only when all of them are;
-- resume: the run records (alignpipe.utils.runlog, outside DVC outputs) of the rerun after such a kill show the
+- resume: the run records (alignpipe_ops.runlog, outside DVC outputs) of the rerun after such a kill show the
   training resumed at the checkpoint the kill left (steps_run = max_steps - resumed_from_step) and the generation
   store reused every response it held (computed = total - reused);
 - determinism: run B's dvc.lock equals run A's, every hash (B was SIGKILLed on the way, A never).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.utils import runlog
+from alignpipe_ops import runlog
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 SEED = int(os.environ.get("ALIGNPIPE_KILL_SEED", "0"))
@@ -93,7 +93,7 @@ def test_dvc_recovers_its_own_locks_after_a_kill(campaign):
     while their pid is not reused by another dvc (README: remove .dvc/tmp/rwlock when no dvc is running). A kill
     while DVC rewrites the file tears it (every dvc command then stops), and so does one while DVC rewrites dvc.lock
     (the CI run of 4ed47be met an empty one): the campaign repairs both as `make repro` does
-    (alignpipe.utils.dvcstate, tests/unit/test_dvcstate.py) and prints how often."""
+    (alignpipe_ops.dvcstate, tests/unit/test_dvcstate.py) and prints how often."""
     import psutil
 
     root, results, _ = campaign

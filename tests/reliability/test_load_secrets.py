@@ -110,7 +110,7 @@ class Scenario:
         """The role counters of ``stage``'s last run, from its run record (requests, retries and cache hits depend
         on what the cache held, so they are not in ``metrics.json``): the total of every role for synthesize, the
         judge role's for evaluate."""
-        from alignpipe.utils import runlog
+        from alignpipe_ops import runlog
 
         (last,) = [r for r in runlog.runs(stage, self.repo / ".cache/alignpipe/runs")[-1] if r["event"] == "roles"]
         return last["counters"]["total"] if "counters" in last else last["judge"]
@@ -131,7 +131,7 @@ def repo(tmp_path_factory, copy_repo):
     (`python -m flows.server`, i.e. flows/server.py's start_server; state in the copy's .prefect/) while the
     LLM server starts. Yields (copy, Prefect API URL, seconds spent here)."""
     from alignpipe.config import validate_params
-    from alignpipe.world import stage as world
+    from alignpipe.stages import world as world
 
     t0 = time.time()
     dst = copy_repo(tmp_path_factory.mktemp("load-repo"))

@@ -1,6 +1,6 @@
 """Offline: the pipeline and the suite make no network attempt beyond 127.0.0.1 (issue 8, property 4).
 
-Two mechanisms, both tested here: the network audit (alignpipe.utils.netaudit, installed by every flow and by
+Two mechanisms, both tested here: the network audit (alignpipe_ops.netaudit, installed by every flow and by
 tests/conftest.py for the whole session) records any attempt with the code that made it, and scripts/offline
 (what `make test` runs the suite through) blocks any attempt in a network namespace with only loopback.
 """
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.utils import netaudit
+from alignpipe_ops import netaudit
 
 pytestmark = pytest.mark.fault
 REPO = Path(__file__).resolve().parents[2]
 PROBE = textwrap.dedent("""
     import socket, sys, time
-    from alignpipe.utils import netaudit
+    from alignpipe_ops import netaudit
     netaudit.install(sys.argv[1])
     server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
     socket.create_connection(server.getsockname(), timeout=2).close()   # loopback: allowed, not recorded

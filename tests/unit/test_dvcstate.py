@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.utils.dvcstate import (
+from alignpipe_ops.dvcstate import (
     repair,
     repair_git_index_lock,
     repair_lockfile,
@@ -95,7 +95,7 @@ from dvc.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 # Each stage snapshots dvc.lock as it starts, as flows._common.main does for a stage run by DVC.
-SNAP = "python -c \"from alignpipe.utils.dvcstate import snapshot_lockfile; snapshot_lockfile('.')\""
+SNAP = "python -c \"from alignpipe_ops.dvcstate import snapshot_lockfile; snapshot_lockfile('.')\""
 
 
 def _pipeline(root: Path) -> None:

@@ -1,4 +1,4 @@
-"""Run records (alignpipe.utils.runlog) and what the resumable stores write to them after a SIGKILL."""
+"""Run records (alignpipe_ops.runlog) and what the resumable stores write to them after a SIGKILL."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.utils import runlog
+from alignpipe_ops import runlog
 from alignpipe.utils.cache import cached_map
 
 REPO = Path(__file__).resolve().parents[2]

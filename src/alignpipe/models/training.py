@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from alignpipe.utils import runlog
+from alignpipe_ops import runlog
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def resume_train(trainer: Any, output_dir: str | Path, what: str) -> None:
 
     Every training stage goes through here, so a rerun after a kill continues where it stopped and a rerun of a
     finished run trains nothing (:class:`StopIfComplete`). What this run did (the step it resumed from, the steps
-    it ran) goes to the stage's run record (:mod:`alignpipe.utils.runlog`), never into outputs.
+    it ran) goes to the stage's run record (:mod:`alignpipe_ops.runlog`), never into outputs.
     """
     resume = last_checkpoint(output_dir)
     if resume:

@@ -63,7 +63,7 @@ def hierarchical(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.hierarchical:
         return not_produced("hierarchical", "report.hierarchical is empty")
-    from alignpipe.report.stage import hierarchical as build
+    from alignpipe.stages.report import hierarchical as build
 
     h_table, h_md, pairwise_info = build(ctx.params, ctx.eval_dir, ctx.metrics, ctx.world_dir)
     files = write_table(ctx, "hierarchical", "Hierarchical Alignment (built-in world)", h_md, to_csv(h_table))
@@ -82,7 +82,7 @@ def bmc(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.bmc:
         return not_produced("bmc", "report.bmc is empty")
-    from alignpipe.report.stage import bmc as build
+    from alignpipe.stages.report import bmc as build
 
     b_table, b_md = build(ctx.params, ctx.eval_dir, ctx.metrics)
     files = write_table(ctx, "bmc", "BMC: bridging and modeling correlations (built-in world)", b_md, to_csv(b_table))
@@ -97,7 +97,7 @@ def allo(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.allo:
         return not_produced("allo", "report.allo is empty")
-    from alignpipe.report.stage import allo as build
+    from alignpipe.stages.report import allo as build
 
     a_table, a_md = build(ctx.params, ctx.align_dir, ctx.metrics)
     files = write_table(ctx, "allo", "ALLO (built-in world)", a_md, to_csv(a_table))

@@ -46,7 +46,7 @@ def read_pairs(path: str | Path, chosen_field: str = "chosen") -> tuple[list[dic
     """Read ``path``; return the usable pairs (only the four TRL fields) and the count of dropped ones by reason.
 
     ``chosen_field="bridged"`` reads BMC's pseudo-winning response (the preferences stage's ``bridged`` column,
-    see :mod:`alignpipe.prefs.bridging`) as the chosen one: the (pseudo-winning, rejected) pairs of DPO-BC/BMC.
+    see :mod:`alignpipe.methods.bmc.bridging`) as the chosen one: the (pseudo-winning, rejected) pairs of DPO-BC/BMC.
 
     Raises:
         DataError: missing file or field, wrong types, malformed messages, duplicate ids, or no usable pair left.

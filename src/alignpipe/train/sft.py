@@ -38,7 +38,7 @@ from trl import SFTConfig, SFTTrainer
 
 from alignpipe.config import Params
 from alignpipe.models.load import load_model
-from alignpipe.models.stage import save  # same HF-directory layout as the base stage
+from alignpipe.stages.base import save  # same HF-directory layout as the base stage
 from alignpipe.models.training import LogLastStep, loss_log, merge_args, pipeline_args, resume_train
 from alignpipe.utils.io import DataError, dumps, read_jsonl_numbered, sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything

@@ -17,7 +17,7 @@ sentences) and keeps everything else of it, word for word: BMC's pseudo-winning 
 meets that bar itself (its preference score is below the winner's), so at least one hunk always stays.
 
 This is the world's stand-in for the LLM editor of the paper (which edits by prompt); both are behind the same
-``edit(prompt, losing, winning) -> str`` call (:class:`alignpipe.prefs.bridging.Editor`).
+``edit(prompt, losing, winning) -> str`` call (:class:`alignpipe.methods.bmc.bridging.Editor`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from alignpipe.edit import metrics as M
-from alignpipe.edit.records import load_knowedit, normalize, read_edits
-from alignpipe.edit.retrieve import EditStore
-from alignpipe.edit.template import HEADER, alignment_rows, mix_counts, render
+from alignpipe.methods.lte import metrics as M
+from alignpipe.methods.lte.records import load_knowedit, normalize, read_edits
+from alignpipe.methods.lte.retrieve import EditStore
+from alignpipe.methods.lte.template import HEADER, alignment_rows, mix_counts, render
 from alignpipe.utils.io import DataError
 from alignpipe.world.edits import HOPS, make_edits
 from alignpipe.world.kb import ATTR_TYPE, ATTRIBUTES, generate_kb

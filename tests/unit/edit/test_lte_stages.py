@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from alignpipe.config import ArchitectureSection, TokenizerSection, validate_params
-from alignpipe.edit import align, evaluate, stage
-from alignpipe.edit.template import HEADER
+from alignpipe.stages import edit_align as align
+from alignpipe.stages import edit_eval as evaluate
+from alignpipe.stages import edits as stage
+from alignpipe.methods.lte.template import HEADER
 from alignpipe.utils.io import DataError, read_json, read_jsonl
 from alignpipe.world.kb import generate_kb
 

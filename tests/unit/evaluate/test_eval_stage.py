@@ -10,7 +10,7 @@ import types
 import pytest
 
 from alignpipe.config import EvaluateSection, Params
-from alignpipe.evaluate import stage
+from alignpipe.stages import evaluate as stage
 from alignpipe.utils.io import DataError, read_jsonl, write_jsonl
 
 CATS = ("content", "style")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from alignpipe.config import EvaluateSection, WorldSection, validate_params
-from alignpipe.evaluate import stage
+from alignpipe.stages import evaluate as stage
 from alignpipe.evaluate.pairwise import judged_pairwise, pairwise
 from alignpipe.llm import RoleClient, build_roles
 from alignpipe.llm.parse import pairwise_verdicts

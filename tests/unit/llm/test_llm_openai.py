@@ -121,9 +121,9 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
     reported apart; the rule-scored part is still scored, and every raw output is kept in generations.jsonl."""
     import json
 
-    from alignpipe.evaluate.followbench import stage as fb_stage
+    from alignpipe.evaluate.followbench import bench as fb_stage
     from alignpipe.evaluate.followbench.judge import parse_output
-    from alignpipe.utils import runlog
+    from alignpipe_ops import runlog
     from alignpipe.utils.io import read_jsonl
 
     fb_dir = shared_data / "followbench"

@@ -79,7 +79,7 @@ def world_dir(tmp_path, corpus) -> Path:
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory, corpus) -> Path:
     """A saved base stage output (model/ + metrics), pretrained for 40 steps: loadable, with peaked outputs."""
-    from alignpipe.models import stage
+    from alignpipe.stages import base as stage
 
     root = tmp_path_factory.mktemp("base")
     world = write_world(root / "world", corpus)

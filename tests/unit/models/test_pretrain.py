@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from alignpipe.config import BaseSection
 from alignpipe.models import pretrain as pt
-from alignpipe.models import stage
+from alignpipe.stages import base as stage
 from alignpipe.models.training import last_checkpoint
 from alignpipe.utils.io import DataError
 
@@ -150,7 +150,7 @@ def test_chat_documents_pack_like_the_chat_template(tokenizer):
 
 
 def test_chat_documents_render_train_dialogues_once_per_copy(tmp_path, corpus, helpers):
-    from alignpipe.models.stage import chat_documents
+    from alignpipe.stages.base import chat_documents
     from alignpipe.models.tokenizer import train_tokenizer
 
     world = helpers.write_world(tmp_path / "w", corpus)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe.models import stage
-from alignpipe.utils import runlog
+from alignpipe.stages import base as stage
+from alignpipe_ops import runlog
 
 pytestmark = pytest.mark.fault
 REPO = Path(__file__).resolve().parents[3]
@@ -22,7 +22,8 @@ _VICTIM = """
 import json, os, signal, sys
 from transformers import TrainerCallback
 from alignpipe.config import validate_params
-from alignpipe.models import pretrain, stage
+from alignpipe.models import pretrain
+from alignpipe.stages import base as stage
 from alignpipe.models.training import resume_train
 
 raw, world, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -4,8 +4,8 @@ authors' pooled bf16 approximation as an option."""
 import pytest
 import torch
 
-from alignpipe.neurons.scores import global_masks, kth_largest, official_threshold, overlap, weight_delta
-from alignpipe.neurons.stats import by_layer, locate, mask_stats
+from alignpipe.methods.allo.neurons import global_masks, kth_largest, official_threshold, overlap, weight_delta
+from alignpipe.methods.allo.neuron_stats import by_layer, locate, mask_stats
 
 
 def _scores(seed=0):

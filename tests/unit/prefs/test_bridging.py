@@ -5,9 +5,9 @@ import random
 import pytest
 
 from alignpipe.config import ConfigError, WorldSection, validate_params
-from alignpipe.prefs import stage
+from alignpipe.stages import preferences as stage
 from alignpipe.llm import prompts
-from alignpipe.prefs.bridging import RolesEditor, bridge_pairs, kept_fraction
+from alignpipe.methods.bmc.bridging import RolesEditor, bridge_pairs, kept_fraction
 from alignpipe.prefs.pairs import Candidate, pair_row
 from alignpipe.train.pairs import read_pairs
 from alignpipe.utils.io import write_jsonl

@@ -2,7 +2,7 @@
 
 import alignpipe.models as models
 from alignpipe.config import validate_params
-from alignpipe.prefs import stage
+from alignpipe.stages import preferences as stage
 
 
 def _records(n):

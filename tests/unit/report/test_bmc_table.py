@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from alignpipe.config import ConfigError, Params, ReportSection, validate_params
-from alignpipe.report import stage
+from alignpipe.stages import report as stage
 from alignpipe.utils.io import write_json, write_jsonl
 
 NAMES = {"sft": "SFT", "dpo_full": "Full-DPO", "dpo_bc": "DPO-BC", "dpo_mc": "DPO-MC", "dpo_bmc": "DPO-BMC",

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from alignpipe.config import validate_params
-from alignpipe.report import datasource, stage
+from alignpipe.report import datasource
+from alignpipe.stages import report as stage
 from alignpipe.utils.io import DataError, write_json
 
 MIXTURES = {"seed": ["seed"], "lion_r1": ["seed", "lion_r1"], "both": ["seed", "lion", "webr"]}

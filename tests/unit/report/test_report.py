@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from alignpipe.config import Params, ReportSection
-from alignpipe.report import stage
+from alignpipe.stages import report as stage
 from alignpipe.utils.io import DataError, write_json
 
 LEVEL_HSR = {"hsr_l1": 0.75, "hsr_l2": 0.75, "hsr_l3": 0.5, "hsr_l4": 0.75, "hsr_l5": 0.5}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from alignpipe.config import Params, ReportSection
-from alignpipe.report import stage
+from alignpipe.stages import report as stage
 from alignpipe.report.lte import lte_table
 from alignpipe.utils.io import DataError, write_json
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from alignpipe.config import EvaluateSection, WorldSection, validate_params
-from alignpipe.evaluate import stage as evaluate
+from alignpipe.stages import evaluate as evaluate
 from alignpipe.report import sections
-from alignpipe.report import stage as report
+from alignpipe.stages import report as report
 from alignpipe.utils.io import read_jsonl, write_json
 from alignpipe.world import Oracle, build_world
 

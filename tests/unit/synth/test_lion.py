@@ -14,8 +14,10 @@ from alignpipe.config import ArchitectureSection, LionSection, TokenizerSection,
 from alignpipe.llm.base import WORK_COUNTERS, Completion
 from alignpipe.llm.client import RoleClient
 from alignpipe.llm.roles import Generator, Referee
-from alignpipe.synth import lion, lion_stage, stage
-from alignpipe.utils import runlog
+from alignpipe.methods.lion import pool as lion
+from alignpipe.methods.lion import rounds as lion_stage
+from alignpipe.stages import synthesize as stage
+from alignpipe_ops import runlog
 
 # ---- discrimination ------------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from alignpipe.config import validate_params
-from alignpipe.synth import stage
-from alignpipe.utils import runlog
+from alignpipe.stages import synthesize as stage
+from alignpipe_ops import runlog
 from alignpipe.utils.io import DataError
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from alignpipe.config import WebRSection
-from alignpipe.synth import webr
+from alignpipe.methods import webr
 from alignpipe.utils.io import DataError
 
 

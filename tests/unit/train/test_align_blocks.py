@@ -5,7 +5,7 @@ import re
 import pytest
 
 from alignpipe.config import ConfigError, LoraSection, VariantSection
-from alignpipe.train.blocks import layer_blocks, lora_config, resolve_layers
+from alignpipe.methods.hierarchical import layer_blocks, lora_config, resolve_layers
 
 
 @pytest.mark.parametrize("n", range(3, 14))

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from alignpipe.config import ConfigError
-from alignpipe.train import align
+from alignpipe.stages import align
 
 
 def test_global_variant_outputs_and_loadable_adapter(store, sft_dir, params, tmp_path):
@@ -171,7 +171,7 @@ def test_reentrant_checkpointing_with_block_lora_is_refused(store, sft_dir, help
 def test_accelerate_launch_command(helpers, tmp_path):
     cmd = align.launch_command("params.yaml", "global", "configs/accelerate/ddp.yaml", out_dir="data/align/global")
     assert cmd[1:] == ["-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml", "-m",
-                       "alignpipe.train.align", "--params", "params.yaml", "--variant", "global",
+                       "alignpipe.stages.align", "--params", "params.yaml", "--variant", "global",
                        "--out-dir", "data/align/global"]
     params = helpers.make_params(accelerate_config=str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="accelerate_config.*not found"):

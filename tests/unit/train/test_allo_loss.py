@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from alignpipe.train.allo_loss import npo_token_loss, top_eps_dpo_loss, top_eps_keep
+from alignpipe.methods.allo.loss import npo_token_loss, top_eps_dpo_loss, top_eps_keep
 
 
 def logsig(x: float) -> float:
@@ -84,8 +84,8 @@ def test_allo_trainer_loss_path_equals_formula(store, sft_dir, helpers, tmp_path
     """The trainer feeds the padded per-token reference and weights to the loss at the right positions."""
     from datasets import Dataset
 
-    from alignpipe.train import align
-    from alignpipe.train.allo import AlloTrainer
+    from alignpipe.stages import align
+    from alignpipe.methods.allo.train import AlloTrainer
     from alignpipe.train.dpo import dpo_config
 
     params = helpers.make_params()

@@ -20,8 +20,8 @@ def _params(helpers, **variants):
 @pytest.fixture(scope="module")
 def allo_dirs(store, sft_dir, helpers, tmp_path_factory):
     """Run the neurons and rewards stages once: (params, root) with root/neurons and root/rewards."""
-    from alignpipe.neurons import stage as neurons
-    from alignpipe.rewards import stage as rewards
+    from alignpipe.stages import neurons as neurons
+    from alignpipe.stages import rewards as rewards
 
     root = tmp_path_factory.mktemp("allo")
     prefs, ref_dir = store
@@ -59,8 +59,8 @@ def test_token_scores_align_with_training_tokens(allo_dirs, store, sft_dir):
     """Every stored score sits on a token the align trainer feeds, in its order (reflogps = collator tokens)."""
     from datasets import Dataset
 
-    from alignpipe.rewards.scores import load_token_scores
-    from alignpipe.train import align
+    from alignpipe.methods.allo.token_scores import load_token_scores
+    from alignpipe.stages import align
     from alignpipe.train.dpo import completion_tokens
 
     params, root = allo_dirs
@@ -85,7 +85,7 @@ def test_rm_prefix_scores_match_the_reward_models_own_output(allo_dirs, store):
     """Σ_t Δ_t = s(x, y) - s(x): the last prefix score is the RM's sequence reward of prompt + response."""
     from transformers import AutoModelForSequenceClassification
 
-    from alignpipe.rewards.scores import load_token_scores, prefix_scores
+    from alignpipe.methods.allo.token_scores import load_token_scores, prefix_scores
     from alignpipe.train.reflogps import load_ref_logps
 
     _, root = allo_dirs
@@ -104,7 +104,7 @@ def test_rm_prefix_scores_match_the_reward_models_own_output(allo_dirs, store):
 
 
 def test_allo_variant_forget_then_learn_and_resume(allo_dirs, store, sft_dir, helpers, tmp_path):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     _, root = allo_dirs
     prefs, ref_dir = store
@@ -123,7 +123,7 @@ def test_allo_variant_forget_then_learn_and_resume(allo_dirs, store, sft_dir, he
 
 
 def test_global_allo_only_touches_the_global_block(allo_dirs, store, sft_dir, helpers, tmp_path):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     _, root = allo_dirs
     prefs, ref_dir = store

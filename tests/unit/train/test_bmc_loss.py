@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from alignpipe.train.bmc import bmc_dpo_loss, bmc_weights, modified_tokens, sigmoid_dpo, weighted_logps
+from alignpipe.methods.bmc.loss import bmc_dpo_loss, bmc_weights, modified_tokens, sigmoid_dpo, weighted_logps
 
 # Two pairs, 3 response tokens each (zero-padded like TRL's per-token log-probs).
 POLICY_CHOSEN = torch.tensor([[-0.5, -1.0, -0.25], [-2.0, -0.1, 0.0]])

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from alignpipe.train.bmc import modified_tokens, stopword_ids
+from alignpipe.methods.bmc.loss import modified_tokens, stopword_ids
 
 EDITS = [  # (chosen, rejected): one word changed, so the diff marks that word only (one token in the tiny BPE)
     ("Velmora has a tall tower and a market.", "Velmora has a tall mill and a market."),
@@ -38,7 +38,7 @@ def bmc_store(sft_dir, helpers, tmp_path_factory):
 
 
 def build(helpers, sft_dir, store, tmp_path, variant="dpo_mc", **bmc):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     params = helpers.make_params(bmc=bmc) if bmc else helpers.make_params()
     prefs, ref_dir = store
@@ -72,7 +72,7 @@ def test_masks_align_with_trl_tokens(helpers, sft_dir, bmc_store, tmp_path):
 
 
 def test_masks_survive_truncation(helpers, sft_dir, bmc_store, tmp_path):
-    from alignpipe.train.bmc_trainer import BMCCollator
+    from alignpipe.methods.bmc.trainer import BMCCollator
 
     ex = {"prompt_ids": [1, 2, 3], "chosen_ids": [4, 5, 6, 7], "rejected_ids": [4, 9],
           "chosen_bmc_mask": [0, 1, 0, 1], "rejected_bmc_mask": [0, 1]}
@@ -153,7 +153,7 @@ def test_loss_matches_hand_formula_on_fixed_logps(helpers, sft_dir, bmc_store, t
 def test_unsupported_loss_is_refused(helpers, sft_dir, bmc_store, tmp_path):
     from alignpipe.config import ConfigError
 
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     params = helpers.make_params(trainer={"loss_type": ["ipo"]})
     prefs, ref_dir = bmc_store
@@ -163,7 +163,7 @@ def test_unsupported_loss_is_refused(helpers, sft_dir, bmc_store, tmp_path):
 
 
 def test_bmc_variant_trains(helpers, sft_dir, bmc_store, tmp_path):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     trainer, _ = build(helpers, sft_dir, bmc_store, tmp_path)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -176,7 +176,8 @@ def test_bmc_variant_trains(helpers, sft_dir, bmc_store, tmp_path):
 def test_bridged_pairs_get_their_own_reference_store(helpers, sft_dir, tmp_path, monkeypatch):
     """With a ``bridged`` column, reflogps stores (bridged, rejected) too, and bridging variants train on it."""
     from alignpipe.config import ConfigError
-    from alignpipe.train import align, reflogps
+    from alignpipe.train import reflogps
+    from alignpipe.stages import align
     from alignpipe.train.reflogps import BRIDGED_STORE, load_ref_logps
 
     monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "_work"))

@@ -41,7 +41,7 @@ class FixedPolicy:
 
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_trl_loss_path_equals_hand_formula(store, sft_dir, helpers, tmp_path, beta):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     params = helpers.make_params(trainer={"beta": beta})
     prefs, ref_dir = store

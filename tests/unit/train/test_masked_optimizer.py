@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alignpipe.train.masked import MaskedAdamW, load_masks
+from alignpipe.methods.allo.masked import MaskedAdamW, load_masks
 from alignpipe.utils.io import DataError
 
 
@@ -52,7 +52,7 @@ def test_all_ones_mask_matches_adamw_and_decay_is_unmasked():
 
 
 def _random_masks(model, ratio, seed=0):
-    from alignpipe.neurons.scores import global_masks
+    from alignpipe.methods.allo.neurons import global_masks
 
     g = torch.Generator().manual_seed(seed)
     scores = {n: torch.rand(p.shape, generator=g) for n, p in model.named_parameters()}
@@ -60,8 +60,8 @@ def _random_masks(model, ratio, seed=0):
 
 
 def test_masked_training_leaves_every_other_weight_bit_identical(store, sft_dir, helpers, tmp_path):
-    from alignpipe.train import align
-    from alignpipe.train.allo import mask_file
+    from alignpipe.stages import align
+    from alignpipe.methods.allo.train import mask_file
 
     prefs, ref_dir = store
     params = helpers.make_params(variants={"top": {"peft": "none", "allo": {

@@ -43,7 +43,7 @@ def test_stored_values_equal_a_fresh_forward(store, sft_dir):
 
 def test_tokens_match_the_trainer_and_truncation(store, sft_dir, params, tmp_path):
     """The trainer's own tokenization + collator accepts the store; the attached sums are the stored ones."""
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
@@ -60,7 +60,7 @@ def test_tokens_match_the_trainer_and_truncation(store, sft_dir, params, tmp_pat
 
 
 def test_token_mismatch_fails_naming_the_pair(store, sft_dir, params, tmp_path):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
@@ -71,7 +71,7 @@ def test_token_mismatch_fails_naming_the_pair(store, sft_dir, params, tmp_path):
 
 
 def test_unknown_pair_fails(store, sft_dir, params, helpers, tmp_path):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
@@ -82,7 +82,7 @@ def test_unknown_pair_fails(store, sft_dir, params, helpers, tmp_path):
 
 
 def test_stale_store_fails_early(store, sft_dir, helpers):
-    from alignpipe.train import align
+    from alignpipe.stages import align
 
     prefs, ref_dir = store
     with pytest.raises(DataError, match="stale reference log-probs.*max_length 64 != align.max_length 48"):

@@ -33,7 +33,7 @@ def write_rows(path, rows):
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     """A tiny untrained base model directory (2 layers, hidden 32) with the pipeline tokenizer."""
-    from alignpipe.models import stage
+    from alignpipe.stages import base as stage
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.tokenizer import train_tokenizer
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from alignpipe.config import ArchitectureSection, ConfigError, TokenizerSection, WorldSection, validate_params
-from alignpipe.synth import lion
-from alignpipe.train import sft, sft_mix
+from alignpipe.methods.lion import pool as lion
+from alignpipe.train import sft
+from alignpipe.stages import sft_mix
 from alignpipe.utils.io import sha256_file
 
 LION = {"rounds": 1, "max_prompts": 8, "new_hard": 2, "new_easy": 2, "eval_prompts": 5, "max_new_tokens": 12,
@@ -24,7 +25,7 @@ def dirs(tmp_path_factory):
     """world, base model and a synthesize run (WebR on 4 world pages, one Lion round), all oracle roles."""
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.tokenizer import train_tokenizer
-    from alignpipe.synth import stage
+    from alignpipe.stages import synthesize as stage
     from alignpipe.world import build_world
 
     root = tmp_path_factory.mktemp("mix")

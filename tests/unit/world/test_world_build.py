@@ -10,7 +10,7 @@ from alignpipe.config import Params, WorldSection
 from alignpipe.utils.io import DataError
 from alignpipe.world import build_world, load_instructions, load_kb
 from alignpipe.world.corpus import DIALOGUE
-from alignpipe.world.stage import run
+from alignpipe.stages.world import run
 
 SMALL = WorldSection(n_entities=16, train_groups_per_category=3, eval_groups_per_category=2, corpus_paraphrases=3)
 FILES = ("kb.json", "train.jsonl", "eval.jsonl", "sft.jsonl", "corpus.txt", "pages.jsonl", "metrics.json")

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from alignpipe.prefs.bridging import kept_fraction
+from alignpipe.methods.bmc.bridging import kept_fraction
 from alignpipe.world import verify
 from alignpipe.world.editor import WorldEditor, apply, hunks, pieces
 

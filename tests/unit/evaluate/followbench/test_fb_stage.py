@@ -14,10 +14,10 @@ import types
 import pytest
 
 from alignpipe.config import validate_params
-from alignpipe.evaluate import stage
+from alignpipe.stages import evaluate as stage
 from alignpipe.evaluate.followbench.judge import parse_output
 from alignpipe.evaluate.followbench.rules import rule_verdict
-from alignpipe.report.stage import run as report_run
+from alignpipe.stages.report import run as report_run
 from alignpipe.utils.io import read_jsonl
 
 

@@ -1,0 +1,2 @@
+"""Lion (YJiangcm/Lion): the instruction pool and its filters (``pool``) and the adversarial distillation rounds
+(``rounds``: imitation, discrimination, generation)."""

@@ -1,1 +1,0 @@
-"""Reward model and per-token reward scores (ALLO key tokens and token weights r_t)."""
