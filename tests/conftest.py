@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from alignpipe.utils.env import apply_offline_env
+from alignpipe_ops import runlog  # noqa: F401  (stores the library's run events: alignpipe.utils.events)
 
 apply_offline_env()
 

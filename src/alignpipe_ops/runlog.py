@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from alignpipe.utils import events
+
 RUN_ID = uuid.uuid4().hex[:12]
 _stage: str | None = None
 
@@ -80,3 +82,15 @@ def runs(stage: str, directory: str | Path | None = None) -> list[list[dict[str,
     for row in read(stage, directory):
         grouped.setdefault(row["run"], []).append(row)
     return list(grouped.values())
+
+
+def _sink(event: str, facts: dict[str, Any]) -> None:
+    record(event, **facts)
+
+
+def install() -> None:
+    """Store the library's run events (:mod:`alignpipe.utils.events`) in this run record; done on import."""
+    events.subscribe(_sink)
+
+
+install()

@@ -72,7 +72,7 @@ COUNTERS = ("calls", "requests", "retries", "failures", "cache_hits", "prompt_to
             "unparseable", "refusals", "truncated_prompts")
 # The counters fixed by the work asked of a role, equal in every run with the same params and seed: the only ones
 # a stage writes to metrics.json (hashed in dvc.lock). The rest depend on the run's history (a warm disk cache
-# answers without a request, retries depend on the server) and go to the run record (alignpipe_ops.runlog).
+# answers without a request, retries depend on the server) and go to the run record (alignpipe.utils.events, stored by alignpipe_ops.runlog).
 WORK_COUNTERS = ("calls", "unparseable", "refusals")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def resume_train(trainer: Any, output_dir: str | Path, what: str) -> None:
 
     Every training stage goes through here, so a rerun after a kill continues where it stopped and a rerun of a
     finished run trains nothing (:class:`StopIfComplete`). What this run did (the step it resumed from, the steps
-    it ran) goes to the stage's run record (:mod:`alignpipe_ops.runlog`), never into outputs.
+    it ran) goes to the stage's run record (:mod:`alignpipe.utils.events`), never into outputs.
     """
     resume = last_checkpoint(output_dir)
     if resume:
@@ -214,6 +214,6 @@ def resume_train(trainer: Any, output_dir: str | Path, what: str) -> None:
         logger.info("%s is the final checkpoint: %s was already complete", resume, what)
     finally:
         trainer.remove_callback(counter)
-    runlog.record("train", what=what, checkpoint_dir=str(output_dir), resumed_from=resume,
+    events.record("train", what=what, checkpoint_dir=str(output_dir), resumed_from=resume,
                   resumed_from_step=counter.resumed_from_step, steps_run=counter.steps_run,
                   global_step=int(trainer.state.global_step), max_steps=int(trainer.state.max_steps))

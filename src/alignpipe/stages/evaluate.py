@@ -26,7 +26,7 @@ from typing import Any
 
 from alignpipe.config import EvaluateSection, ModelSection, Params
 from alignpipe.evaluate.metrics import JUDGE_KEYS, bootstrap_ci, followbench_scores, judge_scores
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.io import DataError, atomic_dir, sha256_file, write_json
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -214,7 +214,7 @@ def judge_role_metrics(generations: list[dict[str, Any]], roles_judge: Any) -> d
     """What ``metrics.json`` adds when the judge role judged: unparseable outputs and the role's work counters."""
     if roles_judge is None:
         return {}
-    runlog.record("roles", judge=roles_judge.stats.as_dict())  # requests, retries, cache hits: the run record
+    events.record("roles", judge=roles_judge.stats.as_dict())  # requests, retries, cache hits: the run record
     return {"judge_unparseable": sum(g["judge"] is None for g in generations),
             "judge_calls": roles_judge.stats.work()}
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from alignpipe.config import Params
 from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row, response_score
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.io import atomic_dir, atomic_file, dumps, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -102,7 +102,7 @@ def sample_candidates(
             fh.write(json.dumps({"ids": [r["id"] for r in chunk], "samples": samples}))
         out.extend(samples)
         log.info("sampled chunk %d/%d (%d prompts x %d)", c + 1, n_chunks, len(chunk), cfg.num_samples)
-    runlog.record("cache", store=str(cache), total=len(records), reused=reused, computed=len(records) - reused)
+    events.record("cache", store=str(cache), total=len(records), reused=reused, computed=len(records) - reused)
     return out
 
 
@@ -198,7 +198,7 @@ def bridge(
     out, stats = bridge_pairs(pairs, editor, score)
     if roles is not None:
         stats["roles"] = roles.work_metrics()  # requests / cache hits depend on the cache: the run record has them
-        runlog.record("roles", counters=roles.metrics())
+        events.record("roles", counters=roles.metrics())
     log.info("bridging (%s editor): %s", cfg.bridging.editor, json.dumps(stats))
     return out, stats
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import ConfigError, Params
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.io import DataError, atomic_dir, dumps, read_json, write_jsonl
 from alignpipe.utils.seed import derive_seed
 
@@ -161,7 +161,7 @@ def run(params: Params, name: str, roles=None, world_dir: str | Path = "data/wor
                    "relative": rel, "relative_score": rel["relative_score"],
                    "roles": roles.work_metrics()["total"] if roles is not None else None}
         if roles is not None:  # requests / cache hits depend on the run's history: the run record, not metrics.json
-            runlog.record("roles", counters=roles.metrics())
+            events.record("roles", counters=roles.metrics())
         with atomic_dir(out_dir) as tmp:
             shutil.copytree(model_dir / "model", tmp / "model")
             if (model_dir / "log.csv").is_file():

@@ -12,7 +12,7 @@ Outputs in ``data/synthesize/``: ``webr.jsonl`` (``{prompt_id, messages}``, WebR
 ``lion.jsonl`` / ``sft_lion.jsonl`` and ``lion/`` (rounds, see :mod:`alignpipe.methods.lion.rounds`, run after
 WebR), ``metrics.json`` (counts per type, refusal and dedup removals, Lion's per-round metrics, role calls and
 unparseable outputs) and ``config.json``. Requests, cache hits and tokens of a run go to its run record
-(:mod:`alignpipe_ops.runlog`): they depend on what an earlier run left in the cache, the outputs must not.
+(:mod:`alignpipe.utils.events`): they depend on what an earlier run left in the cache, the outputs must not.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from alignpipe.llm import Roles, build_roles
 from alignpipe.llm.base import WORK_COUNTERS
 from alignpipe.methods.lion import rounds as lion_stage
 from alignpipe.methods import webr
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 
@@ -171,7 +171,7 @@ def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict
     ctx, lion_rows, lion_metrics = lion or (None, [], {"rows": 0, "rounds": [], "lion": "disabled"})
     metrics = {**metrics, "lion": lion_metrics, "roles": stage_roles(metrics.get("roles"), lion_metrics)}
     if roles is not None:
-        runlog.record("roles", counters=roles.metrics())
+        events.record("roles", counters=roles.metrics())
     if ctx is not None:
         config = {**config, "lion_inputs": ctx.config}
     with atomic_dir(out_dir) as tmp:

@@ -9,7 +9,7 @@ chunk is appended (flushed and fsynced) before the next starts, so a run killed 
 where it stopped. The file's directory must be keyed by everything that determines the outputs (model weights,
 decoding settings): this module only keys by prompt. Decoding is greedy here, so a stored output is the output.
 A torn last line (a crash during a write) is ignored and recomputed. How many outputs were reused and how many
-computed goes to the stage's run record (:mod:`alignpipe_ops.runlog`, event ``cache``).
+computed goes to the stage's run record (:mod:`alignpipe.utils.events`, event ``cache``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.io import sha256_file
 
 
@@ -84,7 +84,7 @@ def cached_map(
             fh.flush()
             os.fsync(fh.fileno())
     unique = len(first)
-    runlog.record("cache", store=str(path), total=unique, reused=unique - len(todo), computed=len(todo))
+    events.record("cache", store=str(path), total=unique, reused=unique - len(todo), computed=len(todo))
     return [stored[k] for k in keys]
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from alignpipe.config import ConfigError, FollowBenchJudgeSection, ModelSection, Params
 from alignpipe.evaluate.responder import chat_model
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.cache import cached_map, model_digest
 from alignpipe.evaluate.followbench.data import file_name, load_followbench, select_groups
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
@@ -200,7 +200,7 @@ def score_and_write(
     )
     if role is not None:  # the judge role's work (unparseable: counted above); requests, cache hits: the run record
         metrics["judge_calls"] = role.stats.work()
-        runlog.record("roles", judge=role.stats.as_dict())
+        events.record("roles", judge=role.stats.as_dict())
     write(out_dir, rows, metrics, config if config is not None else stage_config(params, name, model_dir))
     log.info(
         "evaluate %s (FollowBench): HSR %.3f SSR %.3f CSL %.2f; rows by method %s; unparseable %d",

@@ -39,7 +39,7 @@ from typing import Any
 from alignpipe.config import Params, SFTSection
 from alignpipe.llm import Roles
 from alignpipe.methods.lion import pool as lion
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.io import atomic_dir, dumps, read_json, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed
 
@@ -110,7 +110,7 @@ def _phase(path: Path, build: Callable[[Path], None], roles: Roles) -> bool:
             (tmp / "roles.json").write_text(dumps(_roles_delta(work_before, roles.work_metrics())), encoding="utf-8")
     else:
         log.info("lion: %s already done, reusing it", path)
-    runlog.record("lion_phase", phase=f"{path.parent.name}/{path.name}", reused=not built,
+    events.record("lion_phase", phase=f"{path.parent.name}/{path.name}", reused=not built,
                   roles=_roles_delta(before, roles.metrics()))
     return built
 
