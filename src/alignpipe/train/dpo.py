@@ -16,10 +16,11 @@ The loss is TRL's standard sigmoid DPO (``loss_type=["sigmoid"]``), per pair::
 
 with log π(y|x) the sum of the per-token log-probs of the response tokens kept after truncation.
 
-The one extension point: with ``precompute_ref_log_probs=True`` TRL asks ``_precompute_ref_logps`` for the
-``ref_chosen_logps`` / ``ref_rejected_logps`` columns before training and then reads them from each batch.
-:class:`StoredRefDPOTrainer` answers from the stored values instead of running a model, after checking that the
-stored tokens are exactly the ones this trainer's own tokenization and collator produce (a mismatch fails
+The one extension point: with ``precompute_ref_log_probs=True`` TRL asks for the ``ref_chosen_logps`` /
+``ref_rejected_logps`` columns before training (the :meth:`~alignpipe.train.trl_ext.HookedDPOTrainer.reference_logps`
+hook of :mod:`alignpipe.train.trl_ext`, the one module that touches TRL's internals) and then reads them from each
+batch. :class:`StoredRefDPOTrainer` answers from the stored values instead of running a model, after checking that
+the stored tokens are exactly the ones this trainer's own tokenization and collator produce (a mismatch fails
 naming the pair id). So the reference model never runs during training and is never copied in memory (TRL
 leaves ``ref_model`` as None with ``precompute_ref_log_probs``; with PEFT it would otherwise disable the adapter
 and run a second forward every step).
@@ -30,14 +31,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
-import trl.trainer.dpo_trainer as trl_dpo
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig
 
 from alignpipe.config import Params, VariantSection
 from alignpipe.models.training import merge_args, pipeline_args
+from alignpipe.train.trl_ext import HookedDPOTrainer
 from alignpipe.utils.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -188,13 +188,7 @@ def attach_ref_logps(dataset: Any, ref: Any, collator: Any, ld_alpha: float | No
     return dataset.add_column("ref_rejected_logps", rejected_vals)
 
 
-def skip_weight_hash():
-    """Context: TRL's ``DPOTrainer.__init__`` hashes every weight (16 GB at 8B) only to key the cache of its own
-    reference precompute, which alignpipe's trainers replace; patch that hash out for the duration."""
-    return mock.patch.object(trl_dpo, "hash_module", lambda module: "alignpipe-precompute-replaced")
-
-
-class StoredRefDPOTrainer(DPOTrainer):
+class StoredRefDPOTrainer(HookedDPOTrainer):
     """``DPOTrainer`` whose reference log-probs come from the reflogps stage (never from a reference model).
 
     Pass ``ref_logps`` (a loaded :class:`~alignpipe.train.reflogps.RefLogps`) and an ``args`` with
@@ -206,12 +200,11 @@ class StoredRefDPOTrainer(DPOTrainer):
         if config is None or not config.precompute_ref_log_probs or kwargs.get("ref_model") is not None:
             raise ValueError("StoredRefDPOTrainer needs args=DPOConfig(precompute_ref_log_probs=True), no ref_model")
         self._stored_ref = ref_logps
-        with skip_weight_hash():
-            super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)
         if self.ref_model is not None:  # TRL builds one only under FSDP for full fine-tuning; it is not needed
             self.ref_model = None
 
-    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-        # TRL's hook: called once per dataset in __init__; we answer from the store instead of running a model.
+    def reference_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """The stored reference sums of every pair, after checking its tokens against the store."""
         logger.info("attaching stored reference log-probs to the %s dataset (%d pairs)", name, len(dataset))
         return attach_ref_logps(dataset, self._stored_ref, self.data_collator, self.ld_alpha)

@@ -14,7 +14,7 @@ Values are stored per token because later methods (BMC, ALLO) weight tokens indi
 
 Tokens come from TRL's own path: a :class:`~trl.DPOTrainer` is built on the pairs with the same DPOConfig
 tokenization settings as training (chat template, ``max_length``, truncation, collator), and its
-``_precompute_ref_logps`` hook is where the reference forward runs, exactly as TRL's ``compute_ref_log_probs``
+``reference_logps`` hook is where the reference forward runs, exactly as TRL's ``compute_ref_log_probs``
 does (fused LM head, ``fused_lm_head=True``) but keeping every token.
 
 Outputs (``out_dir``): ``ref_logps.safetensors`` (ragged sequences flattened, with ``<part>_offsets`` of length
@@ -38,11 +38,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from trl import DPOTrainer
 
 from alignpipe.config import Params
-from alignpipe.train.dpo import dpo_config, skip_weight_hash, split_tokens
+from alignpipe.train.dpo import dpo_config, split_tokens
 from alignpipe.train.pairs import read_pairs
+from alignpipe.train.trl_ext import HookedDPOTrainer
 from alignpipe.utils.io import DataError, atomic_dir, dumps, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.store import PairStore, load_tensors, save_tensors
 from alignpipe.utils.seed import seed_everything
@@ -97,16 +97,16 @@ def load_ref_logps(directory: str | Path, store: str = STORE) -> RefLogps:
     return ref
 
 
-class PerTokenRefTrainer(DPOTrainer):
+class PerTokenRefTrainer(HookedDPOTrainer):
     """DPOTrainer that runs TRL's dataset preparation, then keeps per-token reference log-probs in its hook.
 
     Built with ``precompute_ref_log_probs=True`` and no PEFT, TRL keeps no reference copy and calls
-    :meth:`_precompute_ref_logps` once from ``__init__`` with the tokenized dataset; nothing is trained.
+    :meth:`reference_logps` once from ``__init__`` with the tokenized dataset; nothing is trained.
     """
 
     records: list[dict[str, Any]]
 
-    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+    def reference_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         self.records = compute_records(self.model, dataset, self.data_collator, batch_size, self.accelerator)
         return dataset
 
@@ -179,9 +179,8 @@ def compute(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path,
 
     model, tokenizer = load_model(Path(sft_dir) / "model", params.model, padding_side="right")
     args = dpo_config(params, None, scratch)
-    with skip_weight_hash():
-        trainer = PerTokenRefTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                     processing_class=tokenizer)
+    trainer = PerTokenRefTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                 processing_class=tokenizer)
     ids = list(trainer.train_dataset["id"])
     return ids, trainer.records
 

@@ -4,7 +4,7 @@ Run through the align stage (``python -m flows.align --variant allo``; ``align.r
 variant has an ``allo:`` section). The pieces:
 
 - :class:`AlloTrainer`: :class:`~alignpipe.train.dpo.StoredRefDPOTrainer` (TRL's DPOTrainer fed the stored
-  reference) whose ``_compute_loss`` is ALLO's forgetting loss (token-level NPO on the rejected rows, weighted by
+  reference) whose ``pair_loss`` is ALLO's forgetting loss (token-level NPO on the rejected rows, weighted by
   r_t) or learning loss (top-ε rejected DPO), :mod:`alignpipe.methods.allo.loss`. The per-token reference values
   and r_t travel as extra dataset columns, padded by :class:`PerTokenCollator` next to TRL's own collator.
 - :class:`~alignpipe.methods.allo.masked.MaskedAdamW` passed as ``optimizers=(opt, None)``: the update touches only the
@@ -82,6 +82,8 @@ class AlloTrainer(StoredRefDPOTrainer):
         token_weights: pair id -> r_t per rejected token (the rewards stage); None = weight 1 on every token.
     """
 
+    extra_columns = TOKEN_COLUMNS  # padded by PerTokenCollator (Trainer drops columns it does not know)
+
     def __init__(self, *args: Any, allo_stage: str, top_eps: float = 0.1,
                  token_weights: dict[str, torch.Tensor] | None = None, **kwargs: Any):
         if allo_stage not in ("forget", "learn"):
@@ -90,12 +92,9 @@ class AlloTrainer(StoredRefDPOTrainer):
         super().__init__(*args, **kwargs)
         self.data_collator = PerTokenCollator(self.data_collator)
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *TOKEN_COLUMNS]
-
-    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-        dataset = super()._precompute_ref_logps(dataset, name, batch_size)  # sums + token check against the store
+    def reference_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """The stored sums (tokens checked), plus the per-token reference values and r_t as padded columns."""
+        dataset = super().reference_logps(dataset, name, batch_size)  # sums + token check against the store
         cols: dict[str, list] = {k: [] for k in TOKEN_COLUMNS}
         for pair_id in dataset["id"]:
             stored = self._stored_ref.pair(pair_id)
@@ -115,28 +114,22 @@ class AlloTrainer(StoredRefDPOTrainer):
             dataset = dataset.add_column(key, values)
         return dataset
 
-    def _policy_logps(self, model: Any, inputs: dict[str, Any], rows: slice) -> torch.Tensor:
-        comp = inputs["completion_mask"][rows]
-        labels = inputs["input_ids"][rows].masked_fill(comp == 0, -100)
-        out = model(input_ids=inputs["input_ids"][rows], attention_mask=inputs["attention_mask"][rows],
-                    labels=labels, use_cache=False, fused_lm_head=True)
-        return out.log_probs[:, -(comp.size(1) - 1):]
-
-    def _compute_loss(self, model, inputs, return_outputs):
+    def pair_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """Forgetting: token-level NPO on the rejected rows; learning: top-ε DPO (ε = 1: TRL's own loss)."""
         mode = "train" if self.model.training else "eval"
         extra = {k: inputs.pop(k) for k in TOKEN_COLUMNS if k in inputs}
         if self.allo_stage == "learn" and self.top_eps >= 1.0:
-            return super()._compute_loss(model, inputs, return_outputs)  # ε = 1: exactly TRL's sigmoid DPO
+            return super().pair_loss(model, inputs, return_outputs)  # ε = 1: exactly TRL's sigmoid DPO
         half = inputs["input_ids"].size(0) // 2
         shifted = inputs["completion_mask"][:, 1:].float()
         if self.allo_stage == "forget":
-            policy = self._policy_logps(model, inputs, slice(half, None))  # only the rejected rows run
+            policy = self.policy_logps(model, inputs, slice(half, None))  # only the rejected rows run
             weights = extra["rejected_weight"] * shifted[half:]
             loss = npo_token_loss(policy, extra["ref_rejected_tok"], weights, beta=self.beta)
             self._metrics[mode]["npo/weighted_tokens"].append(float(torch.count_nonzero(weights)))
             self._metrics[mode]["logps/rejected"].append(float((policy.detach() * shifted[half:]).sum(1).mean()))
         else:
-            policy = self._policy_logps(model, inputs, slice(None))
+            policy = self.policy_logps(model, inputs)
             loss, chosen, rejected, keep = top_eps_dpo_loss(
                 policy[:half], extra["ref_chosen_tok"], shifted[:half],
                 policy[half:], extra["ref_rejected_tok"], shifted[half:], self.top_eps, self.beta)

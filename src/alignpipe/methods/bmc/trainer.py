@@ -10,19 +10,19 @@ Usage::
 
 The loss and the weights are :mod:`alignpipe.methods.bmc.loss`. What this module adds is the plumbing TRL needs:
 
-- **Masks in TRL's tokenization.** After TRL's own ``_prepare_dataset`` has tokenized the pairs
-  (``prompt_ids``/``chosen_ids``/``rejected_ids``, the exact ids it trains on), :meth:`_prepare_dataset` diffs
-  ``rejected_ids`` against ``chosen_ids`` and stores the 0/1 masks as two extra columns. TRL's ``Trainer`` drops
-  columns that are not in its signature list (``remove_unused_columns``), so :meth:`_set_signature_columns_if_needed`
-  keeps them, and :class:`BMCCollator` (TRL's collator plus one output) lays them out exactly like
-  ``completion_mask``: prompt zeros, the mask, the same truncation slice and right padding. So ``bmc_mask[i, t]``
+- **Masks in TRL's tokenization.** After TRL has tokenized the pairs (``prompt_ids``/``chosen_ids``/
+  ``rejected_ids``, the exact ids it trains on), :meth:`BMCDPOTrainer.prepare_tokenized` diffs ``rejected_ids``
+  against ``chosen_ids`` and stores the 0/1 masks as two extra columns. TRL's ``Trainer`` drops columns that are
+  not in its signature list (``remove_unused_columns``), so ``extra_columns`` keeps them (the hooks are those of
+  :mod:`alignpipe.train.trl_ext`), and :class:`BMCCollator` (TRL's collator plus one output) lays them out exactly
+  like ``completion_mask``: prompt zeros, the mask, the same truncation slice and right padding. So ``bmc_mask[i, t]``
   belongs to ``input_ids[i, t]``; the model's ``log_probs[:, t]`` scores token t+1, hence ``bmc_mask[:, 1:]``.
 - **Reference without a reference model.** The reference weights use the reference's own probabilities; the
   reflogps stage stores every response token's reference log-prob, so the weighted reference sums are computed
-  once per pair from the store (TRL's ``_precompute_ref_logps`` hook, as :class:`StoredRefDPOTrainer` does for
+  once per pair from the store (:meth:`BMCDPOTrainer.reference_logps`, as :class:`StoredRefDPOTrainer` does for
   plain sums) and travel in TRL's ``ref_chosen_logps``/``ref_rejected_logps`` columns. They equal what an online
   reference forward would give (same tokens, checked), at no cost per step.
-- **The loss.** :meth:`_compute_loss` runs the policy forward as TRL does (fused LM head, labels = response
+- **The loss.** :meth:`BMCDPOTrainer.pair_loss` runs the policy forward as TRL does (fused LM head, labels = response
   tokens), weights the per-token log-probs and applies sigmoid DPO, logging TRL's reward metrics plus
   ``bmc/modified_frac`` (share of response tokens with m_t = 1) and ``bmc/weight_mean`` (mean w_t over them).
 """
@@ -74,6 +74,8 @@ class BMCDPOTrainer(StoredRefDPOTrainer):
         stop_ids: token ids never marked as modified (default: the tokenizer's single-token English stopwords).
     """
 
+    extra_columns = MASKS  # the masks reach BMCCollator (Trainer drops columns it does not know)
+
     def __init__(self, *args: Any, delta: float, autojunk: bool = True, stop_ids: Any = None, **kwargs: Any):
         config = kwargs.get("args")
         if config is not None:
@@ -92,8 +94,8 @@ class BMCDPOTrainer(StoredRefDPOTrainer):
         super().__init__(*args, **kwargs)
 
     # ---- data ------------------------------------------------------------------------------------------------
-    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+    def prepare_tokenized(self, dataset: Any, name: str) -> Any:
+        """Add the 0/1 masks of modified tokens (``chosen_bmc_mask``/``rejected_bmc_mask``) to TRL's tokens."""
         if MASKS[0] in dataset.column_names:
             return dataset
         stop, autojunk = self.bmc_stop_ids, self.bmc_autojunk
@@ -102,13 +104,10 @@ class BMCDPOTrainer(StoredRefDPOTrainer):
             m_rejected, m_chosen = modified_tokens(example["rejected_ids"], example["chosen_ids"], stop, autojunk)
             return {MASKS[0]: m_chosen, MASKS[1]: m_rejected}
 
-        return dataset.map(add_masks, desc=f"BMC token diff of the {dataset_name} dataset")
+        return dataset.map(add_masks, desc=f"BMC token diff of the {name} dataset")
 
-    def _set_signature_columns_if_needed(self) -> None:
-        super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *(m for m in MASKS if m not in self._signature_columns)]
-
-    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+    def reference_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        """The weighted reference sums of every pair, from the stored per-token values (tokens checked)."""
         return attach_ref_logps(dataset, self._stored_ref, self.data_collator, weigh=self._weighted_reference)
 
     def _weighted_reference(self, row: dict[str, Any], stored: dict[str, Any]) -> tuple[float, float]:
@@ -124,15 +123,11 @@ class BMCDPOTrainer(StoredRefDPOTrainer):
         return sums[0], sums[1]
 
     # ---- loss ------------------------------------------------------------------------------------------------
-    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+    def pair_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """Sigmoid DPO on the token-weighted policy sums against the weighted stored reference sums."""
         mode = "train" if self.model.training else "eval"
-        completion_mask = inputs["completion_mask"]
-        shift = completion_mask[..., 1:]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
-                        use_cache=False, fused_lm_head=True)
-        seq_len = shift.size(1)
-        per_token_logps = outputs.log_probs[:, -seq_len:]
+        shift = inputs["completion_mask"][..., 1:]
+        per_token_logps = self.policy_logps(model, inputs)
         mask = inputs["bmc_mask"][..., 1:] * shift
         logps = weighted_logps(per_token_logps, mask, self.bmc_delta)
         chosen_logps, rejected_logps = logps.chunk(2, dim=0)  # batch is [chosen, rejected]
