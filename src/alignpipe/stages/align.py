@@ -43,15 +43,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from alignpipe.config import ConfigError, Params, VariantSection, validate_params
-from alignpipe.methods.allo.train import allo_inputs
-from alignpipe.methods.allo.train import fit as allo_fit
+from alignpipe.methods.allo.train import allo_inputs, fit as allo_fit
 from alignpipe.methods.bmc.trainer import BMCDPOTrainer
 from alignpipe.methods.hierarchical import lora_config, num_layers, resolve_layers
 from alignpipe.models.training import LogLastStep, sort_peft_sets
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.train.loop import log_csv, train
 from alignpipe.train.prepare import prepare
-from alignpipe.train.reflogps import BRIDGED_STORE, STORE, has_bridged
+from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 
@@ -116,7 +115,7 @@ def stage_config(params: Params, variant: str, section: VariantSection, prefs_di
 
 
 def build_trainer(params: Params, variant: str, section: VariantSection, model: Any, tokenizer: Any,
-                  rows: list[dict], ref: Any, output_dir: str | Path,
+                  rows: list[dict], ref: RefLogps, output_dir: str | Path,
                   callbacks: list | None = None) -> StoredRefDPOTrainer:
     """The DPO trainer for ``variant`` (its resolved ``section``): LoRA restricted to the variant's layers, or
     full-parameter; BMC's token-weighted trainer for ``token_weights: bmc``."""
