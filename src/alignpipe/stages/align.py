@@ -226,7 +226,7 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
 
     ``out_dir`` defaults to ``data/align/<variant>``; ``neurons_dir`` / ``rewards_dir`` are read by ALLO variants
     only (masks, token weights). With ``align.accelerate_config`` set, training runs under ``accelerate launch``
-    (:func:`launch`; ``callbacks`` then do not apply: they cannot cross into the launched processes).
+    (:func:`_launch`; ``callbacks`` then do not apply: they cannot cross into the launched processes).
     """
     seed_everything(params.seed)
     section = get_variant(params, variant)  # the one place the name is resolved: unknown fails before any work
@@ -234,7 +234,7 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
     dirs = {"prefs_dir": prefs_dir, "reflogps_dir": reflogps_dir, "sft_dir": sft_dir, "out_dir": out_dir,
             "neurons_dir": neurons_dir, "rewards_dir": rewards_dir}
     if params.align.accelerate_config:
-        return launch(params, variant, **dirs)
+        return _launch(params, variant, **dirs)
     bridged = check_bridged(variant, section, prefs_dir)  # before digesting the bridged reference store it needs
     config = stage_config(params, variant, section, prefs_dir, reflogps_dir, sft_dir, neurons_dir, rewards_dir)
     logger.info("align@%s config: %s", variant, dumps(config).strip())
@@ -249,14 +249,14 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
 def launch_command(spec: str | Path, accelerate_config: str | Path) -> list[str]:
     """``accelerate launch --config_file <cfg> -m alignpipe.stages.align <spec>``: one training process per device.
 
-    ``spec`` is the JSON file :func:`launch` writes: the params each rank validates and the keyword arguments of
+    ``spec`` is the JSON file :func:`_launch` writes: the params each rank validates and the keyword arguments of
     its :func:`run`.
     """
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
             "-m", "alignpipe.stages.align", str(spec)]
 
 
-def launch(params: Params, variant: str, **dirs: str | Path) -> dict[str, Any]:
+def _launch(params: Params, variant: str, **dirs: str | Path) -> dict[str, Any]:
     """Train ``variant`` under ``accelerate launch --config_file <align.accelerate_config>``; return its metrics.
 
     The validated params go to the ranks in a JSON spec under the stage's work directory, with
@@ -278,7 +278,7 @@ def launch(params: Params, variant: str, **dirs: str | Path) -> dict[str, Any]:
 
 
 def _run_launched(spec_file: str) -> int:
-    """One rank under ``accelerate launch``: :func:`run` on the spec :func:`launch` wrote; 2 on a bad input."""
+    """One rank under ``accelerate launch``: :func:`run` on the spec :func:`_launch` wrote; 2 on a bad input."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
     try:
