@@ -150,7 +150,8 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         rows, _, ref, model, tokenizer = align.prepare(params, prefs, work / "reflogps", sft)
         out = work / "ckpt" / variant
         if variant != "stock":
-            return align.build_trainer(params, variant, model, tokenizer, rows, ref, out, callbacks=[timer])
+            return align.build_trainer(params, variant, align.get_variant(params, variant), model, tokenizer, rows,
+                                       ref, out, callbacks=[timer])
         owned = pipeline_args(out, params.seed)
         stock_args = DPOConfig(**{**trainer_cfg, "learning_rate": 1e-3, **owned, "max_length": 4096})
         assert stock_args.gradient_checkpointing and not stock_args.precompute_ref_log_probs  # TRL's defaults

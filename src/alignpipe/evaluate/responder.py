@@ -20,6 +20,7 @@ def chat_model(name_or_path: str | Path, model_section: Any, max_new_tokens: int
     loaded: list[Any] = []
 
     def respond(prompts: list[str]) -> list[str]:
+        # Lazy: alignpipe.models pulls in torch + transformers, which a fully cached run never needs.
         from alignpipe.models import generate as greedy
         from alignpipe.models import load_model
 

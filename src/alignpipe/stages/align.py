@@ -5,8 +5,6 @@ Run it (normally through ``python -m flows.align --variant global`` / ``dvc repr
     from alignpipe.config import load_params
     from alignpipe.stages import align
     align.run(load_params("params.yaml"), "global", prefs_dir="data/preferences", reflogps_dir="data/reflogps")
-    # or, from a shell (the same thing; also what `accelerate launch` re-executes on every rank):
-    python -m alignpipe.stages.align --variant global --params params.yaml
 
 Variants (``align.variants``, Hierarchical Alignment, arXiv 2510.12044): ``dpo_full`` trains every weight;
 LoRA variants adapt ``align.lora.target_modules`` in all layers (``lora_all``) or in one third of the decoder
@@ -14,24 +12,25 @@ LoRA variants adapt ``align.lora.target_modules`` in all layers (``lora_all``) o
 log-probs stored by the reflogps stage (:mod:`alignpipe.train.dpo`): no reference model runs or is copied.
 BMC variants (arXiv 2506.09329): ``pairs: bridged`` trains on the preferences stage's pseudo-winning responses
 (``dpo_bc``), ``token_weights: bmc`` uses BMC's token-weighted loss (:mod:`alignpipe.methods.bmc.trainer`,
-``dpo_mc``), both together ``dpo_bmc``, and ``global_bmc`` is that on the global LoRA block.
+``dpo_mc``), both together ``dpo_bmc``, and ``global_bmc`` is that on the global LoRA block. ALLO variants (an
+``allo:`` section) train in two masked stages (:mod:`alignpipe.methods.allo.train`).
 
 Outputs (``data/align/<variant>/``): ``model/`` (LoRA: ``adapter_config.json`` + ``adapter_model.safetensors``
 for ``PeftModel.from_pretrained(sft_model, ...)``; dpo_full: the full model in safetensors; both with the
 tokenizer), ``metrics.json``, ``log.csv`` (step, loss, reward accuracy, margin) and ``config.json``.
 Checkpoints go to ``work_dir("align", config)``; a rerun after an interruption resumes from the newest one.
 
-Multi-GPU: set ``align.accelerate_config`` (e.g. ``configs/accelerate/zero3.yaml``) and call
-:func:`run_or_launch`: it re-executes this module under ``accelerate launch --config_file <file>``.
+Multi-GPU: with ``align.accelerate_config`` set (e.g. ``configs/accelerate/zero3.yaml``), :func:`run` re-executes
+this module under ``accelerate launch --config_file <file>`` (:func:`launch_command`); every rank runs :func:`run`
+in its own process, and the parent returns the metrics the main rank wrote.
 
-Steps (each callable as a Prefect task): :func:`prepare` -> :func:`build_trainer` -> :func:`train` -> :func:`save`.
+Steps of :func:`run`: resolve the variant (:func:`get_variant`, once) -> :func:`stage_config` ->
+:func:`~alignpipe.train.prepare.prepare` -> :func:`fit` (:func:`build_trainer` + :func:`~alignpipe.train.loop.train`,
+or ALLO's two stages) -> :func:`save`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
 import logging
 import shutil
@@ -43,20 +42,19 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from alignpipe.config import ConfigError, Params, VariantSection, load_params
-from alignpipe.models.training import LogLastStep, count_parameters, resume_train, sort_peft_sets
-from alignpipe.methods.hierarchical import lora_config, num_layers, resolve_layers
+from alignpipe.config import ConfigError, Params, VariantSection, validate_params
+from alignpipe.methods.allo.train import allo_inputs, fit as allo_fit
 from alignpipe.methods.bmc.trainer import BMCDPOTrainer
+from alignpipe.methods.hierarchical import lora_config, num_layers, resolve_layers
+from alignpipe.models.training import LogLastStep, sort_peft_sets
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
-from alignpipe.train.pairs import read_pairs
-from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged, load_ref_logps, weights_sha256
+from alignpipe.train.loop import log_csv, train
+from alignpipe.train.prepare import prepare
+from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
-
-LOG_FIELDS = (("step", "step"), ("loss", "loss"), ("reward_accuracy", "rewards/accuracies"),
-              ("reward_margin", "rewards/margins"))
 
 
 def get_variant(params: Params, name: str) -> VariantSection:
@@ -72,21 +70,7 @@ def ref_store(section: VariantSection) -> str:
     return BRIDGED_STORE if section.pairs == "bridged" else STORE
 
 
-def stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
-                 sft_dir: str | Path, neurons_dir: str | Path = "data/neurons",
-                 rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
-    """What this variant's result depends on (``config.json``; also keys the checkpoint directory)."""
-    section = get_variant(params, variant)
-    config = _stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir)
-    if section.allo is not None:  # ALLO variants also read the neuron masks and the token weights
-        from alignpipe.methods.allo.train import allo_inputs
-
-        config["allo"] = section.allo.model_dump()
-        config["inputs"].update(allo_inputs(params, section.allo, neurons_dir, rewards_dir))
-    return config
-
-
-def _check_bridged(variant: str, section: VariantSection, prefs_dir: str | Path) -> bool:
+def check_bridged(variant: str, section: VariantSection, prefs_dir: str | Path) -> bool:
     """Whether the variant trains on BMC's bridged pairs; fails when the pair file has none."""
     if section.pairs != "bridged":
         return False
@@ -96,14 +80,18 @@ def _check_bridged(variant: str, section: VariantSection, prefs_dir: str | Path)
     return True
 
 
-def _stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_dir: str | Path,
-                  sft_dir: str | Path) -> dict[str, Any]:
-    section = get_variant(params, variant)
-    _check_bridged(variant, section, prefs_dir)  # before digesting the bridged reference store it needs
+def stage_config(params: Params, variant: str, section: VariantSection, prefs_dir: str | Path,
+                 reflogps_dir: str | Path, sft_dir: str | Path, neurons_dir: str | Path = "data/neurons",
+                 rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
+    """What this variant's result depends on (``config.json``; also keys the checkpoint directory).
+
+    ``section`` is the resolved ``align.variants[variant]``; a bridging variant must have passed
+    :func:`check_bridged` (the bridged reference store is digested here).
+    """
     bmc = {"pairs": section.pairs, "token_weights": section.token_weights}
     if section.token_weights == "bmc":
         bmc["bmc"] = {"delta": params.align.bmc.delta, "autojunk": params.align.bmc.autojunk}
-    return {
+    config = {
         "seed": params.seed,
         "model": params.model.model_dump(),
         "variant": variant,
@@ -120,48 +108,19 @@ def _stage_config(params: Params, variant: str, prefs_dir: str | Path, reflogps_
         },
         **({} if section.pairs == "original" and section.token_weights == "none" else bmc),
     }
+    if section.allo is not None:  # ALLO variants also read the neuron masks and the token weights
+        config["allo"] = section.allo.model_dump()
+        config["inputs"].update(allo_inputs(params, section.allo, neurons_dir, rewards_dir))
+    return config
 
 
-def check_reference(ref: RefLogps, sft_dir: str | Path, prefs_dir: str | Path, max_length: int) -> None:
-    """Fail early when the stored reference was computed from another SFT model, pair file or max_length."""
-    cfg = ref.config
-    problems = []
-    if cfg.get("model_sha256") != weights_sha256(Path(sft_dir) / "model"):
-        problems.append(f"SFT model {Path(sft_dir) / 'model'} changed")
-    if cfg.get("pairs_sha256") != sha256_file(Path(prefs_dir) / "pairs.jsonl"):
-        problems.append(f"{Path(prefs_dir) / 'pairs.jsonl'} changed")
-    if cfg.get("max_length") != max_length:
-        problems.append(f"max_length {cfg.get('max_length')} != align.max_length {max_length}")
-    if problems:
-        raise DataError(f"{ref.path}: stale reference log-probs ({'; '.join(problems)}); rerun the reflogps stage")
-
-
-def prepare(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path, sft_dir: str | Path,
-            variant: str | None = None):
-    """Step 1: load the pairs, the stored reference (checked against its inputs) and the SFT model.
-
-    ``variant`` picks the pairs: (bridged, rejected) for a BMC bridging variant (``pairs: bridged``), else
-    (chosen, rejected); None means the original pairs.
-
-    Returns:
-        ``(rows, dropped, ref, model, tokenizer)``.
-    """
-    from alignpipe.models import load_model
-
-    bridged = variant is not None and _check_bridged(variant, get_variant(params, variant), prefs_dir)
-    rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl", chosen_field="bridged" if bridged else "chosen")
-    ref = load_ref_logps(reflogps_dir, BRIDGED_STORE if bridged else STORE)
-    check_reference(ref, sft_dir, prefs_dir, params.align.max_length)
-    model, tokenizer = load_model(Path(sft_dir) / "model", params.model, padding_side="right")
-    return rows, dropped, ref, model, tokenizer
-
-
-def build_trainer(params: Params, variant: str, model: Any, tokenizer: Any, rows: list[dict], ref: RefLogps,
-                  output_dir: str | Path, callbacks: list | None = None) -> StoredRefDPOTrainer:
-    """Step 2: the DPO trainer for ``variant``: LoRA restricted to the variant's layers, or full-parameter."""
+def build_trainer(params: Params, variant: str, section: VariantSection, model: Any, tokenizer: Any,
+                  rows: list[dict], ref: RefLogps, output_dir: str | Path,
+                  callbacks: list | None = None) -> StoredRefDPOTrainer:
+    """The DPO trainer for ``variant`` (its resolved ``section``): LoRA restricted to the variant's layers, or
+    full-parameter; BMC's token-weighted trainer for ``token_weights: bmc``."""
     from datasets import Dataset
 
-    section = get_variant(params, variant)
     layers = resolve_layers(section, num_layers(model), name=variant)
     peft_config = lora_config(params.align.lora, layers) if section.peft == "lora" else None
     bmc: dict[str, Any] = {}
@@ -222,41 +181,8 @@ def _guard_backward(trainer: StoredRefDPOTrainer, layers: list[int] | None) -> N
     trainer.add_callback(StopBackwardBelowAdapters())
 
 
-def train(trainer: StoredRefDPOTrainer) -> dict[str, Any]:
-    """Step 3: train, resuming from the newest complete checkpoint in ``args.output_dir``; returns metrics.
-
-    ``initial_loss`` is the mean over the first logging window, ``final_loss`` and the reward statistics are
-    those of the last one (TRL averages its metrics between logs).
-    """
-    resume_train(trainer, trainer.args.output_dir, "DPO")
-    history = [e for e in trainer.state.log_history if "loss" in e]
-    model = trainer.model
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    last = history[-1] if history else {}
-    return {
-        "steps": int(trainer.state.global_step),
-        "n_pairs": len(trainer.train_dataset),
-        "trainable_params": trainable,
-        "total_params": count_parameters(model),
-        "initial_loss": history[0]["loss"] if history else None,
-        "final_loss": last.get("loss"),
-        **{k: last.get(k) for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")},
-        **{k: last[k] for k in ("bmc/modified_frac", "bmc/weight_mean") if k in last},
-        "log": [{name: e.get(key) for name, key in LOG_FIELDS} for e in history],
-    }
-
-
-def _log_csv(log: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([name for name, _ in LOG_FIELDS])
-    for row in log:
-        writer.writerow([row["step"], *(f"{row[n]:.6f}" if row[n] is not None else "" for n, _ in LOG_FIELDS[1:])])
-    return buf.getvalue()
-
-
 def save(trainer: StoredRefDPOTrainer, out_dir: str | Path, metrics: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Step 4: write ``out_dir/{model/, metrics.json, log.csv, config.json}`` atomically.
+    """Write ``out_dir/{model/, metrics.json, log.csv, config.json}`` atomically.
 
     ``trainer.save_model`` runs on every rank (ZeRO-3/FSDP gather the weights collectively) into a staging
     directory next to the checkpoints; the main process then moves it into the atomic output.
@@ -273,20 +199,18 @@ def save(trainer: StoredRefDPOTrainer, out_dir: str | Path, metrics: dict[str, A
         shutil.move(str(staging), tmp / "model")
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
-        (tmp / "log.csv").write_text(_log_csv(log), encoding="utf-8")
+        (tmp / "log.csv").write_text(log_csv(log), encoding="utf-8")
     return Path(out_dir)
 
 
-def fit(params: Params, variant: str, prepared: tuple, config: dict[str, Any],
-        callbacks: list | None = None) -> tuple[StoredRefDPOTrainer, dict[str, Any]]:
-    """Steps 2-3 for one variant: build the trainer on ``prepare``'s output, train; returns (trainer, metrics)."""
+def fit(params: Params, variant: str, section: VariantSection, prepared: tuple, config: dict[str, Any],
+        callbacks: list | None = None) -> tuple[Any, dict[str, Any]]:
+    """Build the trainer on ``prepare``'s output and train (ALLO variants: both ALLO stages); (trainer, metrics)."""
     rows, dropped, ref, model, tokenizer = prepared
-    section = get_variant(params, variant)
     if section.allo is not None:
-        from alignpipe.methods.allo import train as allo
-
-        return allo.fit(params, variant, prepared, config, callbacks)
-    trainer = build_trainer(params, variant, model, tokenizer, rows, ref, work_dir("align", config), callbacks)
+        return allo_fit(params, variant, section, prepared, config, callbacks)
+    trainer = build_trainer(params, variant, section, model, tokenizer, rows, ref, work_dir("align", config),
+                            callbacks)
     layers = resolve_layers(section, num_layers(model), name=variant)
     metrics = {"variant": variant, "peft": section.peft, "n_layers": num_layers(model),
                "adapted_layers": layers if layers is not None else list(range(num_layers(model))),
@@ -300,65 +224,70 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
         rewards_dir: str | Path = "data/rewards") -> dict[str, Any]:
     """Run the whole stage for one variant; returns the metrics written to ``metrics.json``.
 
-    ``neurons_dir`` / ``rewards_dir`` are read by ALLO variants only (masks, token weights).
+    ``out_dir`` defaults to ``data/align/<variant>``; ``neurons_dir`` / ``rewards_dir`` are read by ALLO variants
+    only (masks, token weights). With ``align.accelerate_config`` set, training runs under ``accelerate launch``
+    (:func:`_launch`; ``callbacks`` then do not apply: they cannot cross into the launched processes).
     """
     seed_everything(params.seed)
-    section = get_variant(params, variant)
+    section = get_variant(params, variant)  # the one place the name is resolved: unknown fails before any work
     out_dir = Path(out_dir or f"data/align/{variant}")
-    config = stage_config(params, variant, prefs_dir, reflogps_dir, sft_dir, neurons_dir, rewards_dir)
+    dirs = {"prefs_dir": prefs_dir, "reflogps_dir": reflogps_dir, "sft_dir": sft_dir, "out_dir": out_dir,
+            "neurons_dir": neurons_dir, "rewards_dir": rewards_dir}
+    if params.align.accelerate_config:
+        return _launch(params, variant, **dirs)
+    bridged = check_bridged(variant, section, prefs_dir)  # before digesting the bridged reference store it needs
+    config = stage_config(params, variant, section, prefs_dir, reflogps_dir, sft_dir, neurons_dir, rewards_dir)
     logger.info("align@%s config: %s", variant, dumps(config).strip())
-    trainer, metrics = fit(params, variant, prepare(params, prefs_dir, reflogps_dir, sft_dir, variant), config,
-                           callbacks)
+    prepared = prepare(params, prefs_dir, reflogps_dir, sft_dir, bridged=bridged)
+    trainer, metrics = fit(params, variant, section, prepared, config, callbacks)
     save(trainer, out_dir, metrics, config)
     metrics.pop("log", None)
     logger.info("align@%s metrics: %s", variant, dumps(metrics).strip())
     return metrics
 
 
-def launch_command(params_path: str | Path, variant: str, accelerate_config: str | Path,
-                   **dirs: str | Path) -> list[str]:
-    """``accelerate launch --config_file <cfg> -m alignpipe.stages.align ...``: one training process per device."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-           "-m", "alignpipe.stages.align", "--params", str(params_path), "--variant", variant]
-    for key, value in dirs.items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
-    return cmd
+def launch_command(spec: str | Path, accelerate_config: str | Path) -> list[str]:
+    """``accelerate launch --config_file <cfg> -m alignpipe.stages.align <spec>``: one training process per device.
+
+    ``spec`` is the JSON file :func:`_launch` writes: the params each rank validates and the keyword arguments of
+    its :func:`run`.
+    """
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+            "-m", "alignpipe.stages.align", str(spec)]
 
 
-def run_or_launch(params: Params, variant: str, params_path: str | Path = "params.yaml", **dirs: Any) -> dict | None:
-    """:func:`run` in this process, or under ``accelerate launch`` when ``align.accelerate_config`` is set.
+def _launch(params: Params, variant: str, **dirs: str | Path) -> dict[str, Any]:
+    """Train ``variant`` under ``accelerate launch --config_file <align.accelerate_config>``; return its metrics.
 
-    Under accelerate the metrics come back through ``out_dir/metrics.json`` (returned here for convenience).
+    The validated params go to the ranks in a JSON spec under the stage's work directory, with
+    ``align.accelerate_config`` cleared (each rank is already launched, so its :func:`run` trains in-process).
+    The metrics come back through ``out_dir/metrics.json``.
     """
     cfg = params.align.accelerate_config
-    if not cfg:
-        return run(params, variant, **dirs)
     if not Path(cfg).is_file():
         raise ConfigError(f"align.accelerate_config = {cfg!r}: file not found")
-    cmd = launch_command(params_path, variant, cfg, **dirs)
+    rank_params = params.model_copy(update={"align": params.align.model_copy(update={"accelerate_config": None})})
+    spec = {"params": rank_params.model_dump(mode="json"), "variant": variant,
+            "kwargs": {key: str(value) for key, value in dirs.items()}}
+    path = work_dir("align", spec) / "launch.json"
+    path.write_text(dumps(spec), encoding="utf-8")
+    cmd = launch_command(path, cfg)
     logger.info("launching: %s", " ".join(cmd))
     subprocess.run(cmd, check=True)
-    out_dir = Path(dirs.get("out_dir") or f"data/align/{variant}")
-    return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    return json.loads((Path(dirs["out_dir"]) / "metrics.json").read_text(encoding="utf-8"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alignpipe.stages.align", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prefs-dir", default="data/preferences")
-    parser.add_argument("--reflogps-dir", default="data/reflogps")
-    parser.add_argument("--sft-dir", default="data/sft")
-    parser.add_argument("--out-dir", default=None)
-    args = parser.parse_args(argv)
+def _run_launched(spec_file: str) -> int:
+    """One rank under ``accelerate launch``: :func:`run` on the spec :func:`_launch` wrote; 2 on a bad input."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
     try:
-        run(load_params(args.params), args.variant, args.prefs_dir, args.reflogps_dir, args.sft_dir, args.out_dir)
+        run(validate_params(spec["params"], spec_file), spec["variant"], **spec["kwargs"])
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # what `accelerate launch` runs on every rank (launch_command)
+    sys.exit(_run_launched(sys.argv[1]))

@@ -1,13 +1,16 @@
 """The ``evaluate`` stage: greedy generation over the evaluation pool, verifiers, judge, FollowBench metrics.
 
-Run one model (normally through DVC: ``dvc repro evaluate@sft``; or directly)::
+Run one model (normally through ``python -m flows.evaluate --name sft --model-dir data/sft/model`` /
+``dvc repro evaluate@sft``; or directly)::
 
     from alignpipe.config import load_params
     from alignpipe.stages.evaluate import run
     run(load_params("params.yaml"), name="sft", model_dir="data/sft/model")
 
-Steps (each a public function, so a Prefect flow can call them as tasks):
-``load_pool`` -> ``generate_responses`` -> ``score`` -> ``summarize`` -> ``write``.
+Steps on the world's pool (``evaluate.benchmark: world``): ``load_pool`` -> ``generate_responses`` -> ``score``
+(verifiers; the world's Judge, or ``roles.judge`` with ``evaluate.judge: roles``) -> ``summarize`` -> ``write``.
+On the official FollowBench data (``evaluate.benchmark: followbench``) the middle steps are those of
+:mod:`alignpipe.evaluate.followbench.bench` (rules + an LLM judge); the outputs are the same files.
 
 Outputs in ``data/evaluate/<name>/`` (written atomically): ``generations.jsonl`` (one record per instruction:
 id, group_id, category, level, instruction, response, verdicts, judge), ``metrics.json`` (a shallow dict of
@@ -20,15 +23,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from alignpipe.config import EvaluateSection, ModelSection, Params
+from alignpipe.evaluate.followbench import bench as followbench
 from alignpipe.evaluate.metrics import JUDGE_KEYS, bootstrap_ci, followbench_scores, judge_scores
+from alignpipe.evaluate.responder import chat_model
+from alignpipe.llm import build_roles
 from alignpipe.utils import events
-from alignpipe.utils.io import DataError, atomic_dir, sha256_file, write_json
+from alignpipe.utils.cache import cached_map, model_digest
+from alignpipe.utils.io import DataError, atomic_dir, sha256_file, work_dir, write_json
 from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.world import Judge, load_instructions, load_kb, verify
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +54,6 @@ def load_pool(world_dir: str | Path, levels: Sequence[int]) -> list[dict[str, An
     Raises:
         DataError: the pool has no instruction at one of the requested levels.
     """
-    from alignpipe.world import load_instructions
-
     path = Path(world_dir) / "eval.jsonl"
     records = [r for r in load_instructions(path) if r["level"] in levels and r["level"] != 0]
     missing = sorted(set(levels) - {r["level"] for r in records})
@@ -67,10 +73,6 @@ def generate_responses(
         cfg: generation budget and batch size.
         model_section: dtype / trust_remote_code / revision used to load the model.
     """
-    from alignpipe.evaluate.responder import chat_model
-    from alignpipe.utils.cache import cached_map, model_digest
-    from alignpipe.utils.io import work_dir
-
     # Stored by prompt under the work dir, keyed by the weights and decoding settings: a killed run resumes at
     # the first missing chunk, and a rerun whose model did not change loads no model at all. One chunk per
     # generation batch: a kill loses at most one batch, and a resumed run batches the rest as an uninterrupted
@@ -101,8 +103,6 @@ def score(
     Returns:
         ``{"id", "group_id", "category", "level", "instruction", "response", "verdicts", "judge"}`` per record.
     """
-    from alignpipe.world import Judge, verify
-
     if len(records) != len(responses):
         raise ValueError(f"{len(records)} records but {len(responses)} responses")
     judge = Judge(kb) if roles_judge is None else None
@@ -200,14 +200,12 @@ def stage_config(params: Params, name: str, model_dir: str | Path, world_dir: st
     }
 
 
-def judge_role(params: Params, kb: Any) -> Any:
+def judge_role(params: Params, kb: Any, fan_out: Callable | None = None) -> Any:
     """The LLM roles' judge when ``evaluate.judge: roles`` (fluency / factuality / coherence through its backend);
-    None when the world's Judge judges directly."""
+    None when the world's Judge judges directly. ``fan_out``: see :func:`alignpipe.llm.build_roles`."""
     if params.evaluate.judge != "roles":
         return None
-    from alignpipe.llm import build_roles
-
-    return build_roles(params.roles, seed=params.seed, kb=kb).judge
+    return build_roles(params.roles, seed=params.seed, kb=kb, fan_out=fan_out).judge
 
 
 def judge_role_metrics(generations: list[dict[str, Any]], roles_judge: Any) -> dict[str, Any]:
@@ -235,29 +233,32 @@ def run(
     model_dir: str | Path,
     world_dir: str | Path = "data/world",
     out_dir: str | Path | None = None,
+    fan_out: Callable | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one model on the world's evaluation pool; return the metrics written to ``metrics.json``.
+    """Evaluate one model; return the metrics written to ``metrics.json``.
 
     With ``evaluate.benchmark: followbench`` the official FollowBench data replaces the world's pool
     (:mod:`alignpipe.evaluate.followbench.bench`; ``world_dir`` is then unused).
 
     Args:
-        params: the validated params (uses ``seed``, ``model`` and ``evaluate``).
+        params: the validated params (uses ``seed``, ``model``, ``evaluate`` and, for an LLM judge, ``roles``).
         name: the evaluated variant (``base``, ``sft``, ...); names the output directory.
         model_dir: the model to evaluate (an HF directory).
         world_dir: the world stage's outputs (``eval.jsonl``, ``kb.json``).
         out_dir: where to write; default ``data/evaluate/<name>``.
+        fan_out: the flow's task-runner mapper for remote judge calls (see :func:`alignpipe.llm.build_roles`).
     """
-    from alignpipe.world import load_kb
-
-    if params.evaluate.benchmark == "followbench":  # the official data instead of the world's pool
-        from alignpipe.evaluate.followbench.bench import run as run_followbench
-
-        return run_followbench(params, name, model_dir, out_dir)
     seed_everything(params.seed)
-    cfg = params.evaluate
     out_dir = Path(out_dir) if out_dir is not None else Path("data/evaluate") / name
-    world_dir = Path(world_dir)
+    if params.evaluate.benchmark == "followbench":  # the official data instead of the world's pool
+        return _run_followbench(params, name, model_dir, out_dir, fan_out)
+    return _run_world(params, name, model_dir, Path(world_dir), out_dir, fan_out)
+
+
+def _run_world(params: Params, name: str, model_dir: str | Path, world_dir: Path, out_dir: Path,
+               fan_out: Callable | None) -> dict[str, Any]:
+    """The world benchmark: the pool and the knowledge base are read (and checked) before any generation."""
+    cfg = params.evaluate
     config = stage_config(params, name, model_dir, world_dir)
     log.info("evaluate %s: %s", name, json.dumps(config, sort_keys=True))
 
@@ -266,12 +267,34 @@ def run(
     kb = load_kb(world_dir / "kb.json")
     responses = generate_responses(model_dir, records, cfg, params.model)
     log.info("generated %d responses in %.1fs", len(responses), time.perf_counter() - t0)
-    roles_judge = judge_role(params, kb)
+    roles_judge = judge_role(params, kb, fan_out)
     generations = score(records, responses, kb, roles_judge)
     metrics = {**summarize(generations, cfg, params.seed), **judge_role_metrics(generations, roles_judge)}
     write(out_dir, generations, metrics, config)
     log.info(
         "evaluate %s: HSR %.3f SSR %.3f CSL %.2f over %d groups (%.1fs)",
         name, metrics["hsr_avg"], metrics["ssr_avg"], metrics["csl"], metrics["n_groups"], time.perf_counter() - t0,
+    )  # fmt: skip
+    return metrics
+
+
+def _run_followbench(params: Params, name: str, model_dir: str | Path, out_dir: Path,
+                     fan_out: Callable | None) -> dict[str, Any]:
+    """The official FollowBench data: generate for the records a judge can score, rules + judge, the same files."""
+    config = followbench.stage_config(params, name, model_dir)
+    log.info("evaluate %s on FollowBench: %s", name, json.dumps(config, sort_keys=True))
+
+    t0 = time.perf_counter()
+    records, todo = followbench.load(params)
+    answer = followbench.to_answer(params, todo)
+    by_id = dict(zip((r["id"] for r in answer), followbench.generate(params, model_dir, answer), strict=True))
+    responses = [by_id.get(r["id"]) for r in todo]  # None: not answered (no judge could score it)
+    log.info("generated %d responses (%d instructions) in %.1fs", len(by_id), len(todo), time.perf_counter() - t0)
+    rows, metrics = followbench.score_responses(params, model_dir, records, todo, responses, fan_out)
+    write(out_dir, rows, metrics, config)
+    log.info(
+        "evaluate %s (FollowBench): HSR %.3f SSR %.3f CSL %.2f; rows by method %s; unparseable %d (%.1fs)",
+        name, metrics["hsr_avg"], metrics["ssr_avg"], metrics["csl"], metrics["methods"], metrics["unparseable"]["n"],
+        time.perf_counter() - t0,
     )  # fmt: skip
     return metrics

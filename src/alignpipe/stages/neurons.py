@@ -36,6 +36,8 @@ from alignpipe.methods.allo.neuron_stats import by_layer, by_module, mask_stats,
 from alignpipe.methods.allo.train import mask_file
 from alignpipe.methods.hierarchical import layer_blocks, num_layers
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
+from alignpipe.train.loop import train
+from alignpipe.train.prepare import prepare
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 from alignpipe.utils.store import save_tensors
@@ -84,8 +86,6 @@ class SaveGradAbs(TrainerCallback):
 def warmup(params: Params, prepared: tuple, output_dir: Path) -> tuple[Any, dict[str, torch.Tensor], dict]:
     """Train the warm-up DPO (resuming); returns (trainer, grad_abs scores, training metrics)."""
     from datasets import Dataset
-
-    from alignpipe.stages.align import train
 
     rows, _, ref, model, tokenizer = prepared
     acc = GradAbsAccumulator(model)
@@ -160,8 +160,6 @@ def save(out_dir: str | Path, trainer: Any, results: dict, params: Params, metri
 def run(params: Params, prefs_dir: str | Path = "data/preferences", reflogps_dir: str | Path = "data/reflogps",
         sft_dir: str | Path = "data/sft", out_dir: str | Path = "data/neurons") -> dict[str, Any]:
     """Run the whole stage; returns the metrics written to ``metrics.json``."""
-    from alignpipe.stages.align import prepare
-
     seed_everything(params.seed)
     config = stage_config(params, prefs_dir, reflogps_dir, sft_dir)
     logger.info("neurons stage config: %s", dumps(config).strip())

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from alignpipe.config import Params
+from alignpipe.models import load_model
 from alignpipe.models.training import loss_csv
-from alignpipe.methods.allo.reward_model import split_pairs, train_reward_model
+from alignpipe.methods.allo.reward_model import DEFAULT_TRAINER, split_pairs, train_reward_model
 from alignpipe.methods.allo.token_scores import PARTS, STORE, VALUES, key_tokens, prefix_scores, token_logps
 from alignpipe.train.pairs import read_pairs
 from alignpipe.train.reflogps import load_ref_logps, weights_sha256
@@ -40,8 +41,6 @@ logger = logging.getLogger(__name__)
 def stage_config(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path, sft_dir: str | Path,
                  neurons_dir: str | Path) -> dict[str, Any]:
     """What the outputs depend on (``config.json``; keys the checkpoint directory)."""
-    from alignpipe.methods.allo.reward_model import DEFAULT_TRAINER
-
     return {
         "seed": params.seed,
         "model": params.model.model_dump(),
@@ -146,8 +145,6 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", reflogps_dir
         sft_dir: str | Path = "data/sft", neurons_dir: str | Path = "data/neurons",
         out_dir: str | Path = "data/rewards") -> dict[str, Any]:
     """Run the whole stage; returns the metrics written to ``metrics.json``."""
-    from alignpipe.models import load_model
-
     seed_everything(params.seed)
     config = stage_config(params, prefs_dir, reflogps_dir, sft_dir, neurons_dir)
     logger.info("rewards stage config: %s", dumps(config).strip())

@@ -37,11 +37,9 @@ def _records():
 
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
-    """Stand-ins for alignpipe.world / alignpipe.models with the contract signatures; records their calls."""
+    """Stand-ins for the stage's world functions and for alignpipe.models, with the contract signatures; records
+    their calls."""
     calls = {}
-    world = types.ModuleType("alignpipe.world")
-    world.load_instructions = lambda path: read_jsonl(path)
-    world.load_kb = lambda path: {"kb": str(path)}
 
     def verify(record, response):
         # Constraint i holds when the response mentions it; the model below drops constraints >= 3.
@@ -54,7 +52,10 @@ def fakes(monkeypatch, tmp_path):
         def score(self, record, response):
             return {"fluency": 8, "factuality": 5 + record["level"] % 2, "coherence": 9 - record["level"] // 2}
 
-    world.verify, world.Judge = verify, Judge
+    monkeypatch.setattr(stage, "load_instructions", lambda path: read_jsonl(path))
+    monkeypatch.setattr(stage, "load_kb", lambda path: {"kb": str(path)})
+    monkeypatch.setattr(stage, "verify", verify)
+    monkeypatch.setattr(stage, "Judge", Judge)
 
     models = types.ModuleType("alignpipe.models")
 
@@ -67,7 +68,6 @@ def fakes(monkeypatch, tmp_path):
         return [" ".join(f"C{i}" for i in range(3) if f"C{i}." in p[0]["content"]) for p in prompts]
 
     models.load_model, models.generate = load_model, generate
-    monkeypatch.setitem(sys.modules, "alignpipe.world", world)
     monkeypatch.setitem(sys.modules, "alignpipe.models", models)
     world_dir = tmp_path / "world"
     write_jsonl(world_dir / "eval.jsonl", _records())
@@ -140,7 +140,7 @@ def test_load_pool_missing_level(fakes, tmp_path):
 
 
 def test_score_checks_verdict_count(fakes, monkeypatch):
-    monkeypatch.setattr(sys.modules["alignpipe.world"], "verify", lambda record, response: [True])
+    monkeypatch.setattr(stage, "verify", lambda record, response: [True])
     records = [r for r in _records() if r["level"] == 2][:1]
     with pytest.raises(ValueError, match="1 verdicts for 2 constraints"):
         stage.score(records, ["x"], {"kb": 1})
@@ -157,26 +157,29 @@ def test_rerun_reuses_stored_responses_without_loading_the_model(fakes, tmp_path
     assert (tmp_path / "a" / "generations.jsonl").read_bytes() == (tmp_path / "b" / "generations.jsonl").read_bytes()
 
 
-def test_the_flow_judges_through_the_judge_role_like_the_library(tmp_path):
-    """`python -m flows.evaluate` with `evaluate.judge: roles` asks roles.judge (it once used the world's Judge while
-    config.json named the role): same rows as the library's run, judge_raw kept, the role's counters in metrics."""
-    from flows.evaluate import score as score_task
-
+def test_run_judges_through_the_judge_role(tmp_path, monkeypatch):
+    """With `evaluate.judge: roles` the stage asks roles.judge (the flow once used the world's Judge while config.json
+    named the role): the rows are those of `score` with the judge role, judge_raw kept, the role's counters in
+    metrics; with the world's Judge no role counters."""
     from alignpipe.config import WorldSection, validate_params
     from alignpipe.world import build_world, load_kb
 
     world_dir = tmp_path / "world"
     build_world(5, WorldSection(n_entities=12, train_groups_per_category=1, eval_groups_per_category=1,
                                 corpus_paraphrases=1)).save(world_dir)
-    params = validate_params({"evaluate": {"judge": "roles", "levels": [1, 2]},
+    monkeypatch.setattr(stage, "generate_responses", lambda model_dir, records, cfg, model_section:
+                        [r["instruction"] for r in records])  # each instruction answered by itself
+    params = validate_params({"evaluate": {"judge": "roles", "levels": [1, 2], "bootstrap_samples": 0},
                               "roles": {"cache_dir": str(tmp_path / "llm")}})
-    records = stage.load_pool(world_dir, [1, 2])
-    responses = [r["instruction"] for r in records]
-    generations, judged = score_task.fn(records, responses, str(world_dir), params)
+    metrics = stage.run(params, "m", "unused", world_dir=world_dir, out_dir=tmp_path / "roles")
+    generations = read_jsonl(tmp_path / "roles" / "generations.jsonl")
     assert all(isinstance(g["judge_raw"], str) and g["judge"] for g in generations)
-    assert judged == {"judge_unparseable": 0,
-                      "judge_calls": {**judged["judge_calls"], "calls": len(records), "unparseable": 0}}
+    assert metrics["judge_unparseable"] == 0
+    assert metrics["judge_calls"] == {**metrics["judge_calls"], "calls": len(generations), "unparseable": 0}
+    records = stage.load_pool(world_dir, [1, 2])
     kb = load_kb(world_dir / "kb.json")
-    assert generations == stage.score(records, responses, kb, stage.judge_role(params, kb))
-    world_only = validate_params({"evaluate": {"levels": [1, 2]}})
-    assert score_task.fn(records, responses, str(world_dir), world_only)[1] == {}
+    expected = stage.score(records, [r["instruction"] for r in records], kb, stage.judge_role(params, kb))
+    assert generations == json.loads(json.dumps(expected))
+    world_only = validate_params({"evaluate": {"levels": [1, 2], "bootstrap_samples": 0}})
+    plain = stage.run(world_only, "m", "unused", world_dir=world_dir, out_dir=tmp_path / "world-judge")
+    assert "judge_calls" not in plain and "judge_unparseable" not in plain

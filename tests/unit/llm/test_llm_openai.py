@@ -123,6 +123,7 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
 
     from alignpipe.evaluate.followbench import bench as fb_stage
     from alignpipe.evaluate.followbench.judge import parse_output
+    from alignpipe.stages.evaluate import write
     from alignpipe_ops import runlog
     from alignpipe.utils.io import read_jsonl
 
@@ -143,7 +144,8 @@ def test_followbench_judge_through_roles_on_a_real_server(openai_server, shared_
     records, todo = fb_stage.load(params)
     responses = [r.get("target") or r["instruction"] for r in todo]
     out = tmp_path / "fb"
-    metrics = fb_stage.score_and_write(params, "fb", "unused", records, todo, responses, out)
+    rows, metrics = fb_stage.score_responses(params, "unused", records, todo, responses)
+    write(out, rows, metrics, fb_stage.stage_config(params, "fb", "unused"))
 
     rows = read_jsonl(out / "generations.jsonl")
     judged = [r for r in rows if r["category"] == "content"]

@@ -42,7 +42,8 @@ def test_global_variant_outputs_and_loadable_adapter(store, sft_dir, params, tmp
 def test_only_lora_on_chosen_layers_changes(store, sft_dir, params, tmp_path):
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
-    trainer = align.build_trainer(params, "mid", model, tok, rows, ref, tmp_path / "ckpt")
+    trainer = align.build_trainer(params, "mid", align.get_variant(params, "mid"), model, tok,
+                                  rows, ref, tmp_path / "ckpt")
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
     align.train(trainer)
     sft = load_file(str(sft_dir / "model" / "model.safetensors"))
@@ -59,7 +60,8 @@ def test_reference_never_runs(store, sft_dir, params, tmp_path):
     """One model forward per step (TRL's PEFT default runs a second one with the adapter disabled)."""
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
-    trainer = align.build_trainer(params, "lora_all", model, tok, rows, ref, tmp_path / "ckpt")
+    trainer = align.build_trainer(params, "lora_all", align.get_variant(params, "lora_all"), model, tok,
+                                  rows, ref, tmp_path / "ckpt")
     calls = []
     trainer.model.get_input_embeddings().register_forward_hook(lambda *a: calls.append(1))
     trainer.args.max_steps = 2
@@ -154,7 +156,8 @@ def test_backward_stops_at_lowest_adapted_layer(store, sft_dir, helpers, tmp_pat
     params = helpers.make_params(trainer={"gradient_checkpointing": checkpointing})
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
-    trainer = align.build_trainer(params, "global", model, tok, rows, ref, tmp_path / "ckpt")
+    trainer = align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok,
+                                  rows, ref, tmp_path / "ckpt")
     assert trainer.args.activation_checkpointing is checkpointing
     assert _requires_grad_by_layer(trainer) == {0: False, 1: False, 2: False, 3: False, 4: True, 5: True}
 
@@ -165,17 +168,39 @@ def test_reentrant_checkpointing_with_block_lora_is_refused(store, sft_dir, help
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
     with pytest.raises(ConfigError, match="reentrant.*frozen layers below layer 4"):
-        align.build_trainer(params, "global", model, tok, rows, ref, tmp_path / "ckpt")
+        align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
+                            tmp_path / "ckpt")
 
 
-def test_accelerate_launch_command(helpers, tmp_path):
-    cmd = align.launch_command("params.yaml", "global", "configs/accelerate/ddp.yaml", out_dir="data/align/global")
+def test_accelerate_launch_command():
+    cmd = align.launch_command("work/launch.json", "configs/accelerate/ddp.yaml")
     assert cmd[1:] == ["-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml", "-m",
-                       "alignpipe.stages.align", "--params", "params.yaml", "--variant", "global",
-                       "--out-dir", "data/align/global"]
+                       "alignpipe.stages.align", "work/launch.json"]
+
+
+def test_run_with_a_missing_accelerate_config_fails(helpers, tmp_path):
     params = helpers.make_params(accelerate_config=str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="accelerate_config.*not found"):
-        align.run_or_launch(params, "global")
+        align.run(params, "global")
+    with pytest.raises(ConfigError, match="unknown align variant 'glob'"):  # the variant is resolved first
+        align.run(params, "glob")
+
+
+def test_run_under_accelerate_launch_matches_the_in_process_run(store, sft_dir, helpers, tmp_path, monkeypatch):
+    """With align.accelerate_config set, run() trains under `accelerate launch` (one CPU process here): the launched
+    rank writes what the in-process run writes, and run() returns the metrics it wrote."""
+    prefs, ref_dir = store
+    accelerate_config = tmp_path / "cpu.yaml"
+    accelerate_config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nmixed_precision: 'no'\n"
+                                 "num_machines: 1\nnum_processes: 1\nuse_cpu: true\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the launched process: one thread, as this one
+    launched = align.run(helpers.make_params(accelerate_config=str(accelerate_config)), "global", prefs, ref_dir,
+                         sft_dir, tmp_path / "launched")
+    monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "fresh-work"))
+    here = align.run(helpers.make_params(), "global", prefs, ref_dir, sft_dir, tmp_path / "here")
+    assert launched == here
+    for name in ("model/adapter_model.safetensors", "log.csv", "metrics.json", "config.json"):
+        assert (tmp_path / "launched" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
 
 
 def test_accelerate_configs_and_paper_profile(repo_root):

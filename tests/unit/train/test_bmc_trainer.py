@@ -42,8 +42,10 @@ def build(helpers, sft_dir, store, tmp_path, variant="dpo_mc", **bmc):
 
     params = helpers.make_params(bmc=bmc) if bmc else helpers.make_params()
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir, variant)
-    return align.build_trainer(params, variant, model, tok, rows, ref, tmp_path / variant), tok
+    section = align.get_variant(params, variant)
+    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir,
+                                             bridged=align.check_bridged(variant, section, prefs))
+    return align.build_trainer(params, variant, section, model, tok, rows, ref, tmp_path / variant), tok
 
 
 def test_masks_align_with_trl_tokens(helpers, sft_dir, bmc_store, tmp_path):
@@ -157,9 +159,10 @@ def test_unsupported_loss_is_refused(helpers, sft_dir, bmc_store, tmp_path):
 
     params = helpers.make_params(trainer={"loss_type": ["ipo"]})
     prefs, ref_dir = bmc_store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir, "dpo_mc")
+    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
     with pytest.raises(ConfigError, match="loss_type"):
-        align.build_trainer(params, "dpo_mc", model, tok, rows, ref, tmp_path / "x")
+        align.build_trainer(params, "dpo_mc", align.get_variant(params, "dpo_mc"), model, tok, rows, ref,
+                            tmp_path / "x")
 
 
 def test_bmc_variant_trains(helpers, sft_dir, bmc_store, tmp_path):
@@ -195,11 +198,13 @@ def test_bridged_pairs_get_their_own_reference_store(helpers, sft_dir, tmp_path,
         assert a["chosen_ids"] != b["chosen_ids"]
         torch.testing.assert_close(a["rejected_logps"], b["rejected_logps"])
     for variant in ("dpo_bc", "dpo_bmc"):
-        rows_b, _, ref, model, tok = align.prepare(params, prefs, tmp_path / "reflogps", sft_dir, variant)
+        section = align.get_variant(params, variant)
+        rows_b, _, ref, model, tok = align.prepare(params, prefs, tmp_path / "reflogps", sft_dir,
+                                                   bridged=align.check_bridged(variant, section, prefs))
         assert [r["chosen"] for r in rows_b] == [r["bridged"] for r in rows] and ref.path.name == BRIDGED_STORE
-        trainer = align.build_trainer(params, variant, model, tok, rows_b, ref, tmp_path / variant)
+        trainer = align.build_trainer(params, variant, section, model, tok, rows_b, ref, tmp_path / variant)
         assert align.train(trainer)["steps"] == 2
     # Without the column, a bridging variant fails before any work, saying what to turn on.
     helpers.write_pairs(tmp_path / "plain", edit_pairs(8))
     with pytest.raises(ConfigError, match="preferences.bridging.enabled"):
-        align.prepare(params, tmp_path / "plain", tmp_path / "reflogps", sft_dir, "dpo_bc")
+        align.run(params, "dpo_bc", tmp_path / "plain", tmp_path / "reflogps", sft_dir, tmp_path / "out")

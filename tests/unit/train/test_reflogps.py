@@ -47,7 +47,8 @@ def test_tokens_match_the_trainer_and_truncation(store, sft_dir, params, tmp_pat
 
     prefs, ref_dir = store
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
-    trainer = align.build_trainer(params, "global", model, tok, rows, ref, tmp_path / "out")
+    trainer = align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
+                                  tmp_path / "out")
     ds = trainer.train_dataset
     assert trainer.ref_model is None  # no reference copy in memory
     for pair_id, c, r in zip(ds["id"], ds["ref_chosen_logps"], ds["ref_rejected_logps"]):
@@ -67,7 +68,8 @@ def test_token_mismatch_fails_naming_the_pair(store, sft_dir, params, tmp_path):
     i = ref.index["p0003"]
     ref.tensors["chosen_ids"][int(ref.tensors["chosen_offsets"][i])] += 1  # tamper with one stored token
     with pytest.raises(DataError, match=r"pair 'p0003': the chosen tokens .* differ .*rerun the reflogps stage"):
-        align.build_trainer(params, "global", model, tok, rows, ref, tmp_path / "out")
+        align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
+                            tmp_path / "out")
 
 
 def test_unknown_pair_fails(store, sft_dir, params, helpers, tmp_path):
@@ -77,8 +79,8 @@ def test_unknown_pair_fails(store, sft_dir, params, helpers, tmp_path):
     rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
     extra = helpers.make_pairs(1, seed=3)[0] | {"id": "new-pair"}
     with pytest.raises(DataError, match=r"pair 'new-pair': not in .*ref_logps.safetensors \(rerun the reflogps"):
-        align.build_trainer(params, "global", model, tok, [*rows, {k: extra[k] for k in rows[0]}], ref,
-                            tmp_path / "out")
+        align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok,
+                            [*rows, {k: extra[k] for k in rows[0]}], ref, tmp_path / "out")
 
 
 def test_stale_store_fails_early(store, sft_dir, helpers):

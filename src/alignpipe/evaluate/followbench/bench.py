@@ -1,26 +1,25 @@
-"""The evaluate stage on the official FollowBench data (``evaluate.benchmark: followbench``).
+"""FollowBench on the official data (``evaluate.benchmark: followbench``): the evaluate stage's steps for it.
 
-Run (normally ``dvc repro evaluate@<name>`` with the benchmark switched in params.yaml; or directly)::
+The evaluate stage (:func:`alignpipe.stages.evaluate.run`) runs them in this order::
 
-    from alignpipe.config import load_params
-    from alignpipe.evaluate.followbench.bench import run
-    run(load_params("params.yaml"), "sft", "data/sft/model")
+    records, todo = load(params)                            # the official data, a seeded subset of groups
+    responses = generate(params, model_dir, to_answer(params, todo))
+    rows, metrics = score_responses(params, model_dir, records, todo, responses)   # rules, then the judge
 
-Steps: load + validate the official data (``evaluate.followbench.source``: a local dir or the hub dataset), keep a
-seeded subset of groups if asked, generate greedily with the model's chat template (``evaluate.max_new_tokens``,
-``evaluate.batch_size``), score the rule groups by the official rules and the rest with the judge, summarize, and
-write to ``data/evaluate/<name>/`` the same files as the world benchmark: ``generations.jsonl`` (one row per scored
-instruction: response, method, verdicts, the judge's raw outputs), ``metrics.json``, ``levels.csv``,
-``config.json``. Responses and judge outputs are stored by prompt under ``.cache/alignpipe/evaluate/<key>/`` (the
-key covers the model's files and the decoding settings), so an interrupted run resumes where it stopped.
+``load`` reads and validates the data (``evaluate.followbench.source``: a local dir or the hub dataset) and keeps a
+seeded subset of groups if asked; ``generate`` answers greedily with the model's chat template
+(``evaluate.max_new_tokens``, ``evaluate.batch_size``); ``score_responses`` scores the rule groups by the official
+rules and the rest with the judge (``evaluate.followbench.judge``: a local model, ``roles.judge`` or none) and
+summarizes. The stage writes the same files as the world benchmark (one row per scored instruction: response,
+method, verdicts, the judge's raw outputs); :func:`stage_config` is its ``config.json``. Responses and judge outputs
+are stored by prompt under ``.cache/alignpipe/evaluate/<key>/`` (the key covers the model's files and the decoding
+settings), so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,11 @@ from alignpipe.evaluate.followbench.data import file_name, load_followbench, sel
 from alignpipe.evaluate.followbench.judge import DEFAULT_TEMPLATE, JudgeFn, load_template
 from alignpipe.evaluate.followbench.rules import rule_group
 from alignpipe.evaluate.followbench.score import score, summarize
-from alignpipe.stages.evaluate import write
+from alignpipe.llm import build_roles
 from alignpipe.llm.base import LLMError
 from alignpipe.utils.io import sha256_file, work_dir
-from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.utils.seed import derive_seed
 
-log = logging.getLogger(__name__)
 CHUNK = 64  # prompts generated (or judged) between two appends to the resumable output store
 
 
@@ -52,6 +50,14 @@ def load(params: Params) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records = select_groups(records, fb.max_groups_per_category, rng)
     todo = [r for r in records if r["level"] in params.evaluate.levels]
     return records, todo
+
+
+def to_answer(params: Params, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records to generate responses for: all of ``todo``, but with no judge (``judge.backend: none``) only the
+    rule-scored ones: the judged groups cannot be scored, so no generation is spent on them."""
+    if params.evaluate.followbench.judge.backend != "none":
+        return todo
+    return [r for r in todo if rule_group(r) is not None]
 
 
 def generate(params: Params, model_dir: str | Path, todo: list[dict[str, Any]]) -> list[str]:
@@ -75,16 +81,15 @@ def model_judge(name_or_path: str | Path, model_section: ModelSection, cfg: Foll
 ROLES_TEMPLATE = "followbench_judge.v1"  # alignpipe/llm/prompts/: the official prompt as one user turn
 
 
-def roles_judge(params: Params, kb: Any = None) -> tuple[JudgeFn, Any]:
+def roles_judge(params: Params, kb: Any = None, fan_out: Callable | None = None) -> tuple[JudgeFn, Any]:
     """A judge backed by the LLM roles' ``judge`` (``roles.judge``: oracle, hf or openai), at temperature 0.
 
     Returns ``(judge, role)``: the judge gives each prompt's raw output text ("" for an empty or missing answer,
     which the FollowBench parser counts as unparseable); the role carries the call counters for ``metrics.json``.
-    The roles' disk cache makes a rerun reuse every stored judge output.
+    The roles' disk cache makes a rerun reuse every stored judge output. ``fan_out``: see
+    :func:`alignpipe.llm.build_roles`.
     """
-    from alignpipe.llm import build_roles
-
-    role = build_roles(params.roles, seed=params.seed, kb=kb).judge
+    role = build_roles(params.roles, seed=params.seed, kb=kb, fan_out=fan_out).judge
     cfg = params.evaluate.followbench.judge
 
     def judge(prompts: list[str]) -> list[str]:
@@ -137,25 +142,6 @@ def stage_config(params: Params, name: str, model_dir: str | Path) -> dict[str, 
     }
 
 
-def run(params: Params, name: str, model_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate one model on the official FollowBench data; return the metrics written to ``metrics.json``."""
-    seed_everything(params.seed)
-    out_dir = Path(out_dir) if out_dir is not None else Path("data/evaluate") / name
-    config = stage_config(params, name, model_dir)
-    log.info("evaluate %s on FollowBench: %s", name, json.dumps(config, sort_keys=True))
-
-    t0 = time.perf_counter()
-    records, todo = load(params)
-    # With no judge the judged groups cannot be scored: do not spend generation on them (None = not answered).
-    answer = [r for r in todo if params.evaluate.followbench.judge.backend != "none" or rule_group(r) is not None]
-    by_id = dict(zip((r["id"] for r in answer), generate(params, model_dir, answer), strict=True))
-    responses = [by_id.get(r["id"]) for r in todo]
-    log.info("generated %d responses (%d instructions) in %.1fs", len(by_id), len(todo), time.perf_counter() - t0)
-    metrics = score_and_write(params, name, model_dir, records, todo, responses, out_dir, config)
-    log.info("evaluate %s on FollowBench done in %.1fs", name, time.perf_counter() - t0)
-    return metrics
-
-
 def _check_scored(rows: list[dict[str, Any]], judge: FollowBenchJudgeSection, model_dir: str | Path) -> None:
     """Fail with what to change when not one row has verdicts (nothing to score)."""
     if any(r["verdicts"] is not None for r in rows):
@@ -170,21 +156,24 @@ def _check_scored(rows: list[dict[str, Any]], judge: FollowBenchJudgeSection, mo
                       "the LLM judge (none is rule-scored), so nothing could be scored; choose backend model or roles")
 
 
-def score_and_write(
+def score_responses(
     params: Params,
-    name: str,
     model_dir: str | Path,
     records: list[dict[str, Any]],
     todo: list[dict[str, Any]],
-    responses: list[str],
-    out_dir: str | Path,
-    config: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score the responses (rules, then the judge), summarize, write the outputs; return the metrics."""
+    responses: list[str | None],
+    fan_out: Callable | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Score the responses to ``todo`` (rules, then the judge) and summarize; return ``(rows, metrics)``.
+
+    ``records`` are all levels of the kept groups (the judge's evolution paths); a response of None is a record left
+    unanswered (see :func:`to_answer`). The judge role's work goes into ``metrics`` (``judge_calls``) and the run
+    record. Fails when not one row could be scored.
+    """
     cfg, fb = params.evaluate, params.evaluate.followbench
     role = None
     if fb.judge.backend == "roles":
-        judge, role = roles_judge(params)
+        judge, role = roles_judge(params, fan_out=fan_out)
     elif fb.judge.backend == "model":
         judge = model_judge(fb.judge.model or model_dir, params.model, fb.judge)
     else:
@@ -201,9 +190,4 @@ def score_and_write(
     if role is not None:  # the judge role's work (unparseable: counted above); requests, cache hits: the run record
         metrics["judge_calls"] = role.stats.work()
         events.record("roles", judge=role.stats.as_dict())
-    write(out_dir, rows, metrics, config if config is not None else stage_config(params, name, model_dir))
-    log.info(
-        "evaluate %s (FollowBench): HSR %.3f SSR %.3f CSL %.2f; rows by method %s; unparseable %d",
-        name, metrics["hsr_avg"], metrics["ssr_avg"], metrics["csl"], metrics["methods"], metrics["unparseable"]["n"],
-    )  # fmt: skip
-    return metrics
+    return rows, metrics

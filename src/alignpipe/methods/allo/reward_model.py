@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from alignpipe.config import Params
+from alignpipe.models import load_model
 from alignpipe.models.training import LogLastStep, merge_args, pipeline_args, resume_train
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,6 @@ def train_reward_model(params: Params, sft_model: str | Path, train_rows: list[d
     """Train (resuming from the newest checkpoint in ``output_dir``); returns (trainer, metrics)."""
     from datasets import Dataset
     from trl import RewardTrainer
-
-    from alignpipe.models import load_model
 
     _, tokenizer = load_model(Path(sft_model), params.model, padding_side="right")
     model = load_reward_backbone(sft_model, params, tokenizer)

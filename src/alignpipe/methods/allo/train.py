@@ -1,7 +1,7 @@
 """ALLO align variants (arXiv 2406.12606): forgetting then learning, each on its own neuron mask.
 
-Run through the align stage (``python -m flows.align --variant allo``; ``align.run`` dispatches here when the
-variant has an ``allo:`` section). The pieces:
+Run through the align stage (``python -m flows.align --variant allo``; :func:`alignpipe.stages.align.run`
+dispatches here when the variant has an ``allo:`` section). The pieces:
 
 - :class:`AlloTrainer`: :class:`~alignpipe.train.dpo.StoredRefDPOTrainer` (TRL's DPOTrainer fed the stored
   reference) whose ``pair_loss`` is ALLO's forgetting loss (token-level NPO on the rejected rows, weighted by
@@ -32,7 +32,9 @@ from alignpipe.methods.allo.loss import npo_token_loss, top_eps_dpo_loss
 from alignpipe.methods.hierarchical import layer_blocks, num_layers
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config
 from alignpipe.methods.allo.masked import MaskedAdamW, load_masks, mask_count, restrict_to_layers
-from alignpipe.utils.io import DataError, work_dir
+from alignpipe.methods.allo.token_scores import load_token_scores
+from alignpipe.train.loop import train
+from alignpipe.utils.io import DataError, sha256_file, work_dir
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +147,6 @@ class AlloTrainer(StoredRefDPOTrainer):
 
 def allo_inputs(params: Params, allo: Any, neurons_dir: str | Path, rewards_dir: str | Path) -> dict[str, Any]:
     """The neurons/rewards files an ALLO variant reads, with their digests (part of its config.json)."""
-    from alignpipe.utils.io import sha256_file
-
     out: dict[str, Any] = {"neurons_dir": str(neurons_dir), "rewards_dir": str(rewards_dir)}
     for key in ("forget_ratio", "learn_ratio"):
         ratio = getattr(allo, key)
@@ -174,8 +174,6 @@ def variant_masks(ratio: float | None, block: str, model: Any,
 
 def load_token_weights(rewards_dir: str | Path) -> dict[str, torch.Tensor]:
     """pair id -> r_t per rejected training token, from ``rewards_dir/token_scores.safetensors``."""
-    from alignpipe.methods.allo.token_scores import load_token_scores
-
     store = load_token_scores(rewards_dir)
     return {pair_id: store.pair(pair_id)["rejected_weight"] for pair_id in store.ids}
 
@@ -183,8 +181,6 @@ def load_token_weights(rewards_dir: str | Path) -> dict[str, torch.Tensor]:
 def _run_stage(params: Params, section: VariantSection, stage: str, model: Any, tokenizer: Any, rows: list[dict],
                ref: Any, masks: dict | None, output_dir: Path, weights: dict | None, callbacks: list | None):
     from datasets import Dataset
-
-    from alignpipe.stages.align import train
 
     allo = section.allo
     trainer_section = section if stage == "learn" else VariantSection(peft="none", trainer=allo.forget_trainer)
@@ -198,11 +194,11 @@ def _run_stage(params: Params, section: VariantSection, stage: str, model: Any, 
     return trainer, train(trainer)
 
 
-def fit(params: Params, variant: str, prepared: tuple, config: dict[str, Any],
+def fit(params: Params, variant: str, section: VariantSection, prepared: tuple, config: dict[str, Any],
         callbacks: list | None = None) -> tuple[Any, dict[str, Any]]:
-    """Forgetting (if on) then learning for one ALLO variant; returns (the learning trainer, metrics)."""
+    """Forgetting (if on) then learning for the ALLO variant ``variant`` (its resolved ``section``, which has an
+    ``allo:`` part); returns (the learning trainer, metrics)."""
     rows, dropped, ref, model, tokenizer = prepared
-    section = params.align.variants[variant]
     allo = section.allo
     inputs = config["inputs"]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
