@@ -329,7 +329,7 @@ def write_into(tmp: Path, ctx: LionContext | None, rows: list[dict[str, Any]], r
 
 
 def run_rounds(params: Params, roles: Roles, world_dir: str | Path = "data/world",
-        base_dir: str | Path = "data/base") -> tuple[LionContext, list[dict], dict[str, Any]]:
+               base_dir: str | Path = "data/base") -> tuple[LionContext, list[dict], dict[str, Any]]:
     """Every round; returns (context, final rows, metrics)."""
     ctx = prepare(params, world_dir, base_dir)
     results = [baseline(ctx, roles)]
