@@ -106,6 +106,7 @@ def time_masks_vs_epoch(args, model, tokenizer, work: Path) -> dict:
 
     from alignpipe.config import validate_params
     from alignpipe.methods.allo.neurons import global_masks, weight_delta
+    from alignpipe.stages import reflogps as reflogps_stage
     from alignpipe.train import reflogps
     from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config
     from alignpipe.train.pairs import read_pairs
@@ -123,7 +124,7 @@ def time_masks_vs_epoch(args, model, tokenizer, work: Path) -> dict:
     params = validate_params({"seed": 1, "align": {"max_length": args.prompt_len + args.response_len + 8,
                                                    "trainer": trainer}})
     os.environ["ALIGNPIPE_WORK_DIR"] = str(work / "_work")
-    reflogps.run(params, prefs, work / "sft", work / "reflogps")
+    reflogps_stage.run(params, prefs, work / "sft", work / "reflogps")
     ref = reflogps.load_ref_logps(work / "reflogps")
     pairs, _ = read_pairs(prefs / "pairs.jsonl")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

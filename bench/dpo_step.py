@@ -125,7 +125,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     from alignpipe.config import ArchitectureSection, validate_params
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.training import pipeline_args
-    from alignpipe.train import reflogps
+    from alignpipe.stages import reflogps
     from alignpipe.stages import align
     from alignpipe.methods.hierarchical import layer_blocks, lora_config
 

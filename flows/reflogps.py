@@ -3,26 +3,11 @@
     python -m flows.reflogps         # what `dvc repro reflogps` runs; writes data/reflogps/
 
 Every align variant reads these instead of running (or copying) a reference model.
+
+The stage is `alignpipe.stages.reflogps.run`; `flows._common.main` runs it once in a Prefect flow.
 """
 
-from flows._common import load_stage_params, main, stage_flow, stage_task
-
-from alignpipe.train import reflogps
-
-
-@stage_task
-def compute(params, prefs_dir: str, sft_dir: str, out_dir: str) -> dict:
-    return reflogps.run(params, prefs_dir=prefs_dir, sft_dir=sft_dir, out_dir=out_dir)
-
-
-@stage_flow("reflogps")
-def reflogps_flow(
-    params: str = "params.yaml", prefs_dir: str = "data/preferences", sft_dir: str = "data/sft",
-    out_dir: str = "data/reflogps",
-) -> dict:  # fmt: skip
-    """Store the reference model's per-token log-probs for the pair set."""
-    return compute(load_stage_params(params), prefs_dir, sft_dir, out_dir)
-
+from flows._common import main
 
 if __name__ == "__main__":
-    main("reflogps", reflogps_flow)
+    main("reflogps")

@@ -356,7 +356,7 @@ def _build_project(root: Path) -> None:
     from alignpipe.stages import edits as edits
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.tokenizer import train_tokenizer
-    from alignpipe.train import reflogps
+    from alignpipe.stages import reflogps
     from alignpipe.stages import world as world
 
     shutil.copy2(REPO / "prefect.toml", root / "prefect.toml")

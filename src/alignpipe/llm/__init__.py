@@ -16,9 +16,11 @@ counted per role. Usage::
 from alignpipe.llm.base import ChatRequest, Completion, LLMError, RoleStats, TransientError
 from alignpipe.llm.cache import DiskCache, request_key
 from alignpipe.llm.client import RoleClient
-from alignpipe.llm.roles import Editor, Generated, Generator, Judge, Referee, Role, Roles, Teacher, build_roles
+from alignpipe.llm.roles import (
+    Editor, FanOut, Generated, Generator, Judge, Referee, Role, Roles, Teacher, build_roles,
+)
 
 __all__ = [
-    "ChatRequest", "Completion", "DiskCache", "Editor", "Generated", "Generator", "Judge", "LLMError", "Referee",
-    "Role", "RoleClient", "RoleStats", "Roles", "Teacher", "TransientError", "build_roles", "request_key",
+    "ChatRequest", "Completion", "DiskCache", "Editor", "FanOut", "Generated", "Generator", "Judge", "LLMError",
+    "Referee", "Role", "RoleClient", "RoleStats", "Roles", "Teacher", "TransientError", "build_roles", "request_key",
 ]

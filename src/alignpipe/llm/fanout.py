@@ -17,7 +17,9 @@ import threading
 from typing import Any
 
 from alignpipe.config import RoleSection
+from alignpipe.llm.backends import make_backend
 from alignpipe.llm.base import ChatRequest, Completion, LLMError
+from alignpipe.llm.client import RoleClient
 
 _BACKENDS: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -30,8 +32,6 @@ def call_spec(role: str, cfg: RoleSection) -> dict[str, Any]:
 
 
 def _backend(spec: dict[str, Any]):
-    from alignpipe.llm.roles import make_backend
-
     key = json.dumps(spec["section"], sort_keys=True)
     with _LOCK:
         if key not in _BACKENDS:
@@ -41,8 +41,6 @@ def _backend(spec: dict[str, Any]):
 
 def call(spec: dict[str, Any], request: ChatRequest) -> tuple[Completion | None, dict[str, int], str | None]:
     """One request with the role's retries: (completion or None, request/retry/failure counts, error or None)."""
-    from alignpipe.llm.client import RoleClient
-
     client = RoleClient(spec["role"], _backend(spec), cache=None, **spec["retry"])
     try:
         completion: Completion | None = client._with_retry(request)

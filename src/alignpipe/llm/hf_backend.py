@@ -21,6 +21,8 @@ from transformers import GenerationConfig
 
 from alignpipe.config import ModelSection
 from alignpipe.llm.base import ChatRequest, Completion, LLMError
+from alignpipe.models import load_model
+from alignpipe.models.generate import encode_prompts, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,11 @@ class HFBackend:
 
     def _load(self) -> None:
         if self._model is None:
-            from alignpipe.models import load_model
-
             self._model, self._tok = load_model(self.name, self.section, padding_side="left")
             log.info("hf backend: loaded %s", self.name)
 
     @torch.inference_mode()
     def complete_batch(self, requests: list[ChatRequest]) -> list[Completion]:
-        from alignpipe.models.generate import encode_prompts, stop_ids
-
         self._load()
         model, tok = self._model, self._tok
         out: list[Completion | None] = [None] * len(requests)

@@ -29,7 +29,10 @@ from typing import Any
 
 from alignpipe.llm import oracle_webr
 from alignpipe.llm.base import ChatRequest, Completion
+from alignpipe.world import Judge, Oracle, response_score, verify
+from alignpipe.world.instructions import FAMILIES, base_keys, build_group
 from alignpipe.world.kb import KB
+from alignpipe.world.oracle import OracleError
 
 
 class OracleBackend:
@@ -62,9 +65,8 @@ class OracleBackend:
         return out if isinstance(out, Completion) else Completion(text=out)
 
     # ---- helpers ---------------------------------------------------------------------------------------------
-    def judge(self):
-        from alignpipe.world import Judge
-
+    def judge(self) -> Judge:
+        """The world's rule-based judge over this backend's KB (built once)."""
         if self._judge is None:
             self._judge = Judge(self.kb)
         return self._judge
@@ -82,16 +84,10 @@ class OracleBackend:
         return None
 
     def _quality(self, record: dict[str, Any], response: str) -> float:
-        from alignpipe.prefs.pairs import response_score
-        from alignpipe.world import verify
-
         return response_score(verify(record, response), self.judge().score(record, response), 0.3)
 
     # ---- roles -----------------------------------------------------------------------------------------------
     def _teacher_answer(self, f: dict[str, Any], rng: random.Random) -> str:
-        from alignpipe.world import Oracle
-        from alignpipe.world.oracle import OracleError
-
         record = self._record(f)
         if record is None:
             return ""
@@ -109,9 +105,6 @@ class OracleBackend:
                 f"Score of the Assistant 1: {s1}\nScore of the Assistant 2: {s2}")
 
     def _new_record(self, f: dict[str, Any], rng: random.Random, easy: bool) -> Completion:
-        from alignpipe.world import Oracle
-        from alignpipe.world.instructions import FAMILIES, base_keys, build_group
-
         record = f.get("record")
         if not record or self.kb is None:
             return Completion(text="")
@@ -137,8 +130,6 @@ class OracleBackend:
         return self._new_record(f, rng, easy=True)
 
     def _editor_edit(self, f: dict[str, Any], rng: random.Random) -> str:
-        from alignpipe.world import verify
-
         losing = oracle_webr.sentences(f["losing"]) or [f["losing"]]
         out = []
         for s in oracle_webr.sentences(f["winning"]) or [f["winning"]]:
@@ -158,8 +149,6 @@ class OracleBackend:
         return f"Fluency: {s['fluency']}\nFactuality: {s['factuality']}\nCoherence: {s['coherence']}"
 
     def _judge_check(self, f: dict[str, Any], rng: random.Random) -> str:
-        from alignpipe.world import verify
-
         record = f.get("record")
         if not record:
             return ""

@@ -29,13 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignpipe.config import ROLE_NAMES, ModelSection, RoleSection, RolesSection
+from alignpipe.config import ROLE_NAMES, RoleSection, RolesSection
 from alignpipe.llm import parse
+from alignpipe.llm.backends import make_backend
 from alignpipe.llm.base import ChatRequest, Completion, LLMError
 from alignpipe.llm.cache import DiskCache
 from alignpipe.llm.client import RoleClient
+from alignpipe.llm.fanout import call_spec
 from alignpipe.llm.prompts import render
 from alignpipe.utils.seed import derive_seed
+from alignpipe.world.kb import KB
+
+# A flow's task-runner hook (``flows._common.fan_out``): ``fan_out(call_spec) -> mapper``; the mapper takes a role's
+# uncached requests and yields ``(index, (completion, counts, error))`` as they arrive (:mod:`alignpipe.llm.fanout`).
+FanOut = Callable[[dict[str, Any]], Any]
 
 ROLE_DEFAULTS = {  # (temperature, max_tokens) when params leave them null
     "teacher": (0.7, 512), "referee": (0.2, 512), "generator": (1.0, 256), "editor": (0.7, 512), "judge": (0.0, 128),
@@ -265,24 +272,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "llm"
 
 
-def make_backend(cfg: RoleSection, kb=None):
-    """The backend a role section names (not shared; :func:`build_roles` shares equal ones)."""
-    if cfg.backend == "oracle":
-        from alignpipe.llm.oracle_backend import OracleBackend
-
-        return OracleBackend(kb)
-    if cfg.backend == "hf":
-        from alignpipe.llm.hf_backend import HFBackend
-
-        section = ModelSection(name_or_path=cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        return HFBackend(cfg.model, section, cfg.max_prompt_tokens)
-    from alignpipe.llm.openai_backend import OpenAIBackend
-
-    return OpenAIBackend(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s)
-
-
-def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path | None = None,
-                fan_out: Callable[[dict[str, Any]], Any] | None = None) -> Roles:
+def build_roles(section: RolesSection, seed: int, kb: KB | None = None, cache_dir: str | Path | None = None,
+                fan_out: FanOut | None = None) -> Roles:
     """Roles from params. Roles on the same backend settings share one backend (an hf model loads once).
 
     ``fan_out(spec) -> mapper``: when given, a role on a remote per-request backend (openai) sends its uncached
@@ -302,8 +293,6 @@ def build_roles(section: RolesSection, seed: int, kb=None, cache_dir: str | Path
         backend = backends[ident]
         mapper = None
         if fan_out is not None and backend.remote and not backend.batched:
-            from alignpipe.llm.fanout import call_spec
-
             mapper = fan_out(call_spec(name, cfg))
         client = RoleClient(name, backend, cache, concurrency=cfg.concurrency, batch_size=cfg.batch_size,
                             max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s,

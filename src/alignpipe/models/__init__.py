@@ -6,7 +6,8 @@ Public API (the contracts other packages use)::
     model, tok = load_model("data/base/model", params.model)           # left padding, pad + chat template set
     texts = generate(model, tok, [[{"role": "user", "content": "Hi"}]], max_new_tokens=64, batch_size=16)
 
-The ``base`` stage entry is :func:`alignpipe.stages.base.run`.
+Every training stage writes its model with :func:`alignpipe.models.save.save`; the ``base`` stage that builds the
+model is :mod:`alignpipe.stages.base`.
 """
 
 from alignpipe.models.generate import generate, sample

@@ -1,5 +1,5 @@
-"""Preference pairs: sample K responses per prompt from the policy, label them, pair chosen/rejected."""
+"""Preference pairs from labelled candidates (the preferences stage samples and labels them)."""
 
-from alignpipe.prefs.pairs import build_pairs, response_score
+from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row
 
-__all__ = ["build_pairs", "response_score"]
+__all__ = ["Candidate", "PairStats", "build_pairs", "pair_row"]

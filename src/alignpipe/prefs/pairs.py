@@ -1,13 +1,8 @@
-"""Labelling candidates and pairing them.
+"""Pairing labelled candidates.
 
-A candidate's score combines the two signals the built-in world offers, in [0, 1]:
-
-    score = (1 - w) * (fraction of the instruction's constraints the verifiers accept)
-            + w * (mean judge score over fluency, factuality, coherence - 1) / 9
-
-(level-0 prompts have no constraints, so their score is the judge term alone, rescaled to [0, 1]).
-Pairs follow ALLO's data recipe: every (better, worse) combination whose score margin reaches
-``min_margin``, largest margins first, at most ``max_pairs`` per prompt; identical texts never pair.
+A candidate's score is the world's preference score (:func:`alignpipe.world.score.response_score`). Pairs follow
+ALLO's data recipe: every (better, worse) combination whose score margin reaches ``min_margin``, largest margins
+first, at most ``max_pairs`` per prompt; identical texts never pair.
 """
 
 from __future__ import annotations
@@ -15,17 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-JUDGE_DIMS = ("fluency", "factuality", "coherence")
-
-
-def response_score(verdicts: Sequence[bool], judge: dict[str, float], judge_weight: float) -> float:
-    """Scalar preference score of one response (see the module docstring)."""
-    judge_term = (sum(judge[d] for d in JUDGE_DIMS) / len(JUDGE_DIMS) - 1.0) / 9.0
-    if not verdicts:
-        return round(judge_term, 6)
-    follow = sum(bool(v) for v in verdicts) / len(verdicts)
-    return round((1.0 - judge_weight) * follow + judge_weight * judge_term, 6)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Outputs (``data/base/``): ``model/`` (HF dir: config, ``model.safetensors``, tok
 Checkpoints live in ``work_dir("base", key)`` where the key covers the config *and* the corpus digest, so a
 changed world never resumes a stale run. Outputs hold no wall-clock values: reruns are byte-identical.
 
-Steps (each callable as a Prefect task): :func:`train_tokenizer` -> :func:`pretrain` -> :func:`save`, or
-:func:`resolve` -> :func:`save`.
+:func:`run` is the stage: :func:`train_tokenizer` -> :func:`pretrain`, or :func:`resolve`, then
+:func:`alignpipe.models.save.save` (the model directory every training stage writes).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from alignpipe.config import ConfigError, Params
 from alignpipe.models import pretrain as pt
 from alignpipe.models import tokenizer as tk
 from alignpipe.models.load import load_model
-from alignpipe.models.training import count_parameters, loss_csv
-from alignpipe.utils.io import DataError, atomic_dir, dumps, read_jsonl, sha256_file, work_dir
+from alignpipe.models.save import save
+from alignpipe.models.training import count_parameters
+from alignpipe.utils.io import DataError, dumps, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -165,30 +166,6 @@ def resolve(params: Params) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, d
         "log": [],
     }
     return model, tokenizer, metrics
-
-
-def save(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    out_dir: str | Path,
-    metrics: dict[str, Any],
-    config: dict[str, Any],
-) -> Path:
-    """Step 3: write ``out_dir/{model/, metrics.json, config.json, log.csv}`` atomically.
-
-    transformers 5 writes weights as safetensors only (``model.safetensors``); no pickle files are produced.
-    The saved tokenizer pads on the right (training default); :func:`load_model` sets left padding for generation.
-    """
-    metrics = dict(metrics)
-    log = metrics.pop("log", [])
-    tokenizer.padding_side = "right"
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
-        (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
-        (tmp / "log.csv").write_text(loss_csv(log), encoding="utf-8")
-    return Path(out_dir)
 
 
 def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Path = "data/base") -> dict[str, Any]:

@@ -25,11 +25,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
 from alignpipe.config import Params
+from alignpipe.methods.hierarchical import lora_config
 from alignpipe.methods.lte.records import read_edits
 from alignpipe.methods.lte.template import alignment_rows
+from alignpipe.models.load import load_model
 from alignpipe.models.training import loss_csv, sort_peft_sets
-from alignpipe.train.sft import DEFAULT_SFT
+from alignpipe.train import sft
 from alignpipe.utils.cache import model_digest
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir, write_json, write_jsonl
 from alignpipe.utils.seed import seed_everything
@@ -37,7 +41,7 @@ from alignpipe.utils.seed import seed_everything
 logger = logging.getLogger(__name__)
 
 # The SFT stage's defaults (the alignment set is a few hundred rows on the built-in world).
-DEFAULT_EDIT_ALIGN: dict[str, Any] = dict(DEFAULT_SFT)
+DEFAULT_EDIT_ALIGN: dict[str, Any] = dict(sft.DEFAULT_SFT)
 
 
 def stage_config(params: Params, edits_dir: str | Path, sft_dir: str | Path) -> dict[str, Any]:
@@ -62,12 +66,6 @@ def build_data(params: Params, edits_dir: str | Path) -> tuple[list[dict[str, An
 
 def fit(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path, config: dict[str, Any]):
     """Step 2: fine-tune the SFT policy on ``rows`` (resuming from a checkpoint); returns ``(trainer, metrics)``."""
-    from datasets import Dataset
-
-    from alignpipe.models.load import load_model
-    from alignpipe.train import sft
-    from alignpipe.methods.hierarchical import lora_config
-
     cfg = params.edit_align
     model_dir = Path(sft_dir) / "model"
     model, tokenizer = load_model(model_dir, params.model, padding_side="right")

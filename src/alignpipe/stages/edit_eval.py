@@ -35,6 +35,7 @@ from alignpipe.methods.lte import metrics as M
 from alignpipe.methods.lte.records import in_scope, out_of_scope, read_edits
 from alignpipe.methods.lte.retrieve import EditStore
 from alignpipe.methods.lte.template import render
+from alignpipe.models import generate, load_model
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_json, write_jsonl
 from alignpipe.utils.seed import seed_everything
 
@@ -92,8 +93,6 @@ def plan(edits: list[dict[str, Any]], cfg: EditEvalSection) -> list[dict[str, An
 
 def answer(model_dir: str | Path, prompts: list[str], params: Params) -> dict[str, str]:
     """Greedy answers of the model in ``model_dir`` to each distinct prompt (a single user turn)."""
-    from alignpipe.models import generate, load_model
-
     unique = sorted(set(prompts))
     model, tokenizer = load_model(model_dir, params.model)
     try:

@@ -29,6 +29,8 @@ from alignpipe.config import Params
 from alignpipe.methods.lte.records import load_knowedit, normalize
 from alignpipe.utils.io import DataError, atomic_dir, sha256_file, write_json, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.world import load_kb
+from alignpipe.world.edits import make_edits
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,6 @@ def build(params: Params, world_dir: str | Path = "data/world") -> dict[str, lis
     """The ``{"train": [...], "eval": [...]}`` edits (validated, normalized records)."""
     cfg = params.edits
     if cfg.source == "world":
-        from alignpipe.world import load_kb
-        from alignpipe.world.edits import make_edits
-
         kb = load_kb(Path(world_dir) / "kb.json")
         try:
             raw = make_edits(kb, params.seed, cfg.n_train, cfg.n_eval, cfg.n_locality)

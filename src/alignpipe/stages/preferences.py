@@ -2,8 +2,8 @@
 
     python -m flows.preferences      # what `dvc repro preferences` runs
 
-Steps (public, so the flow runs them as tasks): ``load_prompts`` -> ``sample_candidates`` -> ``label`` ->
-``make_pairs`` -> ``write``. Sampling goes in chunks of prompts, each chunk seeded by its index and cached in
+:func:`run` is the stage: ``load_prompts`` -> ``sample_candidates`` -> ``label`` -> ``make_pairs`` ->
+``write``. Sampling goes in chunks of prompts, each chunk seeded by its index and cached in
 ``.cache/alignpipe/preferences/<config hash>/``: a killed run resumes at the first missing chunk and the
 samples do not depend on where it was killed. With ``preferences.bridging.enabled``, ``bridge`` (BMC) runs
 between ``make_pairs`` and ``write``; it never changes the sample cache's key.
@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import statistics
 from pathlib import Path
 from typing import Any
 
 from alignpipe.config import Params
-from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row, response_score
+from alignpipe.llm import build_roles
+from alignpipe.methods.bmc.bridging import RolesEditor, bridge_pairs, world_editor
+from alignpipe.models import load_model, sample
+from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row
 from alignpipe.utils import events
 from alignpipe.utils.io import atomic_dir, atomic_file, dumps, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.world import Judge, Oracle, load_instructions, load_kb, response_score, verify
 
 log = logging.getLogger(__name__)
 CHUNK = 64  # prompts per resumable sampling chunk
@@ -55,10 +60,6 @@ def load_prompts(params: Params, world_dir: str | Path) -> list[dict[str, Any]]:
 
     A random subset rather than the first N: the pool is ordered by category, so a prefix would miss some.
     """
-    import random
-
-    from alignpipe.world import load_instructions
-
     cfg = params.preferences
     records = [r for r in load_instructions(Path(world_dir) / "train.jsonl") if r["level"] in cfg.levels]
     if cfg.max_prompts is not None and cfg.max_prompts < len(records):
@@ -74,8 +75,6 @@ def sample_candidates(
     params: Params, records: list[dict[str, Any]], sft_dir: str | Path, cache: Path
 ) -> list[list[str]]:
     """K sampled responses per record, resuming from cached chunks."""
-    from alignpipe.models import load_model, sample
-
     cfg = params.preferences
     model = tokenizer = None
     out: list[list[str]] = []
@@ -110,8 +109,6 @@ def label(
     params: Params, records: list[dict[str, Any]], samples: list[list[str]], world_dir: str | Path
 ) -> list[list[dict[str, Any]]]:
     """Verify and judge every candidate (and the oracle's answer when ``include_oracle``)."""
-    from alignpipe.world import Judge, Oracle, load_kb, verify
-
     cfg = params.preferences
     kb = load_kb(Path(world_dir) / "kb.json")
     judge, oracle = Judge(kb), Oracle(kb)
@@ -176,16 +173,11 @@ def bridge(
     params: Params, records: list[dict[str, Any]], pairs: list[dict[str, Any]], world_dir: str | Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """BMC bridging: every pair gains ``bridged`` (the editor's pseudo-winning response) and ``score_bridged``."""
-    from alignpipe.methods.bmc.bridging import RolesEditor, bridge_pairs, world_editor
-    from alignpipe.world import Judge, load_kb, verify
-
     cfg = params.preferences
     kb = load_kb(Path(world_dir) / "kb.json")
     judge, by_id = Judge(kb), {r["id"]: r for r in records}
     roles = None
     if cfg.bridging.editor == "roles":  # the roles interface's editor (oracle / hf / openai), batched and cached
-        from alignpipe.llm import build_roles
-
         roles = build_roles(params.roles, seed=params.seed, kb=kb)
         editor = RolesEditor(roles.editor, {r["instruction"]: r for r in records})
     else:

@@ -3,13 +3,13 @@
     python -m flows.sft_mix --name lion      # what `dvc repro sft_mix@lion` runs; writes data/sft_mix/lion/
 
     from alignpipe.stages import sft_mix
-    sft_mix.run(params, "lion")              # train (the sft stage's own code) + relative score vs the teacher
+    sft_mix.run(params, "lion")              # train (the sft stage's training) + relative score vs the teacher
 
 A mixture (``sft_mix.mixtures.<name>``) lists sources concatenated in order, those of ``sft.data`` (``seed``,
 ``webr``, ``lion``) plus ``lion_r<r>``: the pool Lion's round r fine-tuned its student on, teacher-answered
 (``data/synthesize/lion/round_<r>/imitation/train.jsonl``), so rows "+Lion (round r)" show the data of each round.
-Training is :func:`alignpipe.train.sft.run` with the ``sft`` section (same trainer, same length, same base model):
-the rows differ in their data only. A mixture equal to ``sft.data`` reuses ``data/sft/model`` (the sft stage's
+Training is :func:`alignpipe.train.sft.fine_tune` with the ``sft`` section (same trainer, same length, same base
+model): the rows differ in their data only. A mixture equal to ``sft.data`` reuses ``data/sft/model`` (the sft stage's
 output, checked through its ``config.json``) instead of training the same model twice.
 
 Relative score vs the teacher (Lion's Table 1 measure, :func:`alignpipe.methods.lion.pool.score_metrics`): the policy
@@ -31,9 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.config import ConfigError, Params
+from alignpipe.llm import FanOut, Roles, build_roles
+from alignpipe.methods.lion import pool as lion
+from alignpipe.methods.lion.rounds import student_answers
+from alignpipe.train import sft
 from alignpipe.utils import events
 from alignpipe.utils.io import DataError, atomic_dir, dumps, read_json, write_jsonl
-from alignpipe.utils.seed import derive_seed
+from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.world import load_kb
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ def source_files(sources: list[str], world_dir: str | Path = "data/world",
 
 
 def get_mixture(params: Params, name: str) -> list[str]:
+    """The sources of mixture ``name`` (``sft_mix.mixtures``); an unknown name is a ConfigError."""
     if name not in params.sft_mix.mixtures:
         raise ConfigError(f"sft_mix: no mixture '{name}' in params sft_mix.mixtures {list(params.sft_mix.mixtures)}")
     return params.sft_mix.mixtures[name]
@@ -65,17 +71,14 @@ def _reusable(params: Params, sources: list[str], files: list[Path], sft_dir: Pa
     """The sft stage's output is this very model: same data sources, files and sft/model/seed settings."""
     if sources != list(params.sft.data) or not (sft_dir / "model").is_dir() or not (sft_dir / "config.json").is_file():
         return False
-    from alignpipe.train import sft
-
     used = read_json(sft_dir / "config.json")
-    want = json.loads(dumps(sft.stage_config(params, [str(f) for f in files])))
+    want = json.loads(dumps(sft.run_config(params, [str(f) for f in files])))
     return used == want
 
 
 def eval_items(params: Params, world_dir: str | Path, synth_dir: str | Path) -> tuple[list[dict], dict[str, str]]:
-    """Lion's fixed eval subset (as ``lion_stage.prepare`` draws it) and the teacher's stored answers to it."""
-    from alignpipe.methods.lion import pool as lion
-
+    """Lion's fixed eval subset (as :func:`alignpipe.methods.lion.rounds.prepare` draws it) and the teacher's
+    stored answers to it."""
     cfg = params.synthesize.lion
     teacher_file = Path(synth_dir) / "lion" / "round_0" / "baseline" / "teacher_eval.jsonl"
     eval_path = Path(world_dir) / "eval.jsonl"
@@ -91,24 +94,20 @@ def eval_items(params: Params, world_dir: str | Path, synth_dir: str | Path) -> 
     return [x for x in items if x["id"] in teacher], teacher
 
 
-def relative_score(params: Params, roles, model_dir: str | Path, items: list[dict],
+def relative_score(params: Params, roles: Roles, model_dir: str | Path, items: list[dict],
                    teacher: dict[str, str]) -> tuple[list[dict], dict[str, Any]]:
     """The policy's answers scored against the teacher's by the referee: Lion's rows and score metrics."""
-    from alignpipe.methods.lion import pool as lion
-    from alignpipe.methods.lion.rounds import _student_answers
-
     if not items:
         return [], {**lion.score_metrics([]), "n": 0}
-    student = _student_answers(params, model_dir, items)
+    student = student_answers(params, model_dir, items)
     rows = lion.score(roles.referee, items, [teacher[x["id"]] for x in items], student,
                       params.synthesize.lion.threshold)
     return rows, {**lion.score_metrics(rows), "n": len(items)}
 
 
 def stage_config(params: Params, name: str, files: list[Path]) -> dict[str, Any]:
-    from alignpipe.train import sft
-
-    return {"mixture": name, "sources": get_mixture(params, name), **sft.stage_config(params, [str(f) for f in files]),
+    """What the outputs depend on (``config.json``): the mixture, the SFT run's config, the relative-score settings."""
+    return {"mixture": name, "sources": get_mixture(params, name), **sft.run_config(params, [str(f) for f in files]),
             "relative_score": {"eval_prompts": params.synthesize.lion.eval_prompts,
                                "threshold": params.synthesize.lion.threshold,
                                "referee": params.roles.referee.model_dump(mode="json")}}
@@ -118,8 +117,6 @@ def train(params: Params, name: str, world_dir: str | Path = "data/world", base_
           synth_dir: str | Path = "data/synthesize", sft_dir: str | Path = "data/sft",
           work: str | Path = "data/sft_mix/.train") -> tuple[Path, dict[str, Any]]:
     """The mixture's SFT policy in ``work`` (trained, or copied from ``sft_dir`` when it is the same model)."""
-    from alignpipe.train import sft
-
     sources = get_mixture(params, name)
     files = source_files(sources, world_dir, synth_dir)
     missing = [str(f) for f in files if not f.is_file()]
@@ -135,33 +132,36 @@ def train(params: Params, name: str, world_dir: str | Path = "data/world", base_
         shutil.copytree(sft_dir, work)
         metrics = read_json(Path(sft_dir) / "metrics.json")
         return work, {**metrics, "reused": str(sft_dir), "rows_by_source": counts}
-    metrics = sft.run(params, world_dir=world_dir, base_dir=base_dir, out_dir=work, data_files=files)
+    # Seeded right before training, as the sft stage trains: the same data then gives the sft stage's very model.
+    seed_everything(params.seed)
+    metrics = sft.fine_tune(params, files, base_dir, work)
     return work, {**metrics, "reused": None, "rows_by_source": counts}
 
 
-def run(params: Params, name: str, roles=None, world_dir: str | Path = "data/world",
-        base_dir: str | Path = "data/base", synth_dir: str | Path = "data/synthesize",
-        sft_dir: str | Path = "data/sft", out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or reuse) mixture ``name``'s policy, score it against the teacher; write ``out_dir``; return metrics."""
+def run(params: Params, name: str, world_dir: str | Path = "data/world", base_dir: str | Path = "data/base",
+        synth_dir: str | Path = "data/synthesize", sft_dir: str | Path = "data/sft", out_dir: str | Path | None = None,
+        fan_out: FanOut | None = None) -> dict[str, Any]:
+    """Train (or reuse) mixture ``name``'s policy, score it against the teacher; write ``out_dir``; return metrics.
+
+    ``out_dir`` defaults to ``data/sft_mix/<name>``; ``fan_out``: the flow's task-runner mapper for remote role
+    calls (see :func:`alignpipe.llm.build_roles`).
+    """
+    seed_everything(params.seed)
+    sources = get_mixture(params, name)  # an unknown mixture fails before any work
+    kb = Path(world_dir) / "kb.json"
+    roles = build_roles(params.roles, params.seed, kb=load_kb(kb) if kb.is_file() else None, fan_out=fan_out)
     out_dir = Path(out_dir or Path("data/sft_mix") / name)
-    sources = get_mixture(params, name)
     files = source_files(sources, world_dir, synth_dir)
     config = stage_config(params, name, files)
     items, teacher = eval_items(params, world_dir, synth_dir)
-    if items and roles is None:
-        from alignpipe.llm import build_roles
-        from alignpipe.world import load_kb
-
-        roles = build_roles(params.roles, params.seed, kb=load_kb(Path(world_dir) / "kb.json"))
     work = out_dir.parent / f".{out_dir.name}.train"
     model_dir, metrics = train(params, name, world_dir, base_dir, synth_dir, sft_dir, work)
     try:
         rows, rel = relative_score(params, roles, model_dir / "model", items, teacher)
         metrics = {**{k: v for k, v in metrics.items() if k != "log"}, "mixture": name, "sources": sources,
-                   "relative": rel, "relative_score": rel["relative_score"],
-                   "roles": roles.work_metrics()["total"] if roles is not None else None}
-        if roles is not None:  # requests / cache hits depend on the run's history: the run record, not metrics.json
-            events.record("roles", counters=roles.metrics())
+                   "relative": rel, "relative_score": rel["relative_score"], "roles": roles.work_metrics()["total"]}
+        # requests / cache hits depend on the run's history: the run record, not metrics.json
+        events.record("roles", counters=roles.metrics())
         with atomic_dir(out_dir) as tmp:
             shutil.copytree(model_dir / "model", tmp / "model")
             if (model_dir / "log.csv").is_file():

@@ -2,9 +2,10 @@
 
     python -m flows.synthesize     # what `dvc repro synthesize` runs; writes data/synthesize/
 
-Steps (public, so the flow runs each as a task): ``load`` -> ``personas`` -> ``plan`` -> ``requests`` ->
-``responses`` -> ``write``. Every random choice is drawn from the seed before any call; every hf/openai call
-is cached on disk by request hash (``alignpipe.llm``), so a killed run resumes with zero repeated requests.
+:func:`run` is the stage: ``load`` -> WebR (``personas`` -> ``plan`` -> ``requests`` -> ``responses`` ->
+``assemble``) -> Lion's rounds (:func:`alignpipe.methods.lion.rounds.run_rounds`) -> ``write``. Every random
+choice is drawn from the seed before any call; every hf/openai call is cached on disk by request hash
+(``alignpipe.llm``), so a killed run resumes with zero repeated requests.
 
 Outputs in ``data/synthesize/``: ``webr.jsonl`` (``{prompt_id, messages}``, WebR's format), ``sft_webr.jsonl``
 (the same rows as prompt-completion records for the sft stage, ``sft.data: [seed, webr]``),
@@ -18,19 +19,21 @@ unparseable outputs) and ``config.json``. Requests, cache hits and tokens of a r
 from __future__ import annotations
 
 import logging
+import random
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from alignpipe.config import Params
-from alignpipe.llm import Roles, build_roles
+from alignpipe.llm import FanOut, Roles, build_roles
 from alignpipe.llm.base import WORK_COUNTERS
-from alignpipe.methods.lion import rounds as lion_stage
 from alignpipe.methods import webr
+from alignpipe.methods.lion import rounds as lion_rounds
 from alignpipe.utils import events
 from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.world import load_kb
 
 log = logging.getLogger(__name__)
 REQUEST_TEMPLATES = {t: f"webr_{t.lower()}.v1" for t in webr.TYPES}
@@ -48,15 +51,11 @@ def stage_config(params: Params, world_dir: str | Path) -> dict[str, Any]:
             "input_sha256": sha256_file(path) if path.is_file() else None}
 
 
-def load(params: Params, world_dir: str | Path, fan_out=None) -> tuple[list[dict[str, Any]], Roles]:
+def load(params: Params, world_dir: str | Path, fan_out: FanOut | None = None) -> tuple[list[dict[str, Any]], Roles]:
     """The pages (a seeded subset of ``max_pages``) and the roles (with the world's KB when there is one).
 
     ``fan_out``: see :func:`alignpipe.llm.build_roles` (the flow passes its task runner's mapper).
     """
-    import random
-
-    from alignpipe.world import load_kb
-
     cfg = params.synthesize.webr
     pages = webr.load_pages(input_path(params, world_dir)) if cfg.enabled else []
     if cfg.max_pages is not None and cfg.max_pages < len(pages):
@@ -159,12 +158,12 @@ def stage_roles(webr_roles: dict[str, dict[str, int]] | None, lion_metrics: dict
 
 
 def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict, config: dict,
-          lion: tuple[lion_stage.LionContext | None, list[dict], dict] | None = None,
+          lion: tuple[lion_rounds.LionContext | None, list[dict], dict] | None = None,
           roles: Roles | None = None) -> dict:
     """Every output at once (WebR's and Lion's), so a killed stage never leaves a complete-looking directory.
 
-    ``lion``: (context, final rows, Lion metrics) from :func:`alignpipe.methods.lion.rounds.run`, or None when Lion
-    is off (its files are then written empty). Returns the metrics written: ``metrics`` plus Lion's under
+    ``lion``: (context, final rows, Lion metrics) from :func:`alignpipe.methods.lion.rounds.run_rounds`, or None
+    when Lion is off (its files are then written empty). Returns the metrics written: ``metrics`` plus Lion's under
     ``"lion"`` (``roles`` is the stage's role work, :func:`stage_roles`). ``roles``: this run's requests, cache
     hits and tokens go to the run record (they depend on the run's history, so never into ``metrics.json``).
     """
@@ -178,7 +177,7 @@ def write(out_dir: str | Path, rows: list[dict], meta: list[dict], metrics: dict
         write_jsonl(tmp / "webr.jsonl", rows)
         write_jsonl(tmp / "sft_webr.jsonl", webr.sft_rows(rows))
         write_jsonl(tmp / "webr_meta.jsonl", meta)
-        lion_stage.write_into(tmp, ctx, lion_rows, lion_metrics.get("rounds", []))
+        lion_rounds.write_into(tmp, ctx, lion_rows, lion_metrics.get("rounds", []))
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
     return metrics
@@ -198,14 +197,17 @@ def run_webr(params: Params, pages: list[dict[str, Any]], roles: Roles) -> tuple
 
 
 def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Path = "data/synthesize",
-        base_dir: str | Path = "data/base") -> dict:
-    """The whole stage (WebR, then Lion's rounds); returns the metrics."""
+        base_dir: str | Path = "data/base", fan_out: FanOut | None = None) -> dict:
+    """The whole stage (WebR, then Lion's rounds); returns the metrics.
+
+    ``fan_out``: the flow's task-runner mapper for remote role calls (see :func:`alignpipe.llm.build_roles`).
+    """
     seed_everything(params.seed)
     config = stage_config(params, world_dir)
     log.info("synthesize config: %s", dumps(config).strip())
-    pages, roles = load(params, world_dir)
+    pages, roles = load(params, world_dir, fan_out=fan_out)
     rows, meta, metrics = run_webr(params, pages, roles)
-    lion = lion_stage.run(params, roles, world_dir, base_dir) if params.synthesize.lion.enabled else None
+    lion = lion_rounds.run_rounds(params, roles, world_dir, base_dir) if params.synthesize.lion.enabled else None
     metrics = write(out_dir, rows, meta, metrics, config, lion, roles)
     log.info("synthesize: roles %s", roles.metrics()["total"])
     return metrics

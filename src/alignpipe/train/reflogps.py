@@ -1,53 +1,47 @@
-"""The ``reflogps`` stage: per-token log-probs of every preference pair under the reference (SFT) model.
+"""Per-token log-probs of preference pairs under the reference (SFT) model, and the store that keeps them.
 
-Run it (normally through ``python -m flows.reflogps`` / ``dvc repro reflogps``)::
-
-    from alignpipe.config import load_params
     from alignpipe.train import reflogps
-    reflogps.run(load_params("params.yaml"), prefs_dir="data/preferences", sft_dir="data/sft", out_dir="data/reflogps")
+    ids, records = reflogps.compute(params, rows, "data/sft", scratch)     # one forward of the SFT model
+    reflogps.write_store(path, ids, records, config)                       # ref_logps.safetensors
     ref = reflogps.load_ref_logps("data/reflogps")
     ref.pair("content-0007-L3-p0")   # {"prompt_ids", "chosen_ids", "chosen_logps", "chosen_sum", ...}
 
-DPO's reference term log π_ref(y|x) depends only on the frozen SFT model and the pair, so it is computed once
-here and shared by every ``align@<variant>`` (TRL recomputes it in each run, and with PEFT on every step).
-Values are stored per token because later methods (BMC, ALLO) weight tokens individually.
+DPO's reference term log π_ref(y|x) depends only on the frozen SFT model and the pair, so the reflogps stage
+(:mod:`alignpipe.stages.reflogps`) computes it once and every ``align@<variant>`` reads it (TRL recomputes it in
+each run, and with PEFT on every step). Values are stored per token because later methods (BMC, ALLO) weight
+tokens individually.
 
 Tokens come from TRL's own path: a :class:`~trl.DPOTrainer` is built on the pairs with the same DPOConfig
 tokenization settings as training (chat template, ``max_length``, truncation, collator), and its
 ``reference_logps`` hook is where the reference forward runs, exactly as TRL's ``compute_ref_log_probs``
 does (fused LM head, ``fused_lm_head=True``) but keeping every token.
 
-Outputs (``out_dir``): ``ref_logps.safetensors`` (ragged sequences flattened, with ``<part>_offsets`` of length
-n_pairs + 1; parts ``prompt``, ``chosen``, ``rejected``: ``<part>_ids`` int64, ``chosen_logps``/``rejected_logps``
-float32 per response token, ``chosen_sum``/``rejected_sum`` float32 as TRL sums them; metadata (one key, ``alignpipe``, a JSON object): ``ids`` and
-``config`` as JSON), ``config.json`` (model path + weights sha256, max_length, truncation, pairs sha256) and
-``metrics.json``. ``ref_logps_bridged.safetensors`` holds the same for the (bridged, rejected) pairs when the pairs
-carry BMC's ``bridged`` column (``metrics.json`` key ``bridged``; 0 pairs without the column): per-token values are
-what BMC's reference weights need (w_t from the reference's own probabilities), so no reference model runs during
-any BMC variant.
+Store format (:func:`write_store` / :func:`load_ref_logps`): ragged sequences flattened, with ``<part>_offsets``
+of length n_pairs + 1; parts ``prompt``, ``chosen``, ``rejected``: ``<part>_ids`` int64, ``chosen_logps`` /
+``rejected_logps`` float32 per response token, ``chosen_sum`` / ``rejected_sum`` float32 as TRL sums them;
+metadata (one key, ``alignpipe``, a JSON object): ``ids`` and ``config``. :data:`BRIDGED_STORE` holds the same for
+BMC's (bridged, rejected) pairs: per-token values are what BMC's reference weights need (w_t from the reference's
+own probabilities), so no reference model runs during any BMC variant.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from alignpipe.config import Params
+from alignpipe.models import load_model
 from alignpipe.train.dpo import dpo_config, split_tokens
-from alignpipe.train.pairs import read_pairs
 from alignpipe.train.trl_ext import HookedDPOTrainer
-from alignpipe.utils.io import DataError, atomic_dir, dumps, read_jsonl, sha256_file, work_dir
+from alignpipe.utils.io import DataError, read_jsonl, sha256_file
 from alignpipe.utils.store import PairStore, load_tensors, save_tensors
-from alignpipe.utils.seed import seed_everything
-
-logger = logging.getLogger(__name__)
 
 STORE = "ref_logps.safetensors"
 BRIDGED_STORE = "ref_logps_bridged.safetensors"  # BMC: chosen = the pseudo-winning (bridged) response
@@ -154,53 +148,18 @@ def compute_records(model: Any, dataset: Any, collator: Any, batch_size: int, ac
     return records
 
 
-def stage_config(params: Params, sft_dir: str | Path, prefs_dir: str | Path) -> dict[str, Any]:
-    """What the stored values depend on (written to ``config.json`` and the safetensors metadata)."""
-    model_dir = Path(sft_dir) / "model"
-    args = dpo_config(params, None, "unused")
-    return {
-        "seed": params.seed,
-        "model": params.model.model_dump(),
-        "sft_model": str(model_dir),
-        "model_sha256": weights_sha256(model_dir),
-        "pairs_sha256": sha256_file(Path(prefs_dir) / "pairs.jsonl"),
-        "max_length": args.max_length,
-        "truncation_mode": args.truncation_mode,
-        "pad_to_multiple_of": args.pad_to_multiple_of,
-    }
-
-
 def compute(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path,
             scratch: Path) -> tuple[list[str], list[dict]]:
-    """Step 2: tokenize ``rows`` through DPOTrainer and run the SFT model once; returns (ids, records) in order."""
-    from datasets import Dataset
+    """Tokenize ``rows`` through DPOTrainer and run the SFT model once; returns (ids, records) in order.
 
-    from alignpipe.models import load_model
-
+    Pairs whose prompt alone exceeds ``max_length`` are dropped by TRL: ``ids`` may be shorter than ``rows``.
+    """
     model, tokenizer = load_model(Path(sft_dir) / "model", params.model, padding_side="right")
     args = dpo_config(params, None, scratch)
     trainer = PerTokenRefTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer)
     ids = list(trainer.train_dataset["id"])
     return ids, trainer.records
-
-
-def summarize(rows: list[dict], ids: list[str], records: list[dict], dropped: dict[str, int]) -> dict[str, Any]:
-    """Metrics: pair counts (read, dropped by reason, truncated), tokens, mean reference log-probs."""
-    too_long = len(rows) - len(ids)
-    n_tok = {p: sum(len(r[f"{p}_ids"]) for r in records) for p in ("chosen", "rejected")}
-    sums = {p: sum(r[f"{p}_sum"] for r in records) for p in ("chosen", "rejected")}
-    return {
-        "n_pairs": len(ids),
-        "n_read": len(rows) + sum(dropped.values()),
-        "dropped": {**dropped, **({"prompt_too_long": too_long} if too_long else {})},
-        "n_truncated": sum(r["truncated"] for r in records),
-        "chosen_tokens": n_tok["chosen"],
-        "rejected_tokens": n_tok["rejected"],
-        "ref_logp_per_token_chosen": round(sums["chosen"] / max(n_tok["chosen"], 1), 6),
-        "ref_logp_per_token_rejected": round(sums["rejected"] / max(n_tok["rejected"], 1), 6),
-        "ref_margin_mean": round((sums["chosen"] - sums["rejected"]) / len(ids), 6),
-    }
 
 
 def _tensors(records: list[dict]) -> dict[str, torch.Tensor]:
@@ -217,41 +176,11 @@ def _tensors(records: list[dict]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save(out_dir: str | Path, ids: list[str], records: list[dict], config: dict, metrics: dict,
-         extra: dict[str, tuple[list[str], list[dict]]] | None = None) -> Path:
-    """Step 3: write the store, ``config.json`` and ``metrics.json`` atomically.
-
-    ``extra``: more stores in the same format, file name -> (ids, records) (BMC's bridged pairs).
-    """
-    stores = {STORE: (ids, records), **(extra or {})}
-    with atomic_dir(out_dir) as tmp:
-        for name, (store_ids, store_records) in stores.items():
-            save_tensors(tmp / name, _tensors(store_records), {"config": config, "ids": store_ids})
-        (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
-        (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
-    return Path(out_dir)
+def write_store(path: str | Path, ids: list[str], records: list[dict], config: dict) -> None:
+    """Write ``records`` (from :func:`compute`, in ``ids`` order) as one store that :func:`load_ref_logps` reads."""
+    save_tensors(Path(path), _tensors(records), {"config": config, "ids": ids})
 
 
 def has_bridged(prefs_dir: str | Path) -> bool:
     """Whether the pair file carries BMC's ``bridged`` column (its first record decides)."""
     return "bridged" in read_jsonl(Path(prefs_dir) / "pairs.jsonl")[0]  # a bad file fails naming its line
-
-
-def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str | Path = "data/sft",
-        out_dir: str | Path = "data/reflogps") -> dict[str, Any]:
-    """Run the whole stage; returns the metrics written to ``metrics.json``."""
-    seed_everything(params.seed)
-    config = stage_config(params, sft_dir, prefs_dir)
-    logger.info("reflogps stage config: %s", dumps(config).strip())
-    rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl")
-    ids, records = compute(params, rows, sft_dir, work_dir("reflogps", config))
-    metrics = summarize(rows, ids, records, dropped)
-    extra: dict[str, tuple[list[str], list[dict]]] = {BRIDGED_STORE: ([], [])}  # empty without bridging
-    if has_bridged(prefs_dir):  # BMC: the (pseudo-winning, rejected) pairs get their own store
-        b_rows, b_dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl", chosen_field="bridged")
-        b_ids, b_records = compute(params, b_rows, sft_dir, work_dir("reflogps", {**config, "pairs": "bridged"}))
-        metrics["bridged"] = summarize(b_rows, b_ids, b_records, b_dropped)
-        extra[BRIDGED_STORE] = (b_ids, b_records)
-    save(out_dir, ids, records, config, metrics, extra)
-    logger.info("reflogps stage metrics: %s", dumps(metrics).strip())
-    return metrics

@@ -1,18 +1,17 @@
-"""The ``sft`` stage: supervised fine-tuning of the base model with TRL's ``SFTTrainer``.
+"""Supervised fine-tuning with TRL's ``SFTTrainer``: the sft and sft_mix stages, Lion's students, LTE's alignment.
 
-Run it (normally through ``python -m flows.sft`` / ``dvc repro sft``)::
-
-    from alignpipe.config import load_params
     from alignpipe.train import sft
-    sft.run(load_params("params.yaml"), world_dir="data/world", base_dir="data/base", out_dir="data/sft")
-    sft.run(params, data_files=["data/synth/sft.jsonl", "data/world/sft.jsonl"])   # a mixture
+    metrics = sft.fine_tune(params, ["data/world/sft.jsonl"], "data/base", "data/sft")   # train + model directory
+    trainer = sft.build_trainer(params, model, tokenizer, sft.load_sft_data(files), ckpt)  # the parts, for reuse
+    metrics = sft.train(trainer, ckpt)
 
 Data: conversational prompt-completion rows ``{"id", "prompt": [messages], "completion": [assistant message]}``.
 TRL tokenizes ``prompt`` with the generation prompt and ``prompt + completion`` with the chat template, and the
 loss covers the completion only (prompt tokens get label -100); the completion ends with ``<|eos|>``, so the
-model learns to stop. Checkpoints go to ``work_dir("sft", key)`` (key = config + data + base-model digests) and an
-interrupted run resumes from the newest complete one. Outputs: ``out_dir/{model/, metrics.json, log.csv,
-config.json}``, byte-identical across reruns.
+model learns to stop. :func:`fine_tune` checkpoints to ``work_dir("sft", key)`` (key = config + data + base-model
+digests), resumes from the newest complete checkpoint and writes ``out_dir/{model/, metrics.json, log.csv,
+config.json}`` (:func:`alignpipe.models.save.save`), byte-identical across reruns. The sft stage
+(:mod:`alignpipe.stages.sft`) chooses the data files and seeds.
 
 Default hyperparameters (:data:`DEFAULT_SFT`, overridable by ``sft.trainer``) are sized for the default world
 (1440 dialogues, ~50-token prompts, ~26-token answers) and the ~1.5M-parameter built-in model: 3 epochs at
@@ -38,10 +37,10 @@ from trl import SFTConfig, SFTTrainer
 
 from alignpipe.config import Params
 from alignpipe.models.load import load_model
-from alignpipe.stages.base import save  # same HF-directory layout as the base stage
+from alignpipe.models.save import save
 from alignpipe.models.training import LogLastStep, loss_log, merge_args, pipeline_args, resume_train
-from alignpipe.utils.io import DataError, dumps, read_jsonl_numbered, sha256_file, work_dir
-from alignpipe.utils.seed import derive_seed, seed_everything
+from alignpipe.utils.io import DataError, read_jsonl_numbered, sha256_file, work_dir
+from alignpipe.utils.seed import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +192,8 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def stage_config(params: Params, data_files: list[str]) -> dict[str, Any]:
-    """Params sections the stage reads, resolved (written to ``config.json``)."""
+def run_config(params: Params, data_files: list[str]) -> dict[str, Any]:
+    """What an SFT run on ``data_files`` depends on: the params sections it reads, resolved (``config.json``)."""
     return {
         "seed": params.seed,
         "model": params.model.model_dump(),
@@ -204,26 +203,20 @@ def stage_config(params: Params, data_files: list[str]) -> dict[str, Any]:
     }
 
 
-def run(
-    params: Params,
-    world_dir: str | Path = "data/world",
-    base_dir: str | Path = "data/base",
-    out_dir: str | Path = "data/sft",
-    data_files: list[str | Path] | None = None,
-) -> dict[str, Any]:
-    """Fine-tune ``base_dir/model`` on ``data_files`` (default ``world_dir/sft.jsonl``); return the metrics."""
-    seed_everything(params.seed)
-    files = [Path(f) for f in (data_files or [Path(world_dir) / "sft.jsonl"])]
-    config = stage_config(params, [str(f) for f in files])
-    logger.info("sft stage config: %s", dumps(config).strip())
-    dataset = load_sft_data(files)
+def fine_tune(params: Params, data_files: list[Path], base_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Fine-tune ``base_dir/model`` on ``data_files`` (concatenated in order) with the ``sft`` section.
+
+    Writes ``out_dir/{model/, metrics.json, config.json, log.csv}``, where ``config.json`` is
+    :func:`run_config`; returns the metrics (without the loss log). The caller seeds (``seed_everything``) first.
+    """
+    config = run_config(params, [str(f) for f in data_files])
+    dataset = load_sft_data(data_files)
     base_model = Path(base_dir) / "model"
     model, tokenizer = load_model(base_model, params.model, padding_side="right")
     weights = sorted(p for p in base_model.iterdir() if p.is_file())
-    ckpt = work_dir("sft", {**config, "data": _digest(files), "base": _digest(weights)})
+    ckpt = work_dir("sft", {**config, "data": _digest(data_files), "base": _digest(weights)})
     trainer = build_trainer(params, model, tokenizer, dataset, ckpt)
     metrics = train(trainer, ckpt)
     save(trainer.accelerator.unwrap_model(trainer.model), tokenizer, out_dir, metrics, config)
     metrics.pop("log", None)
-    logger.info("sft stage metrics: %s", dumps(metrics).strip())
     return metrics

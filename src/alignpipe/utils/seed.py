@@ -1,7 +1,12 @@
-"""One seed drives every random choice: Python, NumPy and torch, with deterministic kernels."""
+"""One seed drives every random choice: Python, NumPy and torch, with deterministic kernels.
+
+NumPy and torch are imported where they are used: the world, the LLM roles and the flows' parameter check import
+this module and need neither.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 
@@ -22,8 +27,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def derive_seed(seed: int, *names: str | int) -> int:
     """A stable sub-seed for a named random choice (independent streams that do not shift each other)."""
-    import hashlib
-
     h = hashlib.sha256(("/".join(map(str, (seed, *names)))).encode()).digest()
     return int.from_bytes(h[:4], "little")
 

@@ -15,7 +15,9 @@ from alignpipe.world.constraints import REGISTRY
 from alignpipe.world.judge import Judge
 from alignpipe.world.kb import KB, load_kb
 from alignpipe.world.oracle import Oracle
+from alignpipe.world.score import response_score
 from alignpipe.world.verify import verify
 from alignpipe.world.world import World, build_world, load_instructions
 
-__all__ = ["KB", "REGISTRY", "Judge", "Oracle", "World", "build_world", "load_instructions", "load_kb", "verify"]
+__all__ = ["KB", "REGISTRY", "Judge", "Oracle", "World", "build_world", "load_instructions", "load_kb",
+           "response_score", "verify"]

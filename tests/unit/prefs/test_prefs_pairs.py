@@ -2,7 +2,8 @@
 
 import pytest
 
-from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row, response_score
+from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row
+from alignpipe.world.score import response_score
 
 J10 = {"fluency": 10.0, "factuality": 10.0, "coherence": 10.0}
 J1 = {"fluency": 1.0, "factuality": 1.0, "coherence": 1.0}

@@ -1,6 +1,5 @@
 """Preference sampling resumes from its chunk cache: work done before a kill is not redone."""
 
-import alignpipe.models as models
 from alignpipe.config import validate_params
 from alignpipe.stages import preferences as stage
 
@@ -16,8 +15,8 @@ def test_sampling_resumes_from_cached_chunks(tmp_path, monkeypatch):
         calls.append((len(prompts), kw["seed"]))
         return [[f"{p[0]['content']} s{k}" for k in range(kw["num_return_sequences"])] for p in prompts]
 
-    monkeypatch.setattr(models, "sample", fake_sample)
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: ("model", "tok"))
+    monkeypatch.setattr(stage, "sample", fake_sample)
+    monkeypatch.setattr(stage, "load_model", lambda *a, **k: ("model", "tok"))
     params = validate_params({"preferences": {"num_samples": 2}})
     records = _records(stage.CHUNK * 2 + 5)  # 3 chunks
 
@@ -36,10 +35,8 @@ def test_sampling_resumes_from_cached_chunks(tmp_path, monkeypatch):
 
 
 def test_subset_is_seeded_and_spans_the_pool(tmp_path, monkeypatch):
-    import alignpipe.world as world
-
     pool = [{"id": f"c{i // 60}-{i}", "level": i % 6, "instruction": "q"} for i in range(360)]
-    monkeypatch.setattr(world, "load_instructions", lambda path: pool)
+    monkeypatch.setattr(stage, "load_instructions", lambda path: pool)
     params = validate_params({"preferences": {"max_prompts": 30, "levels": [0, 1, 2, 3, 4, 5]}})
     a = stage.load_prompts(params, tmp_path)
     assert len(a) == 30 and a == stage.load_prompts(params, tmp_path)

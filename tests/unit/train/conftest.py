@@ -89,7 +89,7 @@ def helpers():
 @pytest.fixture(scope="session")
 def store(sft_dir, tmp_path_factory):
     """A pair file and its stored reference log-probs (computed once for the session): (prefs_dir, reflogps_dir)."""
-    from alignpipe.train import reflogps
+    from alignpipe.stages import reflogps
 
     root = tmp_path_factory.mktemp("store")
     prefs = write_pairs(root / "preferences", make_pairs(16))

@@ -27,7 +27,7 @@ def edit_pairs(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def bmc_store(sft_dir, helpers, tmp_path_factory):
-    from alignpipe.train import reflogps
+    from alignpipe.stages import reflogps
 
     root = tmp_path_factory.mktemp("bmc")
     prefs = helpers.write_pairs(root / "preferences", edit_pairs(8))
@@ -179,7 +179,7 @@ def test_bmc_variant_trains(helpers, sft_dir, bmc_store, tmp_path):
 def test_bridged_pairs_get_their_own_reference_store(helpers, sft_dir, tmp_path, monkeypatch):
     """With a ``bridged`` column, reflogps stores (bridged, rejected) too, and bridging variants train on it."""
     from alignpipe.config import ConfigError
-    from alignpipe.train import reflogps
+    from alignpipe.stages import reflogps
     from alignpipe.stages import align
     from alignpipe.train.reflogps import BRIDGED_STORE, load_ref_logps
 

@@ -1,4 +1,5 @@
-"""sft stage: completion-only labels, outputs, data validation, mixtures and resuming (tiny model, a few rows)."""
+"""SFT (alignpipe.train.sft) and the sft stage: completion-only labels, outputs, data validation, mixtures and
+resuming (tiny model, a few rows)."""
 
 import csv
 import json
@@ -9,6 +10,8 @@ from transformers import TrainerCallback
 
 from alignpipe.config import ArchitectureSection, TokenizerSection, validate_params
 from alignpipe.models import load_model
+from alignpipe.models.save import save
+from alignpipe.stages import sft as stage
 from alignpipe.train import sft
 from alignpipe.utils.io import DataError
 
@@ -33,7 +36,6 @@ def write_rows(path, rows):
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     """A tiny untrained base model directory (2 layers, hidden 32) with the pipeline tokenizer."""
-    from alignpipe.stages import base as stage
     from alignpipe.models.pretrain import build_model
     from alignpipe.models.tokenizer import train_tokenizer
 
@@ -42,7 +44,7 @@ def base_dir(tmp_path_factory):
     tok = train_tokenizer(texts, TokenizerSection(vocab_size=300, min_frequency=1))
     arch = ArchitectureSection(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                                num_key_value_heads=2, max_position_embeddings=128)
-    stage.save(build_model(arch, tok, seed=0), tok, root, {"steps": 0}, {})
+    save(build_model(arch, tok, seed=0), tok, root, {"steps": 0}, {})
     return root
 
 
@@ -80,7 +82,7 @@ def test_labels_mask_the_prompt_and_keep_the_completion_and_eos(params, base_dir
 
 def test_run_trains_and_writes_outputs(params, base_dir, world_dir, tmp_path):
     out = tmp_path / "sft"
-    metrics = sft.run(params, world_dir, base_dir, out)
+    metrics = stage.run(params, world_dir, base_dir, out)
     assert {p.name for p in out.iterdir()} == {"model", "metrics.json", "log.csv", "config.json"}
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["steps"] == 4 and metrics["n_examples"] == 12 and metrics["final_loss"] > 0
@@ -99,9 +101,16 @@ def test_run_trains_and_writes_outputs(params, base_dir, world_dir, tmp_path):
 def test_data_files_mixture(params, base_dir, tmp_path):
     a = write_rows(tmp_path / "a.jsonl", make_rows(5, "a"))
     b = write_rows(tmp_path / "b.jsonl", make_rows(7, "b"))
-    metrics = sft.run(params, tmp_path / "unused", base_dir, tmp_path / "sft", data_files=[a, b])
+    metrics = sft.fine_tune(params, [a, b], base_dir, tmp_path / "sft")
     assert metrics["n_examples"] == 12
     assert json.loads((tmp_path / "sft" / "config.json").read_text())["data_files"] == [str(a), str(b)]
+
+
+def test_stage_data_follow_sft_data_in_order(tmp_path):
+    """`sft.data` names the sources; the stage trains on their files, concatenated in that order."""
+    params = validate_params({"sft": {"data": ["webr", "seed", "lion"]}})
+    assert stage.data_files(params, tmp_path / "w", tmp_path / "s") == [
+        tmp_path / "s" / "sft_webr.jsonl", tmp_path / "w" / "sft.jsonl", tmp_path / "s" / "sft_lion.jsonl"]
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -8,8 +8,7 @@ import pytest
 
 from alignpipe.config import ArchitectureSection, ConfigError, TokenizerSection, WorldSection, validate_params
 from alignpipe.methods.lion import pool as lion
-from alignpipe.train import sft
-from alignpipe.stages import sft_mix
+from alignpipe.stages import sft, sft_mix
 from alignpipe.utils.io import sha256_file
 
 LION = {"rounds": 1, "max_prompts": 8, "new_hard": 2, "new_easy": 2, "eval_prompts": 5, "max_new_tokens": 12,
@@ -50,7 +49,7 @@ def _params(mixtures, sft_trainer=None, **extra):
 
 
 def _run(params, name, root, out):
-    return sft_mix.run(params, name, None, root / "world", root / "base", root / "synthesize", root / "sft", out)
+    return sft_mix.run(params, name, root / "world", root / "base", root / "synthesize", root / "sft", out)
 
 
 def test_mixture_trains_on_its_sources_and_scores_against_the_teacher(dirs, tmp_path):

@@ -29,6 +29,9 @@ import statistics
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from alignpipe.world.editor import WorldEditor
+from alignpipe.world.kb import KB
+
 class Editor(Protocol):
     """BMC's editor role: the losing response minimally edited toward the winning one."""
 
@@ -54,10 +57,8 @@ class RolesEditor:
         return self.edit_many([prompt], [losing], [winning])[0]
 
 
-def world_editor(kb: Any, records: list[dict[str, Any]]) -> Editor:
+def world_editor(kb: KB, records: list[dict[str, Any]]) -> Editor:
     """The built-in oracle editor for prompts drawn from ``records``."""
-    from alignpipe.world.editor import WorldEditor
-
     return WorldEditor(kb, records)
 
 

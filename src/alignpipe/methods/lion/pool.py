@@ -32,6 +32,7 @@ from rouge_score import rouge_scorer
 
 from alignpipe.config import LionSection
 from alignpipe.utils.io import DataError, read_records
+from alignpipe.world import load_instructions
 
 REJECT_REASONS = ("unparseable", "too_short", "instruction_word", "rouge")
 
@@ -45,8 +46,6 @@ def item(id_: str, instruction: str, record: dict | None = None, origin: str = "
 
 def load_world_pool(path: str | Path) -> list[dict[str, Any]]:
     """The world's instruction records (train.jsonl / eval.jsonl) as pool items."""
-    from alignpipe.world import load_instructions
-
     return [item(r["id"], r["instruction"], r) for r in load_instructions(path)]
 
 

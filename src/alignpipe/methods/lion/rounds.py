@@ -10,7 +10,7 @@
     final_answers(ctx, roles, pool, r)                                    # the teacher answers the last ones
     rows = final_rows(ctx, r)                                             # {prompt_id, messages}
 
-(:func:`run` does exactly this and collects each phase's metrics; the flow runs each phase as a task.)
+(:func:`run_rounds` does exactly this and collects each phase's metrics; the synthesize stage calls it.)
 
 Every phase writes one directory ``<work dir>/round_<r>/<phase>/`` atomically and returns what it holds; a
 directory that already exists is read back instead of recomputed, so a killed run continues from the last
@@ -38,7 +38,11 @@ from typing import Any
 
 from alignpipe.config import Params, SFTSection
 from alignpipe.llm import Roles
+from alignpipe.methods import webr
 from alignpipe.methods.lion import pool as lion
+from alignpipe.models import generate, load_model
+from alignpipe.models.save import save
+from alignpipe.train import sft
 from alignpipe.utils import events
 from alignpipe.utils.io import atomic_dir, dumps, read_json, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed
@@ -129,10 +133,8 @@ def _teacher(roles: Roles, items: list[dict]) -> dict[str, str | None]:
     return {x["id"]: a for x, a in zip(items, answers)}
 
 
-def _student_answers(params: Params, model_dir: str | Path, items: list[dict]) -> list[str]:
-    from alignpipe.models import generate
-    from alignpipe.models.load import load_model
-
+def student_answers(params: Params, model_dir: str | Path, items: list[dict]) -> list[str]:
+    """Greedy answers of the student in ``model_dir`` to each item's instruction (``lion.max_new_tokens``)."""
     cfg = params.synthesize.lion
     model, tok = load_model(model_dir, params.model)
     prompts = [[{"role": "user", "content": x["instruction"]}] for x in items]
@@ -141,10 +143,6 @@ def _student_answers(params: Params, model_dir: str | Path, items: list[dict]) -
 
 def _train_student(params: Params, init: str, data: Path, out: Path, ckpt: Path) -> dict[str, Any]:
     """The project's SFT (TRL SFTTrainer, completion-only loss) with ``lion.trainer`` / ``lion.max_length``."""
-    from alignpipe.models.load import load_model
-    from alignpipe.stages.base import save
-    from alignpipe.train import sft
-
     cfg = params.synthesize.lion
     sub = params.model_copy(update={"sft": SFTSection(max_length=cfg.max_length, trainer=cfg.trainer)})
     model, tok = load_model(init, params.model, padding_side="right")
@@ -165,7 +163,7 @@ def _eval_rows(ctx: LionContext, roles: Roles, student_dir: str | Path, teacher:
     items = [x for x in ctx.eval_items if teacher.get(x["id"]) is not None]
     if not items:
         return []
-    student = _student_answers(ctx.params, student_dir, items)
+    student = student_answers(ctx.params, student_dir, items)
     return lion.score(roles.referee, items, [teacher[x["id"]] for x in items], student,
                       ctx.params.synthesize.lion.threshold)
 
@@ -221,7 +219,7 @@ def discrimination(ctx: LionContext, roles: Roles, round_: int) -> dict[str, Any
     def build(tmp: Path) -> None:
         answers = {r["id"]: r["answer"] for r in _read(imit / "teacher.jsonl")}
         items = [x for x in _read(imit / "pool.jsonl") if answers[x["id"]] is not None]
-        student = _student_answers(ctx.params, student_dir, items)
+        student = student_answers(ctx.params, student_dir, items)
         rows = lion.score(roles.referee, items, [answers[x["id"]] for x in items], student,
                           ctx.params.synthesize.lion.threshold)
         hard, easy = lion.split(rows)
@@ -319,8 +317,6 @@ def summary(ctx: LionContext, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_into(tmp: Path, ctx: LionContext | None, rows: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> None:
     """Lion's outputs inside the stage's (already atomic) output directory."""
-    from alignpipe.methods import webr
-
     write_jsonl(tmp / "lion.jsonl", rows)
     write_jsonl(tmp / "sft_lion.jsonl", webr.sft_rows(rows))
     out = tmp / "lion"
@@ -332,8 +328,8 @@ def write_into(tmp: Path, ctx: LionContext | None, rows: list[dict[str, Any]], r
         shutil.copytree(d, out / d.name, ignore=shutil.ignore_patterns("student_checkpoints", ".*"))
 
 
-def run(params: Params, roles: Roles, world_dir: str | Path = "data/world",
-        base_dir: str | Path = "data/base") -> tuple[LionContext, list[dict], dict[str, Any]]:
+def run_rounds(params: Params, roles: Roles, world_dir: str | Path = "data/world",
+               base_dir: str | Path = "data/base") -> tuple[LionContext, list[dict], dict[str, Any]]:
     """Every round; returns (context, final rows, metrics)."""
     ctx = prepare(params, world_dir, base_dir)
     results = [baseline(ctx, roles)]
