@@ -1065,13 +1065,27 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     return params
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-05`` (no dot) as a float, as YAML 1.2 does: DVC rewrites params
+    files with ruamel (``dvc exp run -S``, :mod:`alignpipe.profile`), which writes small floats that way."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse a params (or profile) file's text with :class:`ParamsLoader`."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (the whole file, so a typo in any section fails every stage early)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); params files must be UTF-8") from None
     except yaml.YAMLError as err:
