@@ -383,9 +383,9 @@ class BMCSection(Strict):
 
     delta: float = Field(2.0, ge=0, le=1000, description="δ: token weight w = 1 + m·min(1/π, δ); 0 = plain DPO. "
                          "The authors use 1.5 (instruction following), 3.0 (QA, math).")
-    beta: float = Field(0.1, gt=0, description="DPO β of the BMC variants (pairs: bridged or token_weights: bmc), over "
-                        "align.trainer.beta; a variant's own trainer.beta still wins (the authors' recipes: 0.01-0.05 "
-                        "at 7-8B, lr 5e-7).")
+    beta: float = Field(0.1, gt=0, description="DPO β of the BMC variants (pairs: bridged or token_weights: bmc), "
+                        "over align.trainer.beta; a variant's own trainer.beta still wins (the authors' recipes: "
+                        "0.01-0.05 at 7-8B, lr 5e-7).")
     autojunk: bool = Field(True, description="difflib's autojunk heuristic in the token diff (on, as the authors').")
 
 
@@ -404,8 +404,8 @@ class AlignSection(Strict):
     variant, the neurons warm-up and ALLO's forgetting stage too) < ``align.bmc.beta`` (BMC variants only) <
     ``align.variants.<v>.trainer.beta`` (that variant) -- and, for ALLO's forgetting stage,
     ``align.allo_variants.<v>.allo.forget_trainer.beta``; for the neurons warm-up, ``neurons.warmup_trainer.beta``.
-    ``rewards.beta`` is another quantity: the β of the implicit per-token reward β(log π_warmup - log π_ref) that the
-    rewards stage computes with ``weight_source: dpo_implicit``.
+    ``rewards.beta`` is another quantity: the β of the implicit per-token reward β(log π_warmup - log π_ref) that
+    the rewards stage computes with ``weight_source: dpo_implicit``.
     """
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + response tokens.")
@@ -467,7 +467,8 @@ class AlignSection(Strict):
     def variant(self, name: str) -> VariantSection:
         """The typed settings of variant ``name``, from either dict; an unknown name fails listing the known ones."""
         if name not in self.variants:
-            raise ConfigError(f"unknown align variant {name!r}; params.yaml align.variants has {sorted(self.variants)}")
+            known = sorted(self.variants)
+            raise ConfigError(f"unknown align variant {name!r}; params.yaml align.variants has {known}")
         return self.variants[name]
 
 
@@ -972,7 +973,8 @@ class Params(Strict):
                              "(data/evaluate/<name>/)")
         bad = [name for name in self.align.variants if not re.fullmatch(r"[A-Za-z0-9_]+", name)]
         if bad:
-            raise ValueError(f"align variant name(s) {bad} must be letters, digits and '_' (each names a stage and a dir)")
+            raise ValueError(f"align variant name(s) {bad} must be letters, digits and '_' (each names a stage and a "
+                             "dir)")
         cfg = self.report
         unknown = [name for name in cfg.labels if name not in self.evaluated]
         if unknown:

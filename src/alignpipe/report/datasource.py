@@ -1,9 +1,10 @@
 """The data-source table (WebR's Table 1 / Lion's Table 1 in spirit): one SFT policy per data mixture.
 
 Rows are the ``sft_mix.mixtures`` entries (labels: ``report.labels.mix_<name>``, e.g. Seed only / + Lion /
-+ WebR / + Lion + WebR). Columns: FollowBench HSR Avg / SSR Avg (percent) and CSL, the judge's Fluency / Factuality / Coherence (1-10), all from
-``data/evaluate/mix_<name>/metrics.json``; then the relative score vs the teacher (Lion's measure,
-100 x sum student / sum teacher referee scores on Lion's eval subset) from ``data/sft_mix/<name>/metrics.json``;
++ WebR / + Lion + WebR). Columns: FollowBench HSR Avg / SSR Avg (percent) and CSL, the judge's Fluency /
+Factuality / Coherence (1-10), all from ``data/evaluate/mix_<name>/metrics.json``; then the relative score vs the
+teacher (Lion's measure, 100 x sum student / sum teacher referee scores on Lion's eval subset) from
+``data/sft_mix/<name>/metrics.json``;
 then the sample sizes: SFT rows trained on, FollowBench groups / instructions, referee-scored eval prompts.
 Nothing is computed here beyond reading and formatting.
 """
