@@ -1,23 +1,10 @@
-"""report stage: the FollowBench Table 2 layout (+ judge columns) and plots for the evaluated models.
+"""report stage: the FollowBench Table 2 layout (+ judge columns), the method tables and plots for the evaluated
+models (their rows read from params.yaml: base, sft, every align variant, every sft_mix mixture).
 
     python -m flows.report       # what `dvc repro report` runs; writes data/report/
 """
 
-from flows._common import load_stage_params, main, stage_flow, stage_task
-
-from alignpipe.stages import report as report
-
-
-@stage_task
-def write_report(params) -> dict:
-    return report.run(params)
-
-
-@stage_flow("report")
-def report_flow(params: str = "params.yaml") -> dict:
-    """Gather every evaluated model's metrics into tables and plots."""
-    return write_report(load_stage_params(params))
-
+from flows._common import main
 
 if __name__ == "__main__":
-    main("report", report_flow)
+    main("report")

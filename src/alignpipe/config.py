@@ -28,7 +28,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 CATEGORIES = ("content", "situation", "style", "format", "example", "mixed")
@@ -365,41 +375,101 @@ class VariantSection(Strict):
         return self
 
 
-def _default_variants() -> dict[str, VariantSection]:
-    return {
-        "dpo_full": VariantSection(peft="none"),
-        "lora_all": VariantSection(peft="lora", block="all"),
-        "local": VariantSection(peft="lora", block="local"),
-        "mid": VariantSection(peft="lora", block="mid"),
-        "global": VariantSection(peft="lora", block="global"),
-        "dpo_bc": VariantSection(peft="none", pairs="bridged"),
-        "dpo_mc": VariantSection(peft="none", token_weights="bmc"),
-        "dpo_bmc": VariantSection(peft="none", pairs="bridged", token_weights="bmc"),
-        "global_bmc": VariantSection(peft="lora", block="global", pairs="bridged", token_weights="bmc"),
-    }
-
-
 class BMCSection(Strict):
-    """BMC hyperparameters (YJiangcm/BMC defaults: DPOConfig beta 0.1, dpo_bmc_delta 2.0)."""
+    """BMC hyperparameters (YJiangcm/BMC defaults: DPOConfig beta 0.1, dpo_bmc_delta 2.0).
+
+    ``beta`` is one layer of the DPO β precedence (see :class:`AlignSection`): it applies to the BMC variants only.
+    """
 
     delta: float = Field(2.0, ge=0, le=1000, description="δ: token weight w = 1 + m·min(1/π, δ); 0 = plain DPO. "
                          "The authors use 1.5 (instruction following), 3.0 (QA, math).")
-    beta: float = Field(0.1, gt=0, description="DPO β of the BMC variants (the authors' recipes: 0.01-0.05 at "
-                        "7-8B, lr 5e-7); a variant's own trainer.beta still wins.")
+    beta: float = Field(0.1, gt=0, description="DPO β of the BMC variants (pairs: bridged or token_weights: bmc), "
+                        "over align.trainer.beta; a variant's own trainer.beta still wins (the authors' recipes: "
+                        "0.01-0.05 at 7-8B, lr 5e-7).")
     autojunk: bool = Field(True, description="difflib's autojunk heuristic in the token diff (on, as the authors').")
 
 
 class AlignSection(Strict):
-    """The ``align@<variant>`` stages: TRL DPOTrainer on the preference pairs, one variant per stage."""
+    """The ``align@<variant>`` / ``align_allo@<variant>`` stages: TRL DPOTrainer on the preference pairs.
+
+    Variants: params.yaml is their one source. ``align.variants`` (plain DPO, the Hierarchical Alignment blocks, BMC)
+    and ``align.allo_variants`` (ALLO: their stages also read the neuron masks and the token scores) are the two
+    dicts dvc.yaml iterates (``foreach: ${align.variants}`` / ``${align.allo_variants}``); a name is unique across
+    both. Validated, both are merged into ``variants`` (plain ones first, then ALLO, in file order), so
+    ``params.align.variants[name]`` and :meth:`variant` resolve any variant; :meth:`is_allo_listed` says which dict
+    named it, and :meth:`model_dump` writes the two dicts back apart.
+
+    DPO β, from lowest to highest precedence (each layer overrides the one before; a later layer absent, the earlier
+    value stands): the code default 0.1 (``alignpipe.train.dpo.DEFAULT_TRAINER``) < ``align.trainer.beta`` (every
+    variant, the neurons warm-up and ALLO's forgetting stage too) < ``align.bmc.beta`` (BMC variants only) <
+    ``align.variants.<v>.trainer.beta`` (that variant) -- and, for ALLO's forgetting stage,
+    ``align.allo_variants.<v>.allo.forget_trainer.beta``; for the neurons warm-up, ``neurons.warmup_trainer.beta``.
+    ``rewards.beta`` is another quantity: the β of the implicit per-token reward β(log π_warmup - log π_ref) that
+    the rewards stage computes with ``weight_source: dpo_implicit``.
+    """
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + response tokens.")
     lora: LoraSection = Field(default_factory=LoraSection)
     trainer: DPOKwargs = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
-    variants: dict[str, VariantSection] = Field(default_factory=_default_variants)
+    variants: dict[str, VariantSection] = Field(
+        default_factory=dict, description="Every align variant (name -> settings): those of align.variants, then "
+        "those of align.allo_variants (one align@<name> / align_allo@<name> stage each)."
+    )
     bmc: BMCSection = Field(default_factory=BMCSection)
     accelerate_config: str | None = Field(
         None, description="An accelerate config file (configs/accelerate/*.yaml): run align under accelerate launch."
     )
+    _allo_listed: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _merge_allo_variants(cls, data: Any, handler: Any) -> "AlignSection":
+        """Merge ``allo_variants`` into ``variants`` (names unique, each with its ``allo`` settings)."""
+        allo: dict[str, Any] = {}
+        if isinstance(data, dict) and "allo_variants" in data:
+            data = dict(data)
+            allo = data.pop("allo_variants") or {}
+            if not isinstance(allo, dict):
+                raise ValueError(f"allo_variants must be a mapping of variant name -> settings, got {allo!r}")
+            plain = data.get("variants") or {}
+            twice = [name for name in allo if name in plain]
+            if twice:
+                raise ValueError(f"variant name(s) {twice} appear in both align.variants and align.allo_variants; "
+                                 "a variant name names one align stage and one data/align/<name>/ directory")
+            without = [name for name, cfg in allo.items() if not (isinstance(cfg, dict) and cfg.get("allo"))]
+            if without:
+                raise ValueError(f"align.allo_variants {without} have no allo settings (an ALLO variant needs "
+                                 "allo: {...}; plain variants go under align.variants)")
+            data["variants"] = {**plain, **allo}
+        section = handler(data)
+        if isinstance(section, AlignSection) and allo:
+            section._allo_listed = frozenset(allo)
+        return section
+
+    @model_serializer(mode="wrap")
+    def _split_allo_variants(self, handler: Any) -> dict[str, Any]:
+        """Dump the variants as params.yaml spells them: ``variants`` and ``allo_variants`` apart."""
+        out = handler(self)
+        every = out.get("variants")
+        if self._allo_listed and isinstance(every, dict):
+            out["variants"] = {k: v for k, v in every.items() if k not in self._allo_listed}
+            out["allo_variants"] = {k: v for k, v in every.items() if k in self._allo_listed}
+        return out
+
+    def is_allo_listed(self, name: str) -> bool:
+        """Whether ``name`` came from ``align.allo_variants`` (its stage is ``align_allo@<name>``)."""
+        return name in self._allo_listed
+
+    def key(self, name: str) -> str:
+        """The params key of a variant: ``align.allo_variants.<name>`` or ``align.variants.<name>``."""
+        return f"align.{'allo_variants' if self.is_allo_listed(name) else 'variants'}.{name}"
+
+    def variant(self, name: str) -> VariantSection:
+        """The typed settings of variant ``name``, from either dict; an unknown name fails listing the known ones."""
+        if name not in self.variants:
+            known = sorted(self.variants)
+            raise ConfigError(f"unknown align variant {name!r}; params.yaml align.variants has {known}")
+        return self.variants[name]
 
 
 class FollowBenchJudgeSection(Strict):
@@ -530,55 +600,43 @@ class EvaluateSection(Strict):
 
 
 class ReportSection(Strict):
-    """The ``report`` stage: which evaluated models appear, in which order, under which row names."""
+    """The ``report`` stage: which tables, under which row labels. Its rows come from the evaluated models.
 
-    rows: dict[str, str] = Field(
-        default_factory=lambda: {"base": "Base", "sft": "SFT"}, description="evaluated model -> row label."
-    )
-    hierarchical: list[str] = Field(
-        default_factory=list, description="Models (names from rows) in the Hierarchical Alignment table; [] = none."
-    )
-    reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
-    bmc: list[str] = Field(
-        default_factory=list, description="Models (names from rows) in the BMC table, in row order; [] = none."
+    The evaluated models are ``base``, ``sft``, every align variant (``align.variants`` then ``align.allo_variants``,
+    in params order) and ``mix_<name>`` for every ``sft_mix.mixtures`` entry; none is listed here, so a new variant or
+    mixture needs no edit of this section. The tables pick their rows by method (:mod:`alignpipe.report.rows`):
+
+    - FollowBench: base, sft, every variant.
+    - Hierarchical Alignment: base, sft and the variants without BMC or ALLO settings.
+    - BMC: the plain full-parameter variants (dpo_full: the baseline), then the BMC variants (pairs: bridged or
+      token_weights: bmc); W/T/L and tax against ``reference``.
+    - ALLO: sft, the plain full-parameter variants and the ALLO variants trained with the plain DPO loss (no
+      forgetting, top_eps 1: dpo_top10), then the other ALLO variants.
+    - Data sources: one row per ``sft_mix.mixtures`` entry.
+    """
+
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Row label per evaluated model (base, sft, a variant, mix_<mixture>); a "
+        "model not named here is labelled by its name. Report-only: a label change reruns the report, nothing else."
     )
     bmc_labels: dict[str, str] = Field(
-        default_factory=dict, description="Row labels in the BMC table where they differ from rows (dpo_full: DPO)."
+        default_factory=dict, description="Row labels in the BMC table where they differ from labels (dpo_full: DPO)."
     )
+    reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
+    hierarchical: bool = Field(False, description="Add the Hierarchical Alignment table (hierarchical.md / .csv).")
+    bmc: bool = Field(False, description="Add the BMC table (bmc.md / .csv).")
+    allo: bool = Field(False, description="Add the ALLO table (allo.md / .csv).")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
-    allo: list[str] = Field(
-        default_factory=list, description="Models (names from rows) in the ALLO table, in order; [] = no table."
+    data_sources: bool = Field(
+        False, description="Add the data-source table (datasources.md / .csv; WebR / Lion Table 1): one row per "
+        "sft_mix.mixtures entry, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/."
     )
     pairwise_judge: Literal["scores", "roles"] = Field(
         "scores", description="Hierarchical W/T/L: 'scores': compare the stored pointwise judge scores (tie_margin); "
         "'roles': ask roles.judge for each pair in both orders (disagreeing orders and ties count as a tie), raw "
         "outputs kept in data/report/pairwise/<model>.jsonl."
     )
-    data_sources: dict[str, str] = Field(
-        default_factory=dict, description="Data-source table (datasources.md / .csv; WebR / Lion Table 1): sft_mix "
-        "mixture -> row label, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/; {} = none."
-    )
-
-    @model_validator(mode="after")
-    def _known(self) -> "ReportSection":
-        unknown = [m for m in self.hierarchical if m not in self.rows]
-        if unknown:
-            raise ValueError(f"hierarchical names {unknown}, which are not in report.rows {list(self.rows)}")
-        unknown_allo = [m for m in self.allo if m not in self.rows]
-        if unknown_allo:
-            raise ValueError(f"allo names {unknown_allo}, which are not in report.rows {list(self.rows)}")
-        if self.hierarchical and self.reference not in self.hierarchical:
-            raise ValueError(f"reference '{self.reference}' must be one of hierarchical {self.hierarchical}")
-        unknown = [m for m in self.bmc if m not in self.rows]
-        if unknown:
-            raise ValueError(f"bmc names {unknown}, which are not in report.rows {list(self.rows)}")
-        unknown = [m for m in self.bmc_labels if m not in self.bmc]
-        if unknown:
-            raise ValueError(f"bmc_labels names {unknown}, which are not in report.bmc {self.bmc}")
-        if self.bmc and self.reference not in self.rows:
-            raise ValueError(f"reference '{self.reference}' (the BMC table's W/T/L baseline) must be in report.rows")
-        return self
 
 
 ROLE_NAMES = ("teacher", "referee", "generator", "editor", "judge")
@@ -898,15 +956,68 @@ class Params(Strict):
             for key in ("forget_ratio", "learn_ratio"):
                 ratio = getattr(variant.allo, key)
                 if ratio is not None and ratio not in self.neurons.ratios:
-                    raise ValueError(f"align.variants.{name}.allo.{key} = {ratio}: not among neurons.ratios "
+                    raise ValueError(f"{self.align.key(name)}.allo.{key} = {ratio}: not among neurons.ratios "
                                      f"{self.neurons.ratios} (no mask file is made for it)")
         return self
 
+    @property
+    def evaluated(self) -> list[str]:
+        """Every evaluated model (one ``data/evaluate/<name>/`` each): base, sft, the variants, mix_<mixture>."""
+        return [*FIXED_MODELS, *self.align.variants, *(f"mix_{name}" for name in self.sft_mix.mixtures)]
 
-def _format_error(source: str, err: ValidationError) -> str:
+    @model_validator(mode="after")
+    def _report_models(self) -> "Params":
+        clash = [name for name in self.align.variants if name in FIXED_MODELS or name.startswith("mix_")]
+        if clash:
+            raise ValueError(f"align variant name(s) {clash}: base, sft and mix_* name other evaluated models "
+                             "(data/evaluate/<name>/)")
+        bad = [name for name in self.align.variants if not re.fullmatch(r"[A-Za-z0-9_]+", name)]
+        if bad:
+            raise ValueError(f"align variant name(s) {bad} must be letters, digits and '_' (each names a stage and a "
+                             "dir)")
+        cfg = self.report
+        unknown = [name for name in cfg.labels if name not in self.evaluated]
+        if unknown:
+            raise ValueError(f"report.labels names {unknown}, which are not evaluated models {self.evaluated}")
+        labels = [cfg.labels.get(name, name) for name in (*FIXED_MODELS, *self.align.variants)]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"report.labels: row label(s) {twice} name more than one model (rows must be distinct)")
+        if cfg.reference not in (*FIXED_MODELS, *self.align.variants):
+            raise ValueError(f"report.reference = {cfg.reference!r}: not base, sft or an align variant")
+        bmc_rows = [n for n, v in self.align.variants.items() if v.is_bmc or is_full_dpo(v)]
+        unknown = [name for name in cfg.bmc_labels if name not in bmc_rows]
+        if unknown:
+            raise ValueError(f"report.bmc_labels names {unknown}, which are not rows of the BMC table {bmc_rows}")
+        plain = [n for n, v in self.align.variants.items() if not v.is_bmc and v.allo is None]
+        if cfg.hierarchical and cfg.reference not in (*FIXED_MODELS, *plain):
+            raise ValueError(f"report.reference = {cfg.reference!r} must be a row of the Hierarchical Alignment table "
+                             f"{[*FIXED_MODELS, *plain]}")
+        return self
+
+
+FIXED_MODELS = ("base", "sft")  # evaluated models that are no variant: the base stage's and the sft stage's
+
+
+def is_full_dpo(variant: VariantSection) -> bool:
+    """Whether a variant is plain full-parameter DPO (no LoRA, BMC or ALLO): the baseline row of the method tables."""
+    return variant.peft == "none" and not variant.is_bmc and variant.allo is None
+
+
+def _allo_listed(raw: dict[str, Any]) -> set[str]:
+    """The variant names a raw params mapping lists under ``align.allo_variants``."""
+    align = raw.get("align")
+    allo = align.get("allo_variants") if isinstance(align, dict) else None
+    return set(allo) if isinstance(allo, dict) else set()
+
+
+def _format_error(source: str, err: ValidationError, allo_listed: set[str] = frozenset()) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = list(e["loc"])
+        if loc[:2] == ["align", "variants"] and len(loc) > 2 and loc[2] in allo_listed:
+            loc[1] = "allo_variants"  # validated merged into align.variants; named where the file has it
+        key = ".".join(str(p) for p in loc) or "<root>"
         if e["type"] == "extra_forbidden":
             parent = Params
             for part in e["loc"][:-1]:
@@ -939,7 +1050,7 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(source, err)) from None
+        raise ConfigError(_format_error(source, err, _allo_listed(raw))) from None
     mixtures = {"sft.data": params.sft.data,
                 **{f"sft_mix.mixtures.{name}": sources for name, sources in params.sft_mix.mixtures.items()}}
     for name, sources in mixtures.items():  # the SFT data a stage trains on must be synthesized
@@ -953,11 +1064,21 @@ def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         if late:
             raise ConfigError(f"{key}: {late} name rounds after synthesize.lion.rounds = "
                               f"{params.synthesize.lion.rounds}")
-    unknown = [m for m in params.report.data_sources if m not in params.sft_mix.mixtures]
-    if unknown:
-        raise ConfigError(f"{source}: report.data_sources names {unknown}, which are not in sft_mix.mixtures "
-                          f"{list(params.sft_mix.mixtures)}")
     return params
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-05`` (no dot) as a float, as YAML 1.2 does: DVC rewrites params
+    files with ruamel (``dvc exp run -S``, :mod:`alignpipe.profile`), which writes small floats that way."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse a params (or profile) file's text with :class:`ParamsLoader`."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -966,7 +1087,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); params files must be UTF-8") from None
     except yaml.YAMLError as err:
@@ -978,4 +1099,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             at = f" at line {opened.line + 1}, column {opened.column + 1}" if opened else ""
             what = f"{context}{at}: {what}"
         raise ConfigError(f"{path}{where}: not valid YAML ({what or ' '.join(str(err).split())})") from None
-    return validate_params(raw, str(path))
+    params = validate_params(raw, str(path))
+    # dvc.yaml runs align.variants as align@<name> without the ALLO inputs: an ALLO variant there would train on
+    # masks and token scores DVC does not know it reads.
+    listed = ((raw.get("align") or {}).get("variants") or {}) if isinstance(raw.get("align"), dict) else {}
+    misplaced = [name for name in listed if params.align.variants[name].allo is not None]
+    if misplaced:
+        raise ConfigError(f"{path}: align.variants {misplaced} have allo settings: ALLO variants go under "
+                          "align.allo_variants (dvc.yaml's align_allo@<name> stages read the neuron masks and token "
+                          "scores they need)")
+    return params

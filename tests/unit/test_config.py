@@ -26,13 +26,23 @@ def _merge(a, b):
     return out
 
 
+def _foreach_keys(foreach, params: dict) -> list:
+    """The instance keys of a dvc.yaml foreach: a list's items, a dict's keys, or those of ``${a.b}`` in params."""
+    if isinstance(foreach, str):  # ${align.variants}: a dict of params.yaml
+        node = params
+        for part in foreach.removeprefix("${").removesuffix("}").split("."):
+            node = node[part]
+        foreach = node
+    return list(foreach)
+
+
 def test_every_dvc_param_exists(repo_root):
     dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
     params = load_params(repo_root / "params.yaml").model_dump()
     for name, stage in dvc["stages"].items():
         body = stage.get("do", stage)
-        items = stage.get("foreach", [None])
-        keys = [k.replace("${item}", str(i)) for i in items for k in body.get("params", [])]
+        items = _foreach_keys(stage["foreach"], params) if "foreach" in stage else [None]
+        keys = [k.replace("${item}", str(i)).replace("${key}", str(i)) for i in items for k in body.get("params", [])]
         for key in keys:
             node = params
             for part in key.split("."):
@@ -66,6 +76,17 @@ def test_every_stage_has_a_flow_and_declares_it(repo_root):
         ({"evaluate": {"levels": [0, 6]}}, "evaluate.levels = [0, 6]"),
         ({"align": {"variants": {"x": {"peft": "none", "token_weights": "bmc", "allo": {"forget": False}}}}},
          "ALLO's losses do not combine with BMC's"),
+        ({"align": {"allo_variants": {"x": {"peft": "lora", "allo": {"forget": False}}}}},
+         "align.allo_variants.x = "),  # merged into align.variants when validated, named where the file has it
+        ({"align": {"allo_variants": {"x": {"peft": "none", "allo": {"learn_ratio": 7}}}}},
+         "align.allo_variants.x.allo.learn_ratio = 7.0: not among neurons.ratios"),
+        ({"align": {"variants": {"x": {"peft": "none"}}, "allo_variants": {"x": {"peft": "none", "allo": {}}}}},
+         "variant name(s) ['x'] appear in both align.variants and align.allo_variants"),
+        ({"align": {"allo_variants": {"x": {"peft": "none"}}}}, "align.allo_variants ['x'] have no allo settings"),
+        ({"align": {"variants": {"sft": {"peft": "none"}}}}, "align variant name(s) ['sft']: base, sft and mix_*"),
+        ({"report": {"labels": {"nope": "N"}}}, "report.labels names ['nope'], which are not evaluated models"),
+        ({"report": {"labels": {"base": "S", "sft": "S"}}}, "row label(s) ['S'] name more than one model"),
+        ({"report": {"reference": "nope"}}, "report.reference = 'nope': not base, sft or an align variant"),
         ({"evaluate": {"confidence": 1.5}}, "evaluate.confidence = 1.5"),
         ({"model": {"dtype": "float8"}}, "model.dtype = 'float8'"),
         ({"modle": {}}, "unknown key 'modle' (did you mean 'model'?)"),
@@ -133,3 +154,55 @@ def test_trainer_overrides_are_checked_without_importing_the_trainer_stack_once_
     assert runs[1].splitlines() == ["rejected", "not imported"]  # later starts read it
     assert sorted(p.name.split("-", 2)[2] for p in (tmp_path / "schema").iterdir()) == ["DPOConfig.json",
                                                                                           "SFTConfig.json"]
+
+
+def test_variants_have_one_source(repo_root):
+    """params.yaml is the only list of variants: the typed model has none of its own; both dicts merge in order."""
+    assert validate_params({}).align.variants == {}
+    params = load_params(repo_root / "params.yaml")
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())["align"]
+    assert list(params.align.variants) == [*raw["variants"], *raw["allo_variants"]]
+    assert all(params.align.variant(n).allo is not None for n in raw["allo_variants"])
+    assert not any(params.align.variant(n).allo for n in raw["variants"])
+    assert params.align.key("allo") == "align.allo_variants.allo"
+    assert params.align.key("global") == "align.variants.global"
+    dumped = params.model_dump()["align"]  # written back as the file spells it
+    assert list(dumped["variants"]) == list(raw["variants"])
+    assert list(dumped["allo_variants"]) == list(raw["allo_variants"])
+    with pytest.raises(ConfigError, match=r"unknown align variant 'nope'; params\.yaml align\.variants has \["):
+        params.align.variant("nope")
+
+
+def test_allo_variant_in_the_plain_dict_is_refused(tmp_path):
+    """dvc.yaml's align@ stages lack the ALLO inputs: a params file must list ALLO variants under allo_variants."""
+    path = tmp_path / "params.yaml"
+    path.write_text("align:\n  variants:\n    x: {peft: none, allo: {forget: false}}\n")
+    with pytest.raises(ConfigError, match=r"align\.variants \['x'\] have allo settings: ALLO variants go under "
+                       r"align\.allo_variants"):
+        load_params(path)
+
+
+def test_a_new_variant_is_one_params_entry(repo_root, tmp_path):
+    """One entry in align.variants: DVC makes its align@ and evaluate_align@ stages, the report its rows."""
+    import subprocess
+    import sys
+
+    from alignpipe.report.rows import bmc_rows, followbench_rows, hierarchical_rows
+
+    for name in ("dvc.yaml", "params.yaml"):
+        (tmp_path / name).write_bytes((repo_root / name).read_bytes())
+    text = (tmp_path / "params.yaml").read_text()
+    anchor = "    global_bmc: {peft: lora, block: global, pairs: bridged, token_weights: bmc}"
+    assert anchor in text
+    (tmp_path / "params.yaml").write_text(text.replace(anchor, anchor + "\n    mid_bmc: {peft: lora, block: mid, "
+                                                                        "pairs: bridged, token_weights: bmc}"))
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True)
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path, check=True,
+                            capture_output=True, text=True).stdout.split()
+    assert {"align@mid_bmc", "evaluate_align@mid_bmc"} <= set(listed)
+    assert not any("mid_bmc" in s for s in listed if not s.startswith(("align@", "evaluate_align@")))
+    params = load_params(tmp_path / "params.yaml")
+    assert list(followbench_rows(params))[-7:] == ["mid_bmc", "allo", "allo_no_mask", "allo_no_token_weights",
+                                                   "allo_no_forget", "dpo_top10", "global_allo"]
+    assert bmc_rows(params)["mid_bmc"] == "mid_bmc" and "mid_bmc" not in hierarchical_rows(params)

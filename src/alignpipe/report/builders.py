@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from alignpipe.evaluate.followbench.tables import write_report
+from alignpipe.report import datasource, methods
 from alignpipe.report.lte import lte_markdown, lte_table
 from alignpipe.report.plots import hsr_by_level
+from alignpipe.report.rows import allo_rows, bmc_rows, hierarchical_rows, label, mixture_rows
 from alignpipe.report.sections import (
     Context,
     Table,
@@ -49,8 +52,6 @@ def followbench_official(ctx: Context) -> Table:
     official = {label: m for label, m in ctx.metrics.items() if m.get("benchmark") == "followbench"}
     if not official:
         return not_produced("followbench_official", "no model evaluated with evaluate.benchmark: followbench")
-    from alignpipe.evaluate.followbench.tables import write_report
-
     files = write_report(ctx.out, official)
     md = (ctx.out / "followbench_official.md").read_text(encoding="utf-8")
     md = "\n".join(line for line in md.splitlines() if not line.startswith("# "))  # its own H1 is the section's
@@ -62,16 +63,14 @@ def followbench_official(ctx: Context) -> Table:
 def hierarchical(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.hierarchical:
-        return not_produced("hierarchical", "report.hierarchical is empty")
-    from alignpipe.stages.report import hierarchical as build
-
-    h_table, h_md, pairwise_info = build(ctx.params, ctx.eval_dir, ctx.metrics, ctx.world_dir)
+        return not_produced("hierarchical", "report.hierarchical is false")
+    h_table, h_md, pairwise_info = methods.hierarchical(ctx.params, ctx.eval_dir, ctx.metrics, ctx.world_dir)
     files = write_table(ctx, "hierarchical", "Hierarchical Alignment (built-in world)", h_md, to_csv(h_table))
     for name, artifacts in pairwise_info["artifacts"].items():  # the pairwise judge's raw outputs
         path = Path("pairwise") / f"{name}.jsonl"
         write_jsonl(ctx.out / path, artifacts)
         files.append(str(path))
-    rows = {ctx.params.report.rows[n]: ctx.metrics[ctx.params.report.rows[n]] for n in cfg.hierarchical}
+    rows = {row: ctx.metrics[row] for row in hierarchical_rows(ctx.params).values()}
     return produced("hierarchical", h_md, files, models_of(rows), data_of(rows),
                     f"pointwise: {judges_of(rows)}; pairwise: {pairwise_info['judge']}",
                     f"{pairwise_info['sample']}; pointwise: {sizes_of(rows)}")
@@ -81,27 +80,28 @@ def hierarchical(ctx: Context) -> Table:
 def bmc(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.bmc:
-        return not_produced("bmc", "report.bmc is empty")
-    from alignpipe.stages.report import bmc as build
-
-    b_table, b_md = build(ctx.params, ctx.eval_dir, ctx.metrics)
+        return not_produced("bmc", "report.bmc is false")
+    if not any(v.is_bmc for v in ctx.params.align.variants.values()):
+        return not_produced("bmc", "no BMC variant (pairs: bridged or token_weights: bmc) in align.variants")
+    b_table, b_md = methods.bmc(ctx.params, ctx.eval_dir, ctx.metrics)
     files = write_table(ctx, "bmc", "BMC: bridging and modeling correlations (built-in world)", b_md, to_csv(b_table))
-    rows = {cfg.rows[n]: ctx.metrics[cfg.rows[n]] for n in dict.fromkeys([*cfg.bmc, cfg.reference])}
+    names = dict.fromkeys([*bmc_rows(ctx.params), cfg.reference])
+    rows = {label(ctx.params, n): ctx.metrics[label(ctx.params, n)] for n in names}
     return produced("bmc", b_md, files, models_of(rows), data_of(rows),
                     f"pointwise: {judges_of(rows)}; pairwise: stored pointwise scores compared (tie margin "
-                    f"{cfg.tie_margin})", f"vs {cfg.rows[cfg.reference]}; {sizes_of(rows)}")
+                    f"{cfg.tie_margin})", f"vs {label(ctx.params, cfg.reference)}; {sizes_of(rows)}")
 
 
 @register("allo", "ALLO: preference neurons, token weights, forget then learn")
 def allo(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.allo:
-        return not_produced("allo", "report.allo is empty")
-    from alignpipe.stages.report import allo as build
-
-    a_table, a_md = build(ctx.params, ctx.align_dir, ctx.metrics)
+        return not_produced("allo", "report.allo is false")
+    if not any(v.allo is not None for v in ctx.params.align.variants.values()):
+        return not_produced("allo", "no ALLO variant in align.allo_variants")
+    a_table, a_md = methods.allo(ctx.params, ctx.align_dir, ctx.metrics)
     files = write_table(ctx, "allo", "ALLO (built-in world)", a_md, to_csv(a_table))
-    rows = {cfg.rows[n]: ctx.metrics[cfg.rows[n]] for n in cfg.allo}
+    rows = {row: ctx.metrics[row] for row in allo_rows(ctx.params).values()}
     return produced("allo", a_md, files, models_of(rows), data_of(rows), f"pointwise: {judges_of(rows)}",
                     sizes_of(rows))
 
@@ -110,18 +110,19 @@ def allo(ctx: Context) -> Table:
 def mixtures(ctx: Context) -> Table:
     cfg = ctx.params.report
     if not cfg.data_sources:
-        return not_produced("mixtures", "report.data_sources is empty")
-    from alignpipe.report import datasource
-
-    d_metrics = datasource.load(cfg.data_sources, ctx.eval_dir, ctx.mix_dir)
+        return not_produced("mixtures", "report.data_sources is false")
+    mixtures = mixture_rows(ctx.params)
+    if not mixtures:
+        return not_produced("mixtures", "sft_mix.mixtures is empty")
+    d_metrics = datasource.load(mixtures, ctx.eval_dir, ctx.mix_dir)
     d_table = datasource.datasource_table(d_metrics)
     md = datasource.to_markdown(d_table, d_metrics)
     files = write_table(ctx, "datasources", "Data sources: seed, Lion and WebR SFT data (built-in world)", md,
                         to_csv(d_table))
-    names = ", ".join(f"{label} (`{ctx.mix_dir}/{name}/model`)" for name, label in cfg.data_sources.items())
+    names = ", ".join(f"{row} (`{ctx.mix_dir}/{name}/model`)" for name, row in mixtures.items())
     return produced("mixtures", md, files, names, "built-in world evaluation pool",
                     "world judge (pointwise); relative score: roles.referee vs the stored teacher answers",
-                    f"{len(cfg.data_sources)} mixtures")
+                    f"{len(mixtures)} mixtures")
 
 
 @register("lte", "LTE knowledge editing")

@@ -1,9 +1,10 @@
 """The data-source table (WebR's Table 1 / Lion's Table 1 in spirit): one SFT policy per data mixture.
 
-Rows are ``report.data_sources`` (mixture -> label, e.g. Seed only / + Lion / + WebR / + Lion + WebR). Columns:
-FollowBench HSR Avg / SSR Avg (percent) and CSL, the judge's Fluency / Factuality / Coherence (1-10), all from
-``data/evaluate/mix_<name>/metrics.json``; then the relative score vs the teacher (Lion's measure,
-100 x sum student / sum teacher referee scores on Lion's eval subset) from ``data/sft_mix/<name>/metrics.json``;
+Rows are the ``sft_mix.mixtures`` entries (labels: ``report.labels.mix_<name>``, e.g. Seed only / + Lion /
++ WebR / + Lion + WebR). Columns: FollowBench HSR Avg / SSR Avg (percent) and CSL, the judge's Fluency /
+Factuality / Coherence (1-10), all from ``data/evaluate/mix_<name>/metrics.json``; then the relative score vs the
+teacher (Lion's measure, 100 x sum student / sum teacher referee scores on Lion's eval subset) from
+``data/sft_mix/<name>/metrics.json``;
 then the sample sizes: SFT rows trained on, FollowBench groups / instructions, referee-scored eval prompts.
 Nothing is computed here beyond reading and formatting.
 """
@@ -35,8 +36,8 @@ def load(rows: Mapping[str, str], eval_dir: str | Path = "data/evaluate",
              for name in rows}
     missing = [str(p) for pair in paths.values() for p in pair if not p.is_file()]
     if missing:
-        raise DataError(f"report.data_sources lists mixture(s) without metrics: {', '.join(missing)} not found "
-                        "(run their sft_mix@<name> and evaluate@mix_<name> stages)")
+        raise DataError(f"sft_mix.mixtures lists mixture(s) without metrics: {', '.join(missing)} not found "
+                        "(run their sft_mix@<name> and evaluate_mix@<name> stages)")
     return {label: (read_json(paths[name][0]), {**read_json(paths[name][1]), "_name": name})
             for name, label in rows.items()}
 

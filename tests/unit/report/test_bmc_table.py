@@ -1,4 +1,5 @@
-"""The report's BMC table: rows DPO, DPO-BC, DPO-MC, DPO-BMC, Global+BMC with the hierarchical table's columns."""
+"""The report's BMC table: rows DPO, DPO-BC, DPO-MC, DPO-BMC, Global+BMC with the hierarchical table's columns,
+picked from the variants by method (the plain full-parameter baseline, then the BMC variants)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import io
 import pandas as pd
 import pytest
 
-from alignpipe.config import ConfigError, Params, ReportSection, validate_params
+from alignpipe.config import ConfigError, validate_params
 from alignpipe.stages import report as stage
 from alignpipe.utils.io import write_json, write_jsonl
 
 NAMES = {"sft": "SFT", "dpo_full": "Full-DPO", "dpo_bc": "DPO-BC", "dpo_mc": "DPO-MC", "dpo_bmc": "DPO-BMC",
-         "global_bmc": "Global+BMC"}
-BMC_ROWS = ["dpo_full", "dpo_bc", "dpo_mc", "dpo_bmc", "global_bmc"]
+         "global_bmc": "Global+BMC", "base": "Base", "local": "Local-Align"}  # base, local: in no BMC row
+VARIANTS = {"dpo_full": {"peft": "none"}, "local": {"peft": "lora", "block": "local"},
+            "dpo_bc": {"peft": "none", "pairs": "bridged"}, "dpo_mc": {"peft": "none", "token_weights": "bmc"},
+            "dpo_bmc": {"peft": "none", "pairs": "bridged", "token_weights": "bmc"},
+            "global_bmc": {"peft": "lora", "block": "global", "pairs": "bridged", "token_weights": "bmc"}}
 
 
 def _metrics(flu, coh):
@@ -34,12 +38,13 @@ def eval_dir(tmp_path):
 
 
 def test_bmc_table(eval_dir, tmp_path):
-    params = Params(report=ReportSection(rows=NAMES, bmc=BMC_ROWS, bmc_labels={"dpo_full": "DPO"}, reference="sft"))
+    params = validate_params({"align": {"variants": VARIANTS}, "report": {
+        "labels": NAMES, "bmc": True, "bmc_labels": {"dpo_full": "DPO"}, "reference": "sft"}})
     out = tmp_path / "report"
     stage.run(params, eval_dir=eval_dir, out_dir=out)
     md = (out / "bmc.md").read_text()
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:]
-    assert rows == ["DPO", "DPO-BC", "DPO-MC", "DPO-BMC", "Global+BMC"]  # SFT is the baseline, not a row
+    assert rows == ["DPO", "DPO-BC", "DPO-MC", "DPO-BMC", "Global+BMC"]  # SFT is the baseline, not a row; no LoRA
     header = next(line for line in md.splitlines() if line.startswith("| Model"))
     h_cols = (out / "bmc.csv").read_text().splitlines()[0]
     assert h_cols == ("Model,Fluency,Factuality,Coherence,Fluency W/T/L,Factuality W/T/L,Coherence W/T/L,HSR Avg,"
@@ -50,8 +55,16 @@ def test_bmc_table(eval_dir, tmp_path):
     assert csv.loc["DPO-BC", "Alignment tax"] == pytest.approx(-0.5)  # coherence 6.5 vs SFT's 7.0, fluency rose
 
 
-def test_bmc_names_must_be_rows():
-    with pytest.raises(ConfigError, match="bmc names \\['dpo_bmc'\\]"):
-        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": ["dpo_bmc"]}})
-    with pytest.raises(ConfigError, match="bmc_labels names \\['sft'\\]"):
-        validate_params({"report": {"rows": {"sft": "SFT"}, "bmc": [], "bmc_labels": {"sft": "S"}}})
+def test_bmc_labels_must_name_rows():
+    with pytest.raises(ConfigError, match="bmc_labels names \\['sft'\\], which are not rows of the BMC table "
+                       "\\['dpo_full', 'dpo_bc'\\]"):
+        validate_params({"align": {"variants": {k: VARIANTS[k] for k in ("dpo_full", "dpo_bc")}},
+                         "report": {"bmc": True, "bmc_labels": {"sft": "S"}}})
+
+
+def test_bmc_table_without_bmc_variants_is_not_produced(eval_dir, tmp_path):
+    params = validate_params({"align": {"variants": {"dpo_full": {"peft": "none"}}}, "report": {"bmc": True}})
+    stage.run(params, eval_dir=eval_dir, out_dir=tmp_path / "report")
+    assert not (tmp_path / "report" / "bmc.md").exists()
+    assert "Not produced: no BMC variant (pairs: bridged or token_weights: bmc) in align.variants." in (
+        tmp_path / "report" / "README.md").read_text()

@@ -55,9 +55,11 @@ def test_table_values_order_and_sizes(tmp_path):
 
 def test_report_writes_markdown_and_csv(tmp_path):
     _write(tmp_path)
-    write_json(tmp_path / "evaluate" / "sft" / "metrics.json", {"hsr_avg": 0.25, "n_groups": 12, "n_instructions": 60})
-    params = validate_params({"report": {"rows": {"sft": "SFT"}, "hierarchical": [], "bmc": [], "bmc_labels": {},
-                                         "lte": False, "data_sources": LABELS},
+    for name in ("base", "sft"):
+        write_json(tmp_path / "evaluate" / name / "metrics.json", {"hsr_avg": 0.25, "n_groups": 12,
+                                                                   "n_instructions": 60})
+    # The rows are the sft_mix.mixtures entries; their labels those of the evaluated models mix_<name>.
+    params = validate_params({"report": {"data_sources": True, "labels": {f"mix_{k}": v for k, v in LABELS.items()}},
                               "synthesize": {"lion": {"rounds": 1}}, "sft_mix": {"mixtures": MIXTURES}})
     stage.run(params, eval_dir=tmp_path / "evaluate", out_dir=tmp_path / "report", mix_dir=tmp_path / "sft_mix")
     md = (tmp_path / "report" / "datasources.md").read_text()
@@ -68,8 +70,8 @@ def test_report_writes_markdown_and_csv(tmp_path):
     csv = pd.read_csv(io.StringIO((tmp_path / "report" / "datasources.csv").read_text()))
     assert list(csv["Data"]) == list(LABELS.values()) and csv["HSR Avg"].tolist() == [25.0, 31.25, 40.0]
     # Without report.data_sources: no table; a listed mixture without metrics is named.
-    params = validate_params({"report": {"rows": {"sft": "SFT"}, "hierarchical": [], "bmc": [], "bmc_labels": {},
-                                         "lte": False}})
+    params = validate_params({"report": {"data_sources": False}, "synthesize": {"lion": {"rounds": 1}},
+                              "sft_mix": {"mixtures": MIXTURES}})
     stage.run(params, eval_dir=tmp_path / "evaluate", out_dir=tmp_path / "r2", mix_dir=tmp_path / "sft_mix")
     assert not (tmp_path / "r2" / "datasources.md").exists()
     with pytest.raises(DataError, match=r"mix_nope/metrics.json.*sft_mix@<name>"):

@@ -1,4 +1,4 @@
-"""The report stage from two fake metrics.json files: tables, CSV, plot, README, errors."""
+"""The report stage from fake metrics.json files: tables, CSV, plot, README, rows from the variants, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from alignpipe.config import Params, ReportSection
+from alignpipe.config import Params, validate_params
 from alignpipe.stages import report as stage
 from alignpipe.utils.io import DataError, write_json
 
@@ -48,8 +48,8 @@ def eval_dir(tmp_path):
     return root
 
 
-def _params(rows):
-    return Params(report=ReportSection(rows=rows))
+def _params(labels: dict[str, str], variants: dict | None = None) -> Params:
+    return validate_params({"report": {"labels": labels}, "align": {"variants": variants or {}}})
 
 
 def test_report_tables_and_files(eval_dir, tmp_path):
@@ -97,13 +97,18 @@ def test_report_tables_and_files(eval_dir, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_row_order_follows_params(eval_dir, tmp_path):
-    table = stage.run(_params({"sft": "SFT", "base": "Base"}), eval_dir=eval_dir, out_dir=tmp_path / "r")
-    assert list(table) == ["SFT", "Base"]
-    assert (tmp_path / "r" / "followbench.csv").read_text().splitlines()[1].startswith("SFT,75.0000")
+def test_rows_are_base_sft_then_the_variants_in_params_order(eval_dir, tmp_path):
+    """A new variant is one entry in align.variants: it becomes a row (labelled by its name unless report.labels
+    names it), with no list to edit in report:."""
+    write_json(eval_dir / "zeta" / "metrics.json", BASE)
+    write_json(eval_dir / "alpha" / "metrics.json", SFT)
+    params = _params({"alpha": "Alpha-DPO"}, {"zeta": {"peft": "lora"}, "alpha": {"peft": "none"}})
+    table = stage.run(params, eval_dir=eval_dir, out_dir=tmp_path / "r")
+    assert list(table) == ["base", "sft", "zeta", "Alpha-DPO"]
+    assert (tmp_path / "r" / "followbench.csv").read_text().splitlines()[4].startswith("Alpha-DPO,75.0000")
 
 
 def test_missing_metrics_names_the_file(eval_dir, tmp_path):
     with pytest.raises(DataError, match=r"evaluate/dpo/metrics\.json not found"):
-        stage.run(_params({"sft": "SFT", "dpo": "DPO"}), eval_dir=eval_dir, out_dir=tmp_path / "r")
+        stage.run(_params({}, {"dpo": {"peft": "none"}}), eval_dir=eval_dir, out_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()

@@ -41,9 +41,10 @@ def test_lte_table_values_and_order():
 
 def test_report_writes_lte_files(tmp_path):
     eval_dir = tmp_path / "evaluate"
-    write_json(eval_dir / "sft" / "metrics.json", {"hsr_avg": 0.5, "n_groups": 1, "n_instructions": 5})
+    for name in ("base", "sft"):
+        write_json(eval_dir / name / "metrics.json", {"hsr_avg": 0.5, "n_groups": 1, "n_instructions": 5})
     write_json(tmp_path / "edit_eval" / "metrics.json", METRICS)
-    params = Params(report=ReportSection(rows={"sft": "SFT"}, lte=True))
+    params = Params(report=ReportSection(lte=True))
     stage.run(params, eval_dir=eval_dir, out_dir=tmp_path / "report", edit_eval_dir=tmp_path / "edit_eval")
     md = (tmp_path / "report" / "lte.md").read_text()
     assert "| batch | 6 | LTE | 83.3 | 25.0 | 50.0 | 2.75 |" in md
@@ -51,9 +52,9 @@ def test_report_writes_lte_files(tmp_path):
     csv = pd.read_csv(io.StringIO((tmp_path / "report" / "lte.csv").read_text()))
     assert list(csv.columns) == ["Mode", "Edits", "Method", "Edit Succ.", "Portability", "Locality", "Fluency",
                                  "Questions"]
-    params = Params(report=ReportSection(rows={"sft": "SFT"}, lte=False))
+    params = Params(report=ReportSection(lte=False))
     stage.run(params, eval_dir=eval_dir, out_dir=tmp_path / "r2", edit_eval_dir=tmp_path / "missing")
     assert not (tmp_path / "r2" / "lte.md").exists()
     with pytest.raises(DataError, match="file not found"):
-        stage.run(Params(report=ReportSection(rows={"sft": "SFT"}, lte=True)), eval_dir=eval_dir,
+        stage.run(Params(report=ReportSection(lte=True)), eval_dir=eval_dir,
                   out_dir=tmp_path / "r3", edit_eval_dir=tmp_path / "missing")

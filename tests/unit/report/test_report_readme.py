@@ -16,7 +16,7 @@ from alignpipe.world import Oracle, build_world
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A small saved world, two evaluated 'models' (teacher answers vs bare names) and synthesize metrics."""
+    """A small saved world, three evaluated 'models' (teacher answers vs bare names) and synthesize metrics."""
     root = tmp_path_factory.mktemp("report-inputs")
     world = build_world(7, WorldSection(n_entities=12, train_groups_per_category=2, eval_groups_per_category=1,
                                         corpus_paraphrases=1))
@@ -24,7 +24,8 @@ def inputs(tmp_path_factory):
     recs = [r for r in world.eval if r["level"] >= 1]
     oracle = Oracle(world.kb)
     cfg = EvaluateSection(bootstrap_samples=0)
-    for name, responses in (("sft", [oracle.answer(r) for r in recs]),
+    for name, responses in (("base", [world.kb.name(r["entity_ids"][0]) for r in recs]),
+                            ("sft", [oracle.answer(r) for r in recs]),
                             ("dpo", [world.kb.name(r["entity_ids"][0]) for r in recs])):
         rows = evaluate.score(recs, responses, world.kb)
         config = {"model_dir": f"data/{name}/model", "world_dir": str(root / "world"), "judge": evaluate.JUDGE}
@@ -41,8 +42,9 @@ def inputs(tmp_path_factory):
 
 def _run(root, out, pairwise_judge):
     params = validate_params({"seed": 7, "evaluate": {"bootstrap_samples": 0}, "report": {
-        "rows": {"sft": "SFT", "dpo": "DPO"}, "hierarchical": ["sft", "dpo"], "reference": "sft", "lte": False,
-        "pairwise_judge": pairwise_judge}, "roles": {"cache_dir": str(root / "llm")}})
+        "labels": {"sft": "SFT", "dpo": "DPO"}, "hierarchical": True, "bmc": True, "allo": True, "reference": "sft",
+        "lte": False, "pairwise_judge": pairwise_judge}, "align": {"variants": {"dpo": {"peft": "none"}}},
+        "roles": {"cache_dir": str(root / "llm")}})
     report.run(params, eval_dir=root / "evaluate", out_dir=out, edit_eval_dir=root / "none",
                synth_dir=root / "synthesize", world_dir=root / "world")
     return (out / "README.md").read_text()
@@ -54,9 +56,9 @@ def test_readme_lists_every_table_with_provenance(inputs, tmp_path):
     index = {line.split("](#")[1].split(")")[0]: line for line in text.splitlines() if line.startswith("| [")}
     assert list(index) == ["followbench", "followbench_official", "hierarchical", "bmc", "allo", "mixtures",
                            "lte", "data_sources"]
-    assert "not produced: report.data_sources is empty" in index["mixtures"]
-    assert "not produced: report.bmc is empty" in index["bmc"]
-    assert "not produced: report.allo is empty" in index["allo"]
+    assert "not produced: report.data_sources is false" in index["mixtures"]
+    assert "not produced: no BMC variant (pairs: bridged or token_weights: bmc) in align.variants" in index["bmc"]
+    assert "not produced: no ALLO variant in align.allo_variants" in index["allo"]
     assert "| produced |" in index["followbench"] and "[hsr_by_level.png](hsr_by_level.png)" in index["followbench"]
     assert "SFT (`data/sft/model`), DPO (`data/dpo/model`)" in index["followbench"]
     assert f"SFT: {len({r['group_id'] for r in read_jsonl(root / 'evaluate/sft/generations.jsonl')})} groups" \

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import yaml
 
 from alignpipe.config import ArchitectureSection, Params, TokenizerSection, validate_params
 
@@ -54,7 +55,12 @@ def build_sft_dir(directory: Path, n_layers: int = 6, hidden: int = 32, seed: in
     return directory
 
 
+# The plain variants of params.yaml (the one source of variants: the typed model has no defaults of its own).
+REPO_VARIANTS = yaml.safe_load((Path(__file__).resolve().parents[3] / "params.yaml").read_text())["align"]["variants"]
+
+
 def make_params(**align) -> Params:
+    align.setdefault("variants", REPO_VARIANTS)
     trainer = {"per_device_train_batch_size": 4, "max_steps": -1, "num_train_epochs": 1, "logging_steps": 1,
                "save_steps": 2, "precompute_ref_batch_size": 8}
     trainer.update(align.pop("trainer", {}))

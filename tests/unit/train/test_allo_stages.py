@@ -146,5 +146,5 @@ def test_allo_config_errors():
         validate_params({"neurons": {"ratios": [0, 5]}})
     with pytest.raises(ConfigError, match="rewards.trainer.leraning_rate"):
         validate_params({"rewards": {"trainer": {"leraning_rate": 1e-4}}})
-    with pytest.raises(ConfigError, match=r"allo names \[.nope.\], which are not in report.rows"):
-        validate_params({"report": {"rows": {"sft": "SFT"}, "allo": ["nope"]}})
+    with pytest.raises(ConfigError, match=r"report.labels names \[.nope.\], which are not evaluated models"):
+        validate_params({"report": {"labels": {"nope": "N"}, "allo": True}})

@@ -102,7 +102,7 @@ def test_mixture_params_are_validated():
         _params({"late": ["lion_r2"]})
     with pytest.raises(ConfigError, match=r"'webr' needs synthesize.webr.enabled"):
         validate_params({"synthesize": {"webr": {"enabled": False}}, "sft_mix": {"mixtures": {"w": ["webr"]}}})
-    with pytest.raises(ConfigError, match=r"report.data_sources names \['nope'\]"):
-        validate_params({"report": {"data_sources": {"nope": "N"}}})
+    with pytest.raises(ConfigError, match=r"report.labels names \['mix_nope'\]"):
+        validate_params({"report": {"labels": {"mix_nope": "N"}}})
     with pytest.raises(ConfigError, match=r"no mixture 'zzz'"):
         sft_mix.get_mixture(_params({}), "zzz")
