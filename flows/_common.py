@@ -31,33 +31,26 @@ from typing import Any
 
 from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params
 from alignpipe.llm.base import LLMError
+from alignpipe.llm.fanout import call
 from alignpipe.utils.env import apply_offline_env
 from alignpipe.utils.io import DataError, dumps, write_json
 from alignpipe.utils.seed import set_threads
 from alignpipe_ops import dvcstate, netaudit, runlog
+from flows import STARTED
 
-# When a flow's process started, as near as Python code can tell: `flows/<stage>.py` imports this module first.
-_PROCESS_START = time.time()
 _TIMINGS: dict[str, float] = {}
 
 BAD_INPUT = (ConfigError, DataError, LLMError)  # errors that name the bad key / file:line / role: no traceback
 
 
-def _call_role(spec: dict, request: Any) -> Any:
-    """One remote role call (with its retries), run wherever the flow's task runner puts it."""
-    from alignpipe.llm.fanout import call
-
-    return call(spec, request)
-
-
 @cache
 def _llm_call() -> Any:
-    """The Prefect task of one role call (made on first use: Prefect is imported only once a flow runs)."""
+    """The Prefect task of one remote role call with its retries (``alignpipe.llm.fanout.call``), run wherever the
+    flow's task runner puts it; made on first use, as Prefect is imported only once a flow runs."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(_call_role, name="llm_call", cache_policy=NO_CACHE, persist_result=False,
-                task_run_name="llm-{spec[role]}")
+    return task(call, name="llm_call", cache_policy=NO_CACHE, persist_result=False, task_run_name="llm-{spec[role]}")
 
 
 def fan_out(spec: dict) -> Callable[[list], Iterator[tuple[int, Any]]]:
@@ -111,14 +104,15 @@ def params_summary(params: Params, path: str) -> str:
 
 
 def _write_timings(name: str) -> dict:
+    """Write this run's timings (``flow_to_first_task_s``: flow start -> the stage's ``run()``); returns them."""
     end = time.time()
-    t = {"process_start": _PROCESS_START, **_TIMINGS, "end": end}
+    flow_start = _TIMINGS.get("flow_start", end)
     record = {
         "stage": name,
         "prefect_server": os.environ.get("PREFECT_API_URL", "ephemeral"),
-        "process_to_flow_s": round(t.get("flow_start", end) - _PROCESS_START, 3),
-        "flow_to_first_task_s": round(t.get("first_task_start", end) - t.get("flow_start", end), 3),
-        "total_s": round(end - _PROCESS_START, 3),
+        "process_to_flow_s": round(flow_start - STARTED, 3),
+        "flow_to_first_task_s": round(_TIMINGS.get("run_start", end) - flow_start, 3),
+        "total_s": round(end - STARTED, 3),
     }
     out = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "timings"
     write_json(out / f"{name}.json", record)  # atomic: a kill as the stage ends leaves the old file, never a torn one
@@ -159,17 +153,17 @@ def run_flow(stage: str, name: str, params: Params, params_path: str, run: Calla
         kwargs["fan_out"] = fan_out
         options["task_runner"] = task_runner(params)
 
-    def stage_flow(args: dict[str, Any]) -> dict:  # `args` only shows the CLI args as the run's parameters
+    def stage_flow(cli_args: dict[str, Any]) -> dict:  # the run's parameters in Prefect: the CLI args, for the UI
         _TIMINGS["flow_start"] = time.time()
         get_run_logger().info(params_summary(params, params_path))
-        _TIMINGS["first_task_start"] = time.time()
+        _TIMINGS["run_start"] = time.time()
         return run(params, **kwargs)
 
     summary = (sys.modules[run.__module__].__doc__ or "").strip().split("\n\n")[0]  # the stage's docstring
     prefect_flow = flow(stage_flow, name=stage, flow_run_name=lambda: name, description=summary or None,
                         log_prints=False, validate_parameters=False, persist_result=False, **options)
     with tags(name):
-        return prefect_flow(args)
+        return prefect_flow(cli_args=args)
 
 
 def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None, *,
