@@ -1,102 +1,65 @@
-"""The one adapter between the library and Prefect: task/flow decorators, params loading, CLI, timings.
+"""The one adapter between the library and Prefect: ``python -m flows.<stage>`` runs one stage as one flow.
 
-Flows stay thin: each `flows/<stage>.py` chains a few `@stage_task` steps that call library functions.
-Timings (process start -> flow start -> first task -> end) are written to `.cache/alignpipe/timings/`, and
-each run's start and end to its run record (`.cache/alignpipe/runs/<stage>.jsonl`, `alignpipe_ops.runlog`),
+Every ``flows/<stage>.py`` is ``main("<stage>", _args)``. :func:`main` parses ``--params`` and the stage's own
+arguments, validates the whole params file (a mistake fails in well under a second, before Prefect, torch or the
+stage are imported), imports ``alignpipe.stages.<stage>`` and runs one Prefect flow, named after the stage
+instance (``align@global``), that calls the stage's ``run(params, **args)`` once.
+
+Prefect is imported inside the functions here, never at module level: :func:`main` first applies the offline
+environment and installs the network audit, which must be in place before Prefect (and through the stages
+transformers and datasets) read their settings or open a connection.
+
+Timings (process start -> flow start -> the stage's ``run()`` -> end) are written to ``.cache/alignpipe/timings/``,
+and each run's start and end to its run record (``.cache/alignpipe/runs/<stage>.jsonl``, ``alignpipe_ops.runlog``),
 never into DVC outputs, so outputs stay byte-identical across runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib
+import inspect
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-_PROCESS_START = time.time()
-
-from alignpipe.utils.env import apply_offline_env  # noqa: E402
-from alignpipe_ops.netaudit import install_from_env  # noqa: E402
-
-apply_offline_env()  # before Prefect, transformers and datasets read their settings
-install_from_env()  # ALIGNPIPE_NET_AUDIT=<file>: record any network attempt beyond 127.0.0.1
-
-from prefect import Task, flow, get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.utilities.annotations import opaque  # noqa: E402
-
-from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params  # noqa: E402
-from alignpipe.llm.base import LLMError  # noqa: E402
-from alignpipe_ops import dvcstate
-from alignpipe_ops import runlog  # noqa: E402
-from alignpipe.utils.io import DataError, dumps, write_json  # noqa: E402
-from alignpipe.utils.seed import set_threads  # noqa: E402
+from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params
+from alignpipe.llm.base import LLMError
+from alignpipe.llm.fanout import call
+from alignpipe.utils.env import apply_offline_env
+from alignpipe.utils.io import DataError, dumps, write_json
+from alignpipe.utils.seed import set_threads
+from alignpipe_ops import dvcstate, netaudit, runlog
+from flows import STARTED
 
 _TIMINGS: dict[str, float] = {}
 
-
-class _StageTask(Task):
-    """A task whose arguments Prefect resolves without walking into them.
-
-    Prefect visits every element of a task's arguments looking for futures to resolve; the pipeline passes whole
-    worlds, pools and response lists between its steps (never futures inside them), and that walk cost seconds
-    per stage. ``opaque`` keeps the resolution of a top-level future and skips the walk.
-    """
-
-    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
-        return super().__call__(*(opaque(a) for a in args), return_state=return_state, wait_for=wait_for,
-                                **{k: opaque(v) for k, v in kwargs.items()})
+BAD_INPUT = (ConfigError, DataError, LLMError)  # errors that name the bad key / file:line / role: no traceback
 
 
-def stage_task(fn: Callable | None = None, **kwargs: Any) -> Any:
-    """A Prefect task for a pipeline step: no Prefect-side caching or result persistence (DVC caches)."""
-    opts = {"cache_policy": NO_CACHE, "persist_result": False, **kwargs}
+@cache
+def _llm_call() -> Any:
+    """The Prefect task of one remote role call with its retries (``alignpipe.llm.fanout.call``), run wherever the
+    flow's task runner puts it; made on first use, as Prefect is imported only once a flow runs."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
 
-    def wrap(f: Callable) -> Any:
-        def timed(*a: Any, **kw: Any) -> Any:
-            _TIMINGS.setdefault("first_task_start", time.time())
-            return f(*a, **kw)
-
-        timed.__name__, timed.__doc__, timed.__module__ = f.__name__, f.__doc__, f.__module__
-        timed.__wrapped__ = f  # type: ignore[attr-defined]
-        return _StageTask(fn=timed, name=f.__name__, **opts)
-
-    return wrap(fn) if fn is not None else wrap
+    return task(call, name="llm_call", cache_policy=NO_CACHE, persist_result=False, task_run_name="llm-{spec[role]}")
 
 
-def stage_flow(name: str) -> Callable:
-    """A Prefect flow for one pipeline stage (no retries at flow level; tasks decide)."""
-
-    def wrap(f: Callable) -> Any:
-        def timed(*a: Any, **kw: Any) -> Any:
-            _TIMINGS["flow_start"] = time.time()
-            return f(*a, **kw)
-
-        timed.__name__, timed.__doc__, timed.__module__ = f.__name__, f.__doc__, f.__module__
-        return flow(name=name, log_prints=False, validate_parameters=False)(timed)
-
-    return wrap
-
-
-@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="llm-{spec[role]}")
-def llm_call(spec: dict, request):
-    """One remote role call (with its retries), run wherever the flow's task runner puts it."""
-    from alignpipe.llm.fanout import call
-
-    return call(spec, request)
-
-
-def fan_out(spec: dict) -> Callable:
+def fan_out(spec: dict) -> Callable[[list], Iterator[tuple[int, Any]]]:
     """A role's mapper: its uncached requests as mapped ``llm_call`` tasks; answers yielded as they arrive."""
     from prefect import unmapped
     from prefect.futures import as_completed
 
-    def mapper(requests: list) -> Any:
-        futures = llm_call.map(unmapped(spec), requests)
+    def mapper(requests: list) -> Iterator[tuple[int, Any]]:
+        futures = _llm_call().map(unmapped(spec), requests)
         index = {f.task_run_id: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
             yield index[future.task_run_id], future.result()
@@ -126,31 +89,34 @@ def task_runner(params: Params) -> Any:
                                           "threads_per_worker": 1, "dashboard_address": None})
 
 
-@stage_task
-def load_stage_params(path: str) -> Params:
-    """Validate the whole params.yaml before any work, then log the resolved sections."""
-    params = load_params(path)
-    set_threads(params.torch_threads)
-    get_run_logger().info("resolved params:\n%s", dumps(params.model_dump(mode="json")))
-    return params
+def instance_name(stage: str, args: dict[str, Any]) -> str:
+    """The stage instance a run is filed under: DVC's (``align@global``), else ``<stage>@<--name or --variant>``."""
+    if os.environ.get("DVC_STAGE"):
+        return os.environ["DVC_STAGE"]
+    which = args.get("name") or args.get("variant")
+    return f"{stage}@{which}" if which else stage
 
 
-def _write_timings(stage: str) -> dict:
+def params_summary(params: Params, path: str) -> str:
+    """One log line for the resolved params: the file and a hash of the whole resolved config."""
+    digest = hashlib.sha256(dumps(params.model_dump(mode="json")).encode()).hexdigest()[:16]
+    return f"params: {path} (resolved config sha256 {digest})"
+
+
+def _write_timings(name: str) -> dict:
+    """Write this run's timings (``flow_to_first_task_s``: flow start -> the stage's ``run()``); returns them."""
     end = time.time()
-    t = {"process_start": _PROCESS_START, **_TIMINGS, "end": end}
+    flow_start = _TIMINGS.get("flow_start", end)
     record = {
-        "stage": stage,
+        "stage": name,
         "prefect_server": os.environ.get("PREFECT_API_URL", "ephemeral"),
-        "process_to_flow_s": round(t.get("flow_start", end) - _PROCESS_START, 3),
-        "flow_to_first_task_s": round(t.get("first_task_start", end) - t.get("flow_start", end), 3),
-        "total_s": round(end - _PROCESS_START, 3),
+        "process_to_flow_s": round(flow_start - STARTED, 3),
+        "flow_to_first_task_s": round(_TIMINGS.get("run_start", end) - flow_start, 3),
+        "total_s": round(end - STARTED, 3),
     }
     out = Path(os.environ.get("ALIGNPIPE_WORK_DIR", ".cache/alignpipe")) / "timings"
-    write_json(out / f"{stage}.json", record)  # atomic: a kill as the stage ends leaves the old file, never a torn one
+    write_json(out / f"{name}.json", record)  # atomic: a kill as the stage ends leaves the old file, never a torn one
     return record
-
-
-BAD_INPUT = (ConfigError, DataError, LLMError)  # errors that name the bad key / file:line / role: no traceback
 
 
 class _BadInputWithoutTraceback(logging.Filter):
@@ -171,24 +137,64 @@ def _quiet_bad_input_tracebacks() -> None:
             handler.addFilter(_BadInputWithoutTraceback())
 
 
-def main(stage: str, flow_fn: Callable, extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """CLI entry for `python -m flows.<stage>`: parse args, run the flow, exit non-zero with one clear line."""
-    _quiet_bad_input_tracebacks()
-    parser = argparse.ArgumentParser(prog=f"python -m flows.{stage}", description=flow_fn.__doc__)
+def run_flow(stage: str, name: str, params: Params, params_path: str, run: Callable[..., dict],
+             args: dict[str, Any]) -> dict:
+    """Run ``run(params, **args)`` once inside one Prefect flow ``<stage>`` whose run is named and tagged ``name``.
+
+    A stage whose ``run()`` takes ``fan_out`` gets :func:`fan_out` and the task runner ``roles.runner`` names (its
+    remote role calls become mapped tasks); any other stage submits no task and keeps Prefect's default runner.
+    """
+    from prefect import flow, get_run_logger, tags
+
+    _quiet_bad_input_tracebacks()  # Prefect's console handler exists once prefect is imported
+    kwargs = dict(args)
+    options: dict[str, Any] = {}
+    if "fan_out" in inspect.signature(run).parameters:
+        kwargs["fan_out"] = fan_out
+        options["task_runner"] = task_runner(params)
+
+    def stage_flow(cli_args: dict[str, Any]) -> dict:  # the run's parameters in Prefect: the CLI args, for the UI
+        _TIMINGS["flow_start"] = time.time()
+        get_run_logger().info(params_summary(params, params_path))
+        _TIMINGS["run_start"] = time.time()
+        return run(params, **kwargs)
+
+    summary = (sys.modules[run.__module__].__doc__ or "").strip().split("\n\n")[0]  # the stage's docstring
+    prefect_flow = flow(stage_flow, name=stage, flow_run_name=lambda: name, description=summary or None,
+                        log_prints=False, validate_parameters=False, persist_result=False, **options)
+    with tags(name):
+        return prefect_flow(cli_args=args)
+
+
+def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None, *,
+         module: str | None = None) -> None:
+    """CLI entry of ``python -m flows.<stage>``: run ``alignpipe.stages.<stage>`` (or ``module``) as one flow.
+
+    Exit status 0, or 2 with one line ``error in stage '<stage>': ...`` for a bad input (params, data file, role),
+    or 2 with argparse's usage for a bad argument; anything else fails with its traceback.
+    """
+    apply_offline_env()  # before Prefect, transformers and datasets read their settings
+    netaudit.install_from_env()  # ALIGNPIPE_NET_AUDIT=<file>: record any network attempt beyond 127.0.0.1
+    runlog.install()  # the library's run events (alignpipe.utils.events) go to this run's record
+    caller = sys.modules.get("__main__")
+    parser = argparse.ArgumentParser(prog=f"python -m flows.{stage}", description=getattr(caller, "__doc__", None),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    if extra_args:
-        extra_args(parser)
+    if add_args:
+        add_args(parser)
     args = vars(parser.parse_args())
-    # DVC names the stage instance (align@local); run by hand, the flow's name (and --name) says which it is.
-    name = os.environ.get("DVC_STAGE") or (stage if "name" not in args else f"{stage}@{args['name']}")
+    params_path = args.pop("params")
+    name = instance_name(stage, args)
     if os.environ.get("DVC_STAGE"):
         dvcstate.snapshot_lockfile(".")  # what dvc.lock held before DVC rewrites it for this stage (after a crash)
     runlog.set_stage(name)
     runlog.record("start", argv=sys.argv[1:])
     status = "failed"
     try:
-        load_params(args["params"])  # fail fast, before Prefect starts anything, on a bad params file
-        flow_fn(**{k.replace("-", "_"): v for k, v in args.items()})
+        params = load_params(params_path)  # the whole file, before anything heavy is imported
+        set_threads(params.torch_threads)
+        run = importlib.import_module(module or f"alignpipe.stages.{stage}").run
+        run_flow(stage, name, params, params_path, run, args)
         status = "completed"
     except BAD_INPUT as err:
         print(f"error in stage '{stage}': {err}", file=sys.stderr)

@@ -19,6 +19,8 @@ import sys
 import time
 import urllib.request
 
+from alignpipe_ops.dvcstate import repair
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -82,8 +84,6 @@ def main() -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER, help="command to run, after --")
     args = parser.parse_args()
     cmd = [c for c in args.command if c != "--"] if args.command else []
-    from alignpipe_ops.dvcstate import repair
-
     for repaired in repair("."):  # after a crash: a torn rwlock or dvc.lock, or git's index.lock, stops dvc
         print(f"flows.server: {repaired}", file=sys.stderr, flush=True)
     if os.environ.get("PREFECT_API_URL"):

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from alignpipe.utils.env import apply_offline_env
-from alignpipe_ops import runlog  # noqa: F401  (stores the library's run events: alignpipe.utils.events)
+from alignpipe_ops import runlog
 
 apply_offline_env()
+runlog.install()  # the library's run events (alignpipe.utils.events) go to the run record, as in a flow
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -1,6 +1,7 @@
 """Run records: what one execution of a stage did (resumed from step k, reused n stored outputs, sent m requests).
 
     from alignpipe_ops import runlog
+    runlog.install()                # store the library's events (alignpipe.utils.events.record) from now on
     runlog.record("train", what="SFT", resumed_from_step=4, steps_run=4, max_steps=8)
     runlog.runs("sft")[-1]          # the records of the last run of the sft stage, oldest first
 
@@ -89,8 +90,8 @@ def _sink(event: str, facts: dict[str, Any]) -> None:
 
 
 def install() -> None:
-    """Store the library's run events (:mod:`alignpipe.utils.events`) in this run record; done on import."""
+    """Store the library's run events (:mod:`alignpipe.utils.events`) in the run record from now on.
+
+    ``flows._common.main`` and the test session (``tests/conftest.py``) call it; calling it again changes nothing.
+    """
     events.subscribe(_sink)
-
-
-install()

@@ -1,9 +1,149 @@
-"""A stage whose LLM server is down exits non-zero with one line naming the role and the server.
+"""The flow wrapper `flows._common.main`: a bad params file fails in one line before anything heavy is imported, a
+bad argument fails with argparse's usage, and a stage runs once inside one Prefect flow named and tagged after its
+instance, given `fan_out` only when its `run()` takes it. A stage whose LLM server is down exits non-zero with one
+line naming the role and the server.
 
 Bad params, data files and model paths: the table in tests/reliability/test_bad_inputs.py (real CLI runs)."""
 
+import json
+import os
 import subprocess
 import sys
+import textwrap
+
+import pytest
+
+from alignpipe_ops import runlog
+from flows._common import instance_name, main
+
+# A stand-in stage (alignpipe.stages.<stage>'s contract): what the flow gave it, written to --out.
+STAGE = textwrap.dedent('''
+    """demo stage: records what the flow wrapper passed to run()."""
+    import json
+
+    from prefect.runtime import flow_run
+
+    from alignpipe.utils.io import DataError
+
+
+    def run(params, name, out, fail=False{fan_out}):
+        if fail:
+            raise DataError("data/demo.jsonl:3: not JSON")
+        record = {{"run_name": flow_run.name, "tags": flow_run.tags, "flow": flow_run.flow_name, "seed": params.seed,
+                  "fan_out": callable(locals().get("fan_out")), "args": {{"name": name, "out": out, "fail": fail}}}}
+        with open(out, "w") as fh:
+            json.dump(record, fh)
+        return {{}}
+''')
+
+
+# `python -m flows.demo --name <n> --out <file> [--fail]` for the stand-in stage in module argv[1].
+DEMO_FLOW = textwrap.dedent("""
+    import sys
+    from flows._common import main
+
+    def _args(parser):
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--out", required=True)
+        parser.add_argument("--fail", action="store_true")
+
+    module, sys.argv = sys.argv[1], ["flows.demo", *sys.argv[2:]]
+    main("demo", _args, module=module)
+""")
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """One Prefect server for this module's flow runs (no temporary server per process)."""
+    from flows.server import start_server, stop_server
+
+    proc, api = start_server(cwd=tmp_path_factory.mktemp("prefect"))
+    yield api
+    stop_server(proc)
+
+
+def _demo(tmp_path, repo_root, api, module, *args):
+    """Run the stand-in stage ``module`` (a file in tmp_path) through ``main`` in a fresh process, with
+    ``tmp_path/params.yaml`` (seed 7; torch_threads null, so torch is not imported at all)."""
+    (tmp_path / "params.yaml").write_text("seed: 7\ntorch_threads: null\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo_root / "src"), str(repo_root)]),
+           "PREFECT_API_URL": api}
+    env.pop("DVC_STAGE", None)
+    argv = [sys.executable, "-c", DEMO_FLOW, module, "--params", str(tmp_path / "params.yaml"), *args]
+    return subprocess.run(argv, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_params_fail_in_one_line_before_prefect_torch_or_the_stage_are_imported(tmp_path, repo_root):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\nworld:\n  n_entitiez: 3\n")
+    probe = textwrap.dedent(f"""
+        import sys
+        sys.argv = ["flows.world", "--params", {str(bad)!r}]
+        from flows._common import main
+        try:
+            main("world")
+        except SystemExit as stop:
+            heavy = [m for m in ("prefect", "torch", "transformers", "alignpipe.stages.world") if m in sys.modules]
+            print(stop.code, heavy)
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error in stage 'world': {bad}: unknown key 'world.n_entitiez' (did you mean 'n_entities'?); allowed keys "
+        "here: ['categories', 'corpus_instruction_copies', 'corpus_paraphrases', 'eval_groups_per_category', "
+        "'n_entities', 'train_groups_per_category']"]
+
+
+def test_an_unknown_argument_fails_with_the_usage(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["flows.world", "--variant", "global"])
+    with pytest.raises(SystemExit) as stop:
+        main("world")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m flows.world [-h] [--params PARAMS]")
+    assert err.splitlines()[-1] == "python -m flows.world: error: unrecognized arguments: --variant global"
+
+
+def test_instance_name_is_dvcs_else_the_stage_and_its_name_or_variant(monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert instance_name("world", {}) == "world"
+    assert instance_name("align", {"variant": "global"}) == "align@global"
+    assert instance_name("evaluate", {"name": "sft", "model_dir": "data/sft/model"}) == "evaluate@sft"
+    monkeypatch.setenv("DVC_STAGE", "evaluate@dpo_full")
+    assert instance_name("evaluate", {"name": "sft"}) == "evaluate@dpo_full"
+
+
+@pytest.mark.parametrize("takes_fan_out", [True, False], ids=["fan_out", "no_fan_out"])
+def test_one_flow_named_after_the_instance_calls_run_once(tmp_path, repo_root, prefect_api, takes_fan_out):
+    module = f"demo_stage_{takes_fan_out}"
+    (tmp_path / f"{module}.py").write_text(STAGE.format(fan_out=", fan_out=None" if takes_fan_out else ""))
+    out = tmp_path / "passed.json"
+    proc = _demo(tmp_path, repo_root, prefect_api, module, "--name", "x", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    passed = json.loads(out.read_text())
+    assert (passed["run_name"], passed["flow"], passed["tags"]) == ("demo@x", "demo", ["demo@x"])
+    assert passed["seed"] == 7  # --params, validated and passed as a Params
+    assert passed["args"] == {"name": "x", "out": str(out), "fail": False}  # and no `params=`: run() takes none
+    assert passed["fan_out"] is takes_fan_out
+    assert f"params: {tmp_path / 'params.yaml'} (resolved config sha256 " in proc.stderr  # one line, not the whole config
+    work = tmp_path / "_work"  # ALIGNPIPE_WORK_DIR (tests/conftest.py)
+    (run,) = runlog.runs("demo@x", work / "runs")
+    assert [(r["event"], r.get("status")) for r in run] == [("start", None), ("end", "completed")]
+    timings = json.loads((work / "timings" / "demo@x.json").read_text())
+    assert set(timings) == {"stage", "prefect_server", "process_to_flow_s", "flow_to_first_task_s", "total_s"}
+    assert (timings["stage"], timings["prefect_server"]) == ("demo@x", prefect_api)
+    assert 0 < timings["process_to_flow_s"] <= timings["total_s"]
+
+
+def test_a_bad_input_inside_the_stage_exits_2_with_one_line(tmp_path, repo_root, prefect_api):
+    (tmp_path / "demo_stage_failing.py").write_text(STAGE.format(fan_out=""))
+    proc = _demo(tmp_path, repo_root, prefect_api, "demo_stage_failing", "--name", "y", "--out", "x.json", "--fail")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == "error in stage 'demo': data/demo.jsonl:3: not JSON"
+    assert "Traceback" not in proc.stderr  # Prefect's console log of the failed flow run keeps only the message
+    run = runlog.runs("demo@y", tmp_path / "_work" / "runs")[-1]
+    assert [(r["event"], r.get("status")) for r in run] == [("start", None), ("end", "failed")]
 
 
 def test_synthesize_with_its_server_down_fails_after_the_retry_budget(tmp_path, repo_root):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from alignpipe_ops import runlog
+from alignpipe.utils import events
 from alignpipe.utils.cache import cached_map
+from alignpipe_ops import runlog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +30,22 @@ def test_records_are_filed_by_dvc_stage_and_grouped_by_run(tmp_path, monkeypatch
     assert runlog.record("x")["stage"] == "adhoc"
     runlog.set_stage("sft")
     assert runlog.record("x")["stage"] == "sft"
+
+
+def test_library_events_reach_the_run_record_only_through_the_installed_sink(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path))
+    monkeypatch.setenv("DVC_STAGE", "sft")
+    runlog.install()  # tests/conftest.py installed it already: a second install must not store events twice
+    events.record("train", what="SFT", resumed_from_step=4)
+    (row,) = runlog.read("sft")
+    assert (row["event"], row["what"], row["resumed_from_step"], row["run"]) == ("train", "SFT", 4, runlog.RUN_ID)
+    events.unsubscribe(runlog._sink)
+    try:
+        events.record("train", what="dropped")  # no sink: the library's event goes nowhere
+    finally:
+        runlog.install()
+    events.record("cache", total=3)
+    assert [r["event"] for r in runlog.read("sft")] == ["train", "cache"]
 
 
 # Stores outputs of `fn` for 10 prompts, 4 at a time, and SIGKILLs itself while computing the third chunk.
