@@ -29,18 +29,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from alignpipe.config import ROLE_NAMES, ConfigError, Params, load_params
-from alignpipe.llm.base import LLMError
-from alignpipe.llm.fanout import call
+from alignpipe.config import ROLE_NAMES, Params, UserError, load_params
 from alignpipe.utils.env import apply_offline_env
-from alignpipe.utils.io import DataError, dumps, write_json
+from alignpipe.utils.io import dumps, write_json
 from alignpipe.utils.seed import set_threads
 from alignpipe_ops import dvcstate, netaudit, runlog
 from flows import STARTED
 
 _TIMINGS: dict[str, float] = {}
 
-BAD_INPUT = (ConfigError, DataError, LLMError)  # errors that name the bad key / file:line / role: no traceback
+BAD_INPUT = (UserError,)  # ConfigError, DataError, LLMError: they name the bad key / file:line / role; no traceback
 
 
 @cache
@@ -49,6 +47,8 @@ def _llm_call() -> Any:
     flow's task runner puts it; made on first use, as Prefect is imported only once a flow runs."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
+
+    from alignpipe.llm.fanout import call  # lazy: only stages whose run() takes fan_out (they import alignpipe.llm)
 
     return task(call, name="llm_call", cache_policy=NO_CACHE, persist_result=False, task_run_name="llm-{spec[role]}")
 

@@ -45,7 +45,13 @@ CATEGORIES = ("content", "situation", "style", "format", "example", "mixed")
 LEVELS = (1, 2, 3, 4, 5)
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A mistake of the user's (a params value, an input file, an LLM endpoint or key) rather than a bug: the message
+    names the key / file:line / role, the bad value and what is allowed, and is the whole story (the CLI prints it as
+    one line and exits 2, without a traceback). Machine faults met while reading inputs count too."""
+
+
+class ConfigError(UserError, ValueError):
     """A params value (or a file named by one) is invalid; the message says which, and what is allowed."""
 
 

@@ -194,7 +194,7 @@ def _judge_cache(root: Path) -> list[Path]:
 LIM = r"over roles\.max_unusable_fraction = 0\.5"
 JUDGED = {"evaluate": {"judge": "roles"},
           "roles": {"judge": {"backend": "hf", "model": JUDGE_MODEL, "max_tokens": 8, "temperature": 0.0}}}
-ALLO_MASKED = {"align": {"variants": {"masked": {"peft": "none", "allo": {
+ALLO_MASKED = {"align": {"allo_variants": {"masked": {"peft": "none", "allo": {
     "forget": False, "learn_ratio": 5, "token_weights": False, "top_eps": 1.0}}}}}
 NO_LION = {"synthesize": {"lion": {"enabled": False}, "webr": {"input": "{root}/inputs/pages.jsonl"}}}
 EVAL = ("--name", "x", "--model-dir", "data/sft/model")
@@ -231,8 +231,8 @@ CASES = [
     Case("params-fb-category", "world", r"evaluate\.followbench\.categories\.1 = 'poetry': Input should be 'content', "
          r"'situation', 'style', 'format', 'example' or 'mixed'",
          "evaluate:\n  followbench:\n    categories: [content, poetry]\n"),
-    Case("params-report-rows", "world", r"report = \{.*: hierarchical names \['nope'\], which are not in "
-         r"report\.rows \['base', 'sft'\]", "report:\n  rows: {base: Base, sft: SFT}\n  hierarchical: [base, sft, nope]\n"),
+    Case("params-report-labels", "world", r"report\.labels names \['nope'\], which are not evaluated models "
+         r"\['base', 'sft'\]", "report:\n  labels: {nope: Nope}\n"),
     Case("params-edits-knowedit", "world", r"edits = .*: source 'knowedit' needs train_files and eval_files",
          "edits:\n  source: knowedit\n"),
     Case("params-unusable-limit", "world", r"roles\.max_unusable_fraction = 1\.5: Input should be less than or equal "
@@ -326,8 +326,9 @@ def _project_params(root: Path) -> dict[str, Any]:
     """The tiny profile, trimmed to what this project has (two evaluated models, no data-source mixtures)."""
     params = apply_profile("tiny", REPO / "params.yaml", REPO / "profiles")
     params["sft_mix"]["mixtures"] = {}
-    params["report"].update(rows={"base": "Base", "sft": "SFT"}, hierarchical=["base", "sft"], bmc=[], bmc_labels={},
-                            allo=[], lte=False, data_sources={})
+    params["align"].update(variants={}, allo_variants={})
+    params["report"].update(labels={"base": "Base", "sft": "SFT"}, hierarchical=True, bmc=False, bmc_labels={},
+                            allo=False, lte=False, data_sources=False)
     params["evaluate"].update(levels=[1], max_new_tokens=8, bootstrap_samples=0)
     params["roles"]["cache_dir"] = str(root / ".cache/llm")
     return params

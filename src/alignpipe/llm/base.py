@@ -12,10 +12,12 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from alignpipe.config import UserError
+
 Message = dict[str, str]
 
 
-class LLMError(RuntimeError):
+class LLMError(UserError, RuntimeError):
     """A role call failed for good (bad request, missing key, server down after the retry budget)."""
 
 

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from alignpipe.config import ConfigError
+from alignpipe.config import ConfigError, UserError
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """An input file is missing, empty or malformed; the message names the file (and line)."""
 
 

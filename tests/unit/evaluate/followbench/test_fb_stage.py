@@ -52,14 +52,16 @@ def _params(fb_dir, **followbench):
         "evaluate": {"benchmark": "followbench", "max_new_tokens": 9, "batch_size": 5, "bootstrap_samples": 20,
                      "followbench": {"source": str(fb_dir), "max_groups_per_category": 4,
                                      "judge": {"max_new_tokens": 33, "batch_size": 3}, **followbench}},
-        "report": {"rows": {"fb": "FB-model"}, "hierarchical": []},
+        "report": {"labels": {"sft": "FB-model"}, "hierarchical": False, "bmc": False, "allo": False, "lte": False,
+                   "data_sources": False},
+        "align": {"variants": {}, "allo_variants": {}}, "sft_mix": {"mixtures": {}},
     })
 
 
 def test_followbench_stage_and_report(fb_dir, fake_models, tmp_path):
     params = _params(fb_dir)
-    out = tmp_path / "evaluate" / "fb"
-    metrics = stage.run(params, "fb", "data/sft/model", out_dir=out)
+    out = tmp_path / "evaluate" / "sft"
+    metrics = stage.run(params, "sft", "data/sft/model", out_dir=out)
 
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "generations.jsonl", "levels.csv", "metrics.json"]
     assert fake_models["load"] == ["data/sft/model", "data/sft/model"]  # policy, then the judge (itself)
@@ -96,7 +98,7 @@ def test_followbench_stage_and_report(fb_dir, fake_models, tmp_path):
 
     before = {p.name: p.read_bytes() for p in out.iterdir()}  # deterministic: same params, same bytes
     n_calls = len(fake_models["generate"])
-    stage.run(params, "fb", "data/sft/model", out_dir=out)
+    stage.run(params, "sft", "data/sft/model", out_dir=out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # ... and every response and judge output came from the stored outputs: no model loaded, nothing generated
     assert len(fake_models["load"]) == 2 and len(fake_models["generate"]) == n_calls
