@@ -103,6 +103,7 @@ def test_followbench_stage_and_report(fb_dir, fake_models, tmp_path):
     # ... and every response and judge output came from the stored outputs: no model loaded, nothing generated
     assert len(fake_models["load"]) == 2 and len(fake_models["generate"]) == n_calls
 
+    stage.run(params, "base", "data/sft/model", out_dir=tmp_path / "evaluate" / "base")  # base and sft: always rows
     report = tmp_path / "report"
     report_run(params, eval_dir=tmp_path / "evaluate", out_dir=report)
     names = {p.name for p in report.iterdir()}
