@@ -137,7 +137,9 @@ def tiny_repo(dst: Path) -> dict[str, str]:
     from alignpipe.profile import apply_profile
 
     _copy_repo(dst)
-    (dst / "params.yaml").write_text(yaml.safe_dump(apply_profile("tiny", dst / "params.yaml", dst / "profiles")))
+    # key order kept: the report's tables list the variants in params.yaml's order
+    params = apply_profile("tiny", dst / "params.yaml", dst / "profiles")
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "ALIGNPIPE_WORK_DIR": str(dst / ".cache/alignpipe"), "PYTHONPATH": str(dst / "src")}
     env.pop("PREFECT_API_URL", None)
