@@ -2,6 +2,7 @@
 
 NPO:  L = Σ -r_t log σ(-β(π_t - ref_t)) / #{r_t ≠ 0}
 top-ε DPO: L = -log σ(β(Σ chosen ρ - Σ_{top-ε kept} rejected ρ)), k = int((T-1)·ε) over the padded length.
+           the top-ε ranks only the nonzero ratios (the authors set zeros to -1e10 before topk).
 """
 
 import math
@@ -51,6 +52,49 @@ def test_top_eps_keeps_ties_at_threshold():
     ratios = torch.tensor([[0.0, 0.0, 0.0, 0.0, -0.5, -0.5, -1.0, 0.3, -0.1, -0.5]])
     keep = top_eps_keep(ratios, RESPONSE, eps=0.2)  # 2nd largest -ρ is 0.5, held by 3 positions: all kept
     assert keep.nonzero()[:, 1].tolist() == [4, 5, 6, 9]
+
+
+# Every response position has a nonzero ratio, but only 3 of the 6 are negative.
+FEW_NEGATIVE = torch.tensor([[0.0, 0.0, 0.0, 0.0, -0.5, 0.2, -1.0, 0.3, -0.1, 0.4]])
+
+
+def test_top_eps_ranks_only_nonzero_ratios_when_fewer_than_k_are_negative():
+    # k = int(10 * 0.4) = 4 <= 6 nonzero ratios. The authors rank the nonzero ratios only (zeros -> -1e10):
+    # -ρ = 1.0 (pos 6), 0.5 (pos 4), 0.1 (pos 8), then -0.2 (pos 5, the smallest positive ratio) -> 4 kept.
+    # Ranking the 4 prompt zeros too would put the 4th largest -ρ at 0 and keep only the 3 negative ones.
+    keep = top_eps_keep(FEW_NEGATIVE, RESPONSE, eps=0.4)
+    assert keep.nonzero()[:, 1].tolist() == [4, 5, 6, 8]
+    assert int(keep.sum()) == 4
+
+
+def test_top_eps_never_keeps_a_zero_ratio_in_the_top_eps_case():
+    # RATIOS: 5 nonzero, k = 4; pos 9 is a response token with ρ = 0 (set to -1e10 by the authors), so the 4th
+    # kept one is pos 5 (ρ = 0.2), not pos 9.
+    keep = top_eps_keep(RATIOS, RESPONSE, eps=0.4)
+    assert keep.nonzero()[:, 1].tolist() == [4, 5, 6, 8]
+
+
+def test_top_eps_dpo_loss_by_hand_few_negative_with_padding():
+    # Two pairs in a batch padded to T-1 = 10. Row 0: FEW_NEGATIVE (k = 4 of 6 nonzero, 3 negative).
+    # Row 1: response at 2..5 then padding; ratios -0.3, 0.6, 0, 0.1 -> 3 nonzero < k = 4: every response
+    # position is kept (its ρ = 0 token adds nothing).
+    rejected_mask = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]], dtype=torch.float32)
+    rejected_ratio = torch.cat([FEW_NEGATIVE, torch.tensor([[0, 0, -0.3, 0.6, 0.0, 0.1, 0, 0, 0, 0]])])
+    rejected_ref = torch.full((2, 10), -2.0) * rejected_mask
+    rejected_policy = rejected_ref + rejected_ratio
+    chosen_mask = torch.tensor([[0, 0, 0, 1, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0, 0, 0, 0, 0]], dtype=torch.float32)
+    chosen_ref = torch.full((2, 10), -1.0) * chosen_mask
+    chosen_policy = chosen_ref + torch.tensor([[0, 0, 0, 0.5, -1.0, 0.5, 0, 0, 0, 0],
+                                               [0, 0, 0.2, 0.1, 0, 0, 0, 0, 0, 0]]) * chosen_mask
+    loss, c, r, keep = top_eps_dpo_loss(chosen_policy, chosen_ref, chosen_mask, rejected_policy, rejected_ref,
+                                        rejected_mask, eps=0.4, beta=0.1)
+    assert keep.int().tolist() == [[0, 0, 0, 0, 1, 1, 1, 0, 1, 0], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]]
+    assert c.tolist() == pytest.approx([0.0, 0.3])
+    # Row 0: -0.5 + 0.2 - 1.0 - 0.1 = -1.4 (ranking the zeros would give -0.5 - 1.0 - 0.1 = -1.6).
+    # Row 1: -0.3 + 0.6 + 0.0 + 0.1 = 0.4.
+    assert r.tolist() == pytest.approx([-1.4, 0.4])
+    expected = -(logsig(0.1 * (0.0 + 1.4)) + logsig(0.1 * (0.3 - 0.4))) / 2
+    assert float(loss) == pytest.approx(expected, abs=1e-7)
 
 
 def test_top_eps_dpo_loss_by_hand():

@@ -5,6 +5,7 @@
 """
 
 import math
+import random
 
 import pytest
 import torch
@@ -77,9 +78,45 @@ def test_delta_zero_is_plain_dpo_bitwise():
 def test_modifications_by_hand():
     # rejected: 5 9 7 3 8      chosen: 5 4 7 3 6 2
     # opcodes: equal 5 | replace 9 -> 4 | equal 7 3 | replace 8 -> 6 2
-    m_rej, m_cho = modified_tokens([5, 9, 7, 3, 8], [5, 4, 7, 3, 6, 2])
+    m_rej, m_cho = modified_tokens([5, 9, 7, 3, 8], [5, 4, 7, 3, 6, 2], prompt=[])
     assert m_rej == [0, 1, 0, 0, 1] and m_cho == [0, 1, 0, 0, 1, 1]
     # Deleted tokens mark only the rejected side, inserted ones only the chosen side; stopwords never.
-    m_rej, m_cho = modified_tokens([1, 2, 3, 4], [1, 3, 4, 5, 6], stop_ids={6})
+    m_rej, m_cho = modified_tokens([1, 2, 3, 4], [1, 3, 4, 5, 6], stop_ids={6}, prompt=[])
     assert m_rej == [0, 1, 0, 0] and m_cho == [0, 0, 0, 1, 0]
-    assert modified_tokens([1, 2, 3], [1, 2, 3]) == ([0, 0, 0], [0, 0, 0])
+    assert modified_tokens([1, 2, 3], [1, 2, 3], prompt=[]) == ([0, 0, 0], [0, 0, 0])
+    # A prompt that only precedes both responses changes nothing here (the common prefix is one matching block).
+    assert modified_tokens([5, 9, 7, 3, 8], [5, 4, 7, 3, 6, 2], prompt=[20, 21]) == (
+        [0, 1, 0, 0, 1], [0, 1, 0, 0, 1, 1])
+
+
+# The authors diff whole sequences (prompt + response). Prompt 11 12; one response repeats the prompt's last
+# token 12 before the text both share (13 14 15):
+#   whole:  [11 12 | 9 12 13 14 15]  vs  [11 12 | 13 14 15]
+#     longest match 12 13 14 15 (length 4 > the prompt's 2) pairs the response's 12 with the PROMPT's 12;
+#     opcodes: equal 11 | delete 12 9 (prompt 12, response 9) | equal 12 13 14 15 -> response mask 1 0 0 0 0
+#   response-only:  [9 12 13 14 15]  vs  [13 14 15]  -> delete 9 12 | equal 13 14 15 -> mask 1 1 0 0 0
+PROMPT, REPEATS, PLAIN = [11, 12], [9, 12, 13, 14, 15], [13, 14, 15]
+
+
+def test_diff_runs_over_prompt_plus_response_as_the_authors():
+    assert modified_tokens(REPEATS, PLAIN, prompt=PROMPT) == ([1, 0, 0, 0, 0], [0, 0, 0])
+    assert modified_tokens(REPEATS, PLAIN, prompt=[]) == ([1, 1, 0, 0, 0], [0, 0, 0])  # what responses alone give
+    # Same on the chosen side (inserted tokens).
+    assert modified_tokens(PLAIN, REPEATS, prompt=PROMPT) == ([0, 0, 0], [1, 0, 0, 0, 0])
+    assert modified_tokens(PLAIN, REPEATS, prompt=[]) == ([0, 0, 0], [1, 1, 0, 0, 0])
+
+
+def test_masks_cover_exactly_the_response_positions():
+    # The whole-sequence diff marks the prompt's 12 (deleted); that mark is dropped, the rest is the response part.
+    full_rej, full_cho = modified_tokens([*PROMPT, *REPEATS], [*PROMPT, *PLAIN], prompt=[])
+    assert full_rej == [0, 1, 1, 0, 0, 0, 0] and full_cho == [0, 0, 0, 0, 0]
+    m_rej, m_cho = modified_tokens(REPEATS, PLAIN, prompt=PROMPT)
+    assert (m_rej, m_cho) == (full_rej[len(PROMPT):], full_cho[len(PROMPT):])
+    rng = random.Random(0)
+    for _ in range(200):
+        prompt, rej, cho = ([rng.randrange(8) for _ in range(rng.randrange(n))] for n in (6, 9, 9))
+        stop = {rng.randrange(8)}
+        m_rej, m_cho = modified_tokens(rej, cho, stop, prompt=prompt)
+        assert len(m_rej) == len(rej) and len(m_cho) == len(cho)
+        full_rej, full_cho = modified_tokens(prompt + rej, prompt + cho, stop, prompt=[])
+        assert (m_rej, m_cho) == (full_rej[len(prompt):], full_cho[len(prompt):])

@@ -56,7 +56,7 @@ def test_masks_align_with_trl_tokens(helpers, sft_dir, bmc_store, tmp_path):
     for row in ds:
         assert len(row["chosen_bmc_mask"]) == len(row["chosen_ids"])
         assert len(row["rejected_bmc_mask"]) == len(row["rejected_ids"])
-        m_rej, m_cho = modified_tokens(row["rejected_ids"], row["chosen_ids"], stop)
+        m_rej, m_cho = modified_tokens(row["rejected_ids"], row["chosen_ids"], stop, prompt=row["prompt_ids"])
         assert (row["rejected_bmc_mask"], row["chosen_bmc_mask"]) == (m_rej, m_cho)
     # The marked tokens of the first pair spell the edited words (and nothing else).
     first = ds[0]
@@ -71,6 +71,23 @@ def test_masks_align_with_trl_tokens(helpers, sft_dir, bmc_store, tmp_path):
     assert tok.decode(row0).strip() == "tower"
     row_rej = batch["input_ids"][4][batch["bmc_mask"][4].bool()].tolist()
     assert tok.decode(row_rej).strip() == "mill"
+
+
+def test_dataset_masks_diff_prompt_plus_response():
+    """The trainer's diff gets TRL's ``prompt_ids``: a response token matched with a prompt token is not marked."""
+    from datasets import Dataset
+
+    from alignpipe.methods.bmc.trainer import BMCDPOTrainer
+
+    # TRL's tokenization is not under test: the hook that runs after it gets already tokenized rows.
+    trainer = BMCDPOTrainer.__new__(BMCDPOTrainer)
+    trainer.bmc_stop_ids, trainer.bmc_autojunk = frozenset(), True
+    # As test_bmc_loss: the rejected response repeats the prompt's last token 12, which the whole-sequence diff
+    # matches with the chosen sequence's prompt (a diff of the responses alone would mark it: 1 1 0 0 0).
+    rows = [{"prompt_ids": [11, 12], "chosen_ids": [13, 14, 15], "rejected_ids": [9, 12, 13, 14, 15]}]
+    ds = trainer.prepare_tokenized(Dataset.from_list(rows), "train")
+    assert ds[0]["rejected_bmc_mask"] == [1, 0, 0, 0, 0]
+    assert ds[0]["chosen_bmc_mask"] == [0, 0, 0]
 
 
 def test_masks_survive_truncation(helpers, sft_dir, bmc_store, tmp_path):

@@ -9,11 +9,19 @@ Forgetting (token-level NPO on the rejected response, weights r_t from the rewar
 
 Learning (DPO whose rejected sum keeps only the top-ε positions by -(log πθ - log πref))::
 
-    ρ_t = log πθ(y_t) - log πref(y_t)
+    ρ_t = log πθ(y_t) - log πref(y_t)          (0 outside the response: prompt and padding)
     k   = int((T-1)·ε)      # over the PADDED length, prompt included, as the authors' code
-    keep_t = all response positions                     if #{t : ρ_t ≠ 0} < k   (step 0: plain DPO)
-           = response positions with -ρ_t ≥ (k-th largest -ρ over the row)     otherwise (ties all kept)
+    N   = {t : ρ_t ≠ 0}     # per rejected row
+    keep_t = all response positions                          if |N| < k   (step 0: plain DPO)
+           = t ∈ N with -ρ_t ≥ (k-th largest -ρ over N)       otherwise (ties at the threshold all kept)
     L = -log σ(β (Σ_t ρ^chosen_t - Σ_{t kept} ρ^rejected_t))              (mean over pairs)
+
+Only the NONZERO ratios are ranked, as in the authors' code, which sets the zero entries to -1e10 before its
+``topk``: positions outside the response (prompt, padding) and a response token whose ratio is exactly 0 are
+ranked below every nonzero ratio and never kept in the top-ε case. So a row with at least k nonzero ratios
+keeps k of them (more on ties) even when fewer than k have a negative ratio (the rest are the smallest
+positive ones). The code ranks -inf where the authors put -1e10; since the top-ε case needs k nonzero
+entries, the k-th largest is always a nonzero ratio and the kept set is the same.
 
 Differences from the reference code, on purpose: k is at least 1 (the authors' ``topk(…, 0)`` would fail on a
 batch shorter than 1/ε), and the NPO denominator is clamped to 1 when every weight is 0 (the authors divide by
@@ -43,6 +51,9 @@ def npo_token_loss(policy: torch.Tensor, ref: torch.Tensor, weights: torch.Tenso
 def top_eps_keep(ratios: torch.Tensor, response: torch.Tensor, eps: float) -> torch.Tensor:
     """Which rejected positions the learning loss keeps (bool ``[B, T-1]``), see the module docstring.
 
+    Per row: every response position when fewer than k ratios are nonzero; otherwise the positions whose
+    nonzero ratio is among the k most negative ones (the k-th value included, so ties are all kept).
+
     Args:
         ratios: ρ_t = log πθ - log πref per position, ``[B, T-1]``, 0 outside the response.
         response: the response positions (shifted completion mask), ``[B, T-1]``.
@@ -51,10 +62,11 @@ def top_eps_keep(ratios: torch.Tensor, response: torch.Tensor, eps: float) -> to
     response = response.bool()
     ratios = ratios.masked_fill(~response, 0.0)
     k = min(max(int(ratios.size(1) * eps), 1), ratios.size(1))
-    score = -ratios
+    nonzero = ratios != 0
+    score = (-ratios).masked_fill(~nonzero, float("-inf"))  # the authors: zeros -> -1e10 before topk
     kth = torch.topk(score, k, dim=1).values[:, -1:]
-    keep = (score >= kth) & response
-    few = torch.count_nonzero(ratios, dim=1) < k
+    keep = (score >= kth) & nonzero
+    few = nonzero.sum(dim=1) < k
     return torch.where(few.unsqueeze(1), response, keep)
 
 

@@ -4,14 +4,14 @@ Usage::
 
     from alignpipe.methods.bmc.loss import modified_tokens, stopword_ids, bmc_weights, bmc_dpo_loss
     stop = stopword_ids(tokenizer)
-    m_rejected, m_chosen = modified_tokens(rejected_ids, chosen_ids, stop)   # 0/1 per response token
+    m_rejected, m_chosen = modified_tokens(rejected_ids, chosen_ids, stop, prompt=prompt_ids)  # 0/1 per response token
     losses, chosen_rewards, rejected_rewards = bmc_dpo_loss(
         policy_chosen, policy_rejected, ref_chosen, ref_rejected, m_chosen, m_rejected, beta=0.1, delta=2.0)
 
-**Modeling.** ``difflib.SequenceMatcher`` aligns the token ids of the rejected response y_l with those of the
-(pseudo-)winning response y_w; m_t = 1 on tokens of y_l in ``replace``/``delete`` opcodes and on tokens of y_w in
-``replace``/``insert`` opcodes, except tokens that are single-token English stopwords. Each response token gets
-the detached weight::
+**Modeling.** ``difflib.SequenceMatcher`` aligns the token ids of the prompt followed by the rejected response
+y_l with those of the prompt followed by the (pseudo-)winning response y_w; m_t = 1 on tokens of y_l in
+``replace``/``delete`` opcodes and on tokens of y_w in ``replace``/``insert`` opcodes, except tokens that are
+single-token English stopwords. Each response token gets the detached weight::
 
     w_t = 1 + m_t · min(1 / π(y_t | x, y_<t), δ)
 
@@ -28,10 +28,14 @@ With δ = 0 every weight is exactly 1 and the loss is plain DPO. The sums are wr
 ``Σ log p + Σ m·min(1/p, δ)·log p`` (the same value) so that at δ = 0 the second term is exactly 0.0 and the loss
 equals TRL's sigmoid DPO bit for bit.
 
-Where this differs from the authors' code (see docs/architecture.md, "decisions"): the diff runs over the two
-*response* token sequences of one pair, not over the whole padded batch rows (prompt + response + padding); the
-prompt is identical in both rows and contributes no modification, and padding made the authors' masks depend on
-which pairs shared a batch. difflib's ``autojunk`` heuristic is kept on by default, as in their code
+How the diff matches the authors' code (see docs/architecture.md, "decisions"): as theirs, it runs over each
+pair's whole sequences, prompt + response, so difflib can match a response token of one sequence with a prompt
+token of the other (e.g. a response that repeats the end of the prompt), which a diff of the responses alone
+would mark differently; marks that fall on prompt tokens are dropped, as the loss sums response tokens only.
+Unlike theirs, the sequences are one pair's ``prompt_ids + rejected_ids`` / ``prompt_ids + chosen_ids`` from
+TRL's tokenization, without the batch padding (which made the authors' masks depend on which pairs shared a
+batch) and before truncation (the collator truncates the masks with the rows; it only matters for pairs longer
+than ``max_length``). difflib's ``autojunk`` heuristic is kept on by default, as in their code
 (``bmc.autojunk``). The stopword list is NLTK's English list (plus capitalized forms), as theirs; a word counts
 when the tokenizer encodes it as one token either alone or after a space (byte-level BPE tokenizers write
 mid-sentence words with a leading space, which the authors' ``tokenize(word)`` lookup misses).
@@ -70,31 +74,40 @@ def stopword_ids(tokenizer: Any, words: Iterable[str] | None = None) -> frozense
 
 
 def modified_tokens(rejected: Sequence[int], chosen: Sequence[int], stop_ids: Iterable[int] = (),
-                    autojunk: bool = True) -> tuple[list[int], list[int]]:
+                    autojunk: bool = True, *, prompt: Sequence[int]) -> tuple[list[int], list[int]]:
     """The modification masks (m_l, m_w) of a rejected and a (pseudo-)winning response's token ids.
+
+    The diff runs, as in the authors' code, over the two whole sequences ``prompt + rejected`` and
+    ``prompt + chosen`` (difflib may match a response token of one with a prompt token of the other), and only
+    the response part of each mask is returned.
 
     Args:
         rejected: token ids of the losing response y_l.
         chosen: token ids of the winning (or pseudo-winning) response y_w.
         stop_ids: token ids never marked (single-token stopwords).
         autojunk: difflib's popularity heuristic (on in difflib and in the authors' code; it only acts on
-            sequences of 200+ tokens).
+            sequences of 200+ tokens, prompt included).
+        prompt: token ids of the prompt both responses follow (TRL's ``prompt_ids``); ``()`` diffs the responses
+            alone.
 
     Returns:
-        Two 0/1 lists, as long as ``rejected`` and ``chosen``: 1 where the token was replaced or deleted (rejected
-        side) or replaced or inserted (chosen side) and is not a stopword.
+        Two 0/1 lists, as long as ``rejected`` and ``chosen`` (position i belongs to ``rejected[i]`` /
+        ``chosen[i]``): 1 where the token was replaced or deleted (rejected side) or replaced or inserted (chosen
+        side) and is not a stopword.
     """
     stop = frozenset(stop_ids)
-    m_rejected, m_chosen = [0] * len(rejected), [0] * len(chosen)
-    matcher = difflib.SequenceMatcher(None, list(rejected), list(chosen), autojunk=autojunk)
+    n = len(prompt)
+    seq_rejected, seq_chosen = [*prompt, *rejected], [*prompt, *chosen]
+    m_rejected, m_chosen = [0] * len(seq_rejected), [0] * len(seq_chosen)
+    matcher = difflib.SequenceMatcher(None, seq_rejected, seq_chosen, autojunk=autojunk)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag in ("replace", "delete"):
             for i in range(i1, i2):
-                m_rejected[i] = int(rejected[i] not in stop)
+                m_rejected[i] = int(seq_rejected[i] not in stop)
         if tag in ("replace", "insert"):
             for j in range(j1, j2):
-                m_chosen[j] = int(chosen[j] not in stop)
-    return m_rejected, m_chosen
+                m_chosen[j] = int(seq_chosen[j] not in stop)
+    return m_rejected[n:], m_chosen[n:]
 
 
 def bmc_weights(per_token_logps: torch.Tensor, mask: torch.Tensor, delta: float) -> torch.Tensor:

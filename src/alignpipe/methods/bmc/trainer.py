@@ -11,8 +11,9 @@ Usage::
 The loss and the weights are :mod:`alignpipe.methods.bmc.loss`. What this module adds is the plumbing TRL needs:
 
 - **Masks in TRL's tokenization.** After TRL has tokenized the pairs (``prompt_ids``/``chosen_ids``/
-  ``rejected_ids``, the exact ids it trains on), :meth:`BMCDPOTrainer.prepare_tokenized` diffs ``rejected_ids``
-  against ``chosen_ids`` and stores the 0/1 masks as two extra columns. TRL's ``Trainer`` drops columns that are
+  ``rejected_ids``, the exact ids it trains on), :meth:`BMCDPOTrainer.prepare_tokenized` diffs
+  ``prompt_ids + rejected_ids`` against ``prompt_ids + chosen_ids`` (the whole sequences, as the authors) and
+  stores the response part of the 0/1 masks as two extra columns. TRL's ``Trainer`` drops columns that are
   not in its signature list (``remove_unused_columns``), so ``extra_columns`` keeps them (the hooks are those of
   :mod:`alignpipe.train.trl_ext`), and :class:`BMCCollator` (TRL's collator plus one output) lays them out exactly
   like ``completion_mask``: prompt zeros, the mask, the same truncation slice and right padding. So ``bmc_mask[i, t]``
@@ -101,7 +102,8 @@ class BMCDPOTrainer(StoredRefDPOTrainer):
         stop, autojunk = self.bmc_stop_ids, self.bmc_autojunk
 
         def add_masks(example: dict[str, Any]) -> dict[str, Any]:
-            m_rejected, m_chosen = modified_tokens(example["rejected_ids"], example["chosen_ids"], stop, autojunk)
+            m_rejected, m_chosen = modified_tokens(example["rejected_ids"], example["chosen_ids"], stop, autojunk,
+                                                   prompt=example["prompt_ids"])
             return {MASKS[0]: m_chosen, MASKS[1]: m_rejected}
 
         return dataset.map(add_masks, desc=f"BMC token diff of the {name} dataset")
