@@ -1,4 +1,5 @@
-"""Evaluation: generation over the FollowBench-style pool, verifiers, judge, metrics with bootstrap intervals.
+"""Evaluation: FollowBench metrics with bootstrap intervals (``metrics``), the official FollowBench data, rules and
+LLM judge (``followbench``), pairwise judging (``pairwise``) and a local model as a responder (``responder``).
 
-``metrics`` holds the pure metric functions; ``stage`` the stage entry (``run``) and its steps.
+The evaluate stage that runs them is :mod:`alignpipe.stages.evaluate`.
 """
