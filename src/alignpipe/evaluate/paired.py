@@ -120,7 +120,8 @@ def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-def _z_sum(alpha: float, power: float) -> float:
+def mde_factor(alpha: float = 0.05, power: float = 0.8) -> float:
+    """``z_{1-alpha/2} + z_{power}``: 2.80159 at alpha 0.05, power 0.8 (the MDE in units of the standard error)."""
     if not (0 < alpha < 1 and 0 < power < 1):
         raise ValueError(f"need 0 < alpha < 1 and 0 < power < 1, got {alpha}, {power}")
     return float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
@@ -135,7 +136,7 @@ def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """
     if n < 2 or sd is None or math.isnan(sd):
         return math.nan
-    return _z_sum(alpha, power) * float(sd) / math.sqrt(n)
+    return mde_factor(alpha, power) * float(sd) / math.sqrt(n)
 
 
 def required_n(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
@@ -145,7 +146,7 @@ def required_n(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8
         return None
     if effect <= 0:
         raise ValueError(f"effect must be positive, got {effect}")
-    return max(2, math.ceil((_z_sum(alpha, power) * float(sd) / effect) ** 2))
+    return max(2, math.ceil((mde_factor(alpha, power) * float(sd) / effect) ** 2))
 
 
 # ---- bootstrap -------------------------------------------------------------------------------------------------
