@@ -103,7 +103,8 @@ def _range(values: list[float], decimals: int) -> str:
     return texts[0] if len(texts) == 1 else f"{texts[0]}–{texts[-1]}"
 
 
-def compare(params: Params, eval_dir: str | Path, rows: Mapping[str, str], references: Mapping[str, str]) -> Comparisons:
+def compare(params: Params, eval_dir: str | Path, rows: Mapping[str, str],
+            references: Mapping[str, str]) -> Comparisons:
     """Each row against each reference, paired on the prompts both answered; Holm over the whole table.
 
     Args:
@@ -223,11 +224,12 @@ def _note(params: Params, rows: Mapping[str, str], references: Mapping[str, str]
         if parts:
             per_ref.append(f"vs {ref_label}: " + ", ".join(parts))
     holm_factor = mde_factor(alpha / max(k, 1), POWER) / mde_factor(alpha, POWER)
+    mdes = "; ".join(per_ref) or "not computable (fewer than 2 paired units)"
     lines.append(
         f"MDE (minimum detectable paired difference, {POWER:.0%} power, two-sided α {alpha:.2g}; normal approximation "
-        f"(z_{{1-α/2}} + z_{{{POWER:g}}})·sd_d/√n = {mde_factor(alpha, POWER):.2f}·sd_d/√n, sd_d the observed SD of each row's per-group "
-        "(HSR Avg) or per-prompt (judge) differences; range over the rows, and the units the noisiest row would need "
-        f"for issue 15's targets): {'; '.join(per_ref) or 'not computable (fewer than 2 paired units)'}. At Holm's first step (α/{k}) an effect must be "
+        f"(z_{{1-α/2}} + z_{{{POWER:g}}})·sd_d/√n = {mde_factor(alpha, POWER):.2f}·sd_d/√n, sd_d the observed SD of "
+        "each row's per-group (HSR Avg) or per-prompt (judge) differences; range over the rows, and the units the "
+        f"noisiest row would need for issue 15's targets): {mdes}. At Holm's first step (α/{k}) an effect must be "
         f"{holm_factor:.2f}× the MDE."
     )
     lines.append(
