@@ -628,7 +628,8 @@ class ReportSection(Strict):
     bmc_labels: dict[str, str] = Field(
         default_factory=dict, description="Row labels in the BMC table where they differ from labels (dpo_full: DPO)."
     )
-    reference: str = Field("sft", description="Model the pairwise win/tie/loss and alignment tax compare against.")
+    reference: str = Field("sft", description="Model the pairwise win/tie/loss, the alignment tax and the paired "
+                           "columns (Δ, interval, Holm p) compare against; BMC and ALLO also against full DPO.")
     tie_margin: float = Field(0.5, ge=0, description="Judge-score differences below this count as a tie.")
     hierarchical: bool = Field(False, description="Add the Hierarchical Alignment table (hierarchical.md / .csv).")
     bmc: bool = Field(False, description="Add the BMC table (bmc.md / .csv).")

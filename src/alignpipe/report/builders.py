@@ -12,9 +12,10 @@ import pandas as pd
 
 from alignpipe.evaluate.followbench.tables import write_report
 from alignpipe.report import datasource, methods
+from alignpipe.report.paired import compare
 from alignpipe.report.lte import lte_markdown, lte_table
 from alignpipe.report.plots import hsr_by_level
-from alignpipe.report.rows import allo_rows, bmc_rows, hierarchical_rows, label, mixture_rows
+from alignpipe.report.rows import allo_rows, bmc_rows, hierarchical_rows, label, mixture_rows, seed_mixture
 from alignpipe.report.sections import (
     Context,
     Table,
@@ -40,8 +41,11 @@ def write_table(ctx: Context, stem: str, heading: str, markdown: str, csv: str) 
 @register("followbench", "FollowBench Table 2 layout (evaluated models)")
 def followbench(ctx: Context) -> Table:
     table = followbench_table(ctx.metrics)
-    md = to_markdown(table, ctx.params.evaluate.confidence)
-    files = write_table(ctx, "followbench", "FollowBench (built-in world)", md, to_csv(table))
+    ref = ctx.params.report.reference
+    paired = compare(ctx.params, ctx.eval_dir, {m.get("_name", row): row for row, m in ctx.metrics.items()},
+                     {ref: label(ctx.params, ref)})
+    md = to_markdown(table, ctx.params.evaluate.confidence, paired)
+    files = write_table(ctx, "followbench", "FollowBench (built-in world)", md, to_csv(table.join(paired.frame)))
     hsr_by_level(ctx.metrics, ctx.out / "hsr_by_level.png", ctx.params.evaluate.confidence)
     return produced("followbench", md, [*files, "hsr_by_level.png"], models_of(ctx.metrics), data_of(ctx.metrics),
                     judges_of(ctx.metrics), sizes_of(ctx.metrics))
@@ -99,7 +103,7 @@ def allo(ctx: Context) -> Table:
         return not_produced("allo", "report.allo is false")
     if not any(v.allo is not None for v in ctx.params.align.variants.values()):
         return not_produced("allo", "no ALLO variant in align.allo_variants")
-    a_table, a_md = methods.allo(ctx.params, ctx.align_dir, ctx.metrics)
+    a_table, a_md = methods.allo(ctx.params, ctx.align_dir, ctx.metrics, ctx.eval_dir)
     files = write_table(ctx, "allo", "ALLO (built-in world)", a_md, to_csv(a_table))
     rows = {row: ctx.metrics[row] for row in allo_rows(ctx.params).values()}
     return produced("allo", a_md, files, models_of(rows), data_of(rows), f"pointwise: {judges_of(rows)}",
@@ -116,9 +120,12 @@ def mixtures(ctx: Context) -> Table:
         return not_produced("mixtures", "sft_mix.mixtures is empty")
     d_metrics = datasource.load(mixtures, ctx.eval_dir, ctx.mix_dir)
     d_table = datasource.datasource_table(d_metrics)
-    md = datasource.to_markdown(d_table, d_metrics)
+    ref = seed_mixture(ctx.params)
+    paired = compare(ctx.params, ctx.eval_dir, {f"mix_{name}": row for name, row in mixtures.items()},
+                     {f"mix_{ref}": mixtures[ref]})
+    md = datasource.to_markdown(d_table, d_metrics, paired)
     files = write_table(ctx, "datasources", "Data sources: seed, Lion and WebR SFT data (built-in world)", md,
-                        to_csv(d_table))
+                        to_csv(d_table.join(paired.frame)))
     names = ", ".join(f"{row} (`{ctx.mix_dir}/{name}/model`)" for name, row in mixtures.items())
     return produced("mixtures", md, files, names, "built-in world evaluation pool",
                     "world judge (pointwise); relative score: roles.referee vs the stored teacher answers",

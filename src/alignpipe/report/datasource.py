@@ -6,7 +6,7 @@ Factuality / Coherence (1-10), all from ``data/evaluate/mix_<name>/metrics.json`
 teacher (Lion's measure, 100 x sum student / sum teacher referee scores on Lion's eval subset) from
 ``data/sft_mix/<name>/metrics.json``;
 then the sample sizes: SFT rows trained on, FollowBench groups / instructions, referee-scored eval prompts.
-Nothing is computed here beyond reading and formatting.
+Paired columns (:mod:`alignpipe.report.paired`): every mixture against the seed-only one, on the same prompts.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from alignpipe.report.tables import SCORE_COLUMNS, markdown_rows
+from alignpipe.report.paired import Comparisons
+from alignpipe.report.tables import SCORE_COLUMNS, markdown_rows, paired_note
 from alignpipe.utils.io import DataError, read_json
 
 REL = "Rel. score vs teacher (%)"
@@ -60,8 +61,10 @@ def datasource_table(metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str,
     return table.astype({c: "Int64" for c in SIZES})
 
 
-def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> str:
-    """The table, then what each row was trained on and how the columns were measured."""
+def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
+                paired: Comparisons | None = None) -> str:
+    """The table (with the paired columns against the seed-only mixture, if given), then what each row was trained
+    on and how the columns were measured."""
     decimals = {c: d for c, _, _, d in SCORE_COLUMNS} | {REL: 1}
 
     def cell(column: str, row: Any) -> str:
@@ -70,7 +73,7 @@ def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, An
             return "–"
         return str(int(value)) if column in SIZES else f"{value:.{decimals[column]}f}"
 
-    lines = markdown_rows(table, cell, first="Data")
+    lines = markdown_rows(table, cell, first="Data", paired=paired)
     lines += ["", "Rows (sft_mix.mixtures; data in order, SFT rows per source):", ""]
     for label, (_, mix) in metrics.items():
         by = mix.get("rows_by_source") or {}
@@ -85,5 +88,6 @@ def to_markdown(table: pd.DataFrame, metrics: Mapping[str, tuple[Mapping[str, An
         "the teacher answers stored by the synthesize stage (Rel. scored = prompts the referee scored). Every row",
         "is the same base model, `sft` trainer and seed; only the training data differ. Measurements in the",
         "built-in world, not the papers' numbers.",
+        *paired_note(paired),
     ]
     return "\n".join(lines) + "\n"

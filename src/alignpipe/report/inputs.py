@@ -59,6 +59,13 @@ def readme(metrics_by_row: Mapping[str, Mapping[str, Any]], params: Params) -> s
         "Files: `followbench.md` / `followbench.csv` (FollowBench Table 2 layout: HSR and SSR by level 1-5 and",
         "their mean, CSL, then judge scores) and `hsr_by_level.png` (HSR by level, one line per model).",
         f"Intervals: {intervals}",
+        f"Paired columns (FollowBench, Hierarchical, BMC, ALLO and data-source tables): every row against "
+        f"{params.report.reference} (report.reference; BMC and ALLO also against full DPO, the first plain "
+        "full-parameter variant; the data-source table against the seed-only mixture), on the same prompts: Δ HSR Avg "
+        "with a paired bootstrap interval (groups resampled within category) and an exact McNemar p, Δ of each judge "
+        "dimension with a Wilcoxon signed-rank p, every p Holm-corrected within its table; under each table n, the "
+        "minimum detectable effect (80% power) per metric and what the table can and cannot detect. The CSVs add the "
+        "intervals of the judge differences, the raw p and each row's MDE.",
         "",
         "| Row | Evaluated model | Model weights | Data (eval pool) | Judge | Groups | Instructions |",
         "|---|---|---|---|---|---:|---:|",

@@ -1,7 +1,9 @@
 """The method tables (Hierarchical Alignment, BMC, ALLO), their rows picked by :mod:`alignpipe.report.rows`.
 
-Each returns the table (a DataFrame) and its markdown; :mod:`alignpipe.report.builders` writes them into the
-report with their provenance.
+Each returns the table (a DataFrame, its paired columns joined: the CSV) and its markdown;
+:mod:`alignpipe.report.builders` writes them into the report with their provenance. Paired columns
+(:func:`alignpipe.report.paired.compare`): every row against ``report.reference``; in the BMC and ALLO tables also
+against full DPO (:func:`alignpipe.report.rows.full_dpo`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 from alignpipe.config import Params
 from alignpipe.evaluate.pairwise import judged_pairwise, pairwise
 from alignpipe.llm import build_roles
-from alignpipe.report.rows import allo_rows, bmc_rows, hierarchical_rows, label
+from alignpipe.report.paired import compare
+from alignpipe.report.rows import allo_rows, bmc_rows, full_dpo, hierarchical_rows, label
 from alignpipe.report.tables import allo_markdown, allo_table, hierarchical_markdown, hierarchical_table
 from alignpipe.utils.io import read_json, read_jsonl
 from alignpipe.world import load_instructions, load_kb
@@ -61,13 +64,15 @@ def hierarchical(params: Params, eval_dir: str | Path, metrics: Mapping[str, Map
     bad = sum(p["fluency"].get("unparseable", 0) for p in pairs.values() if p)
     info["sample"] = f"{n_pairs} prompt pairs per model vs {labels[cfg.reference]}" + (
         f" ({bad} pairs with an unparseable judge output, not counted)" if bad else "")
-    return table, hierarchical_markdown(table, labels[cfg.reference], n_pairs), info
+    paired = compare(params, eval_dir, labels, {cfg.reference: labels[cfg.reference]})
+    md = hierarchical_markdown(table, labels[cfg.reference], n_pairs, paired)
+    return table.join(paired.frame), md, info
 
 
 def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
     """The BMC table (rows: :func:`alignpipe.report.rows.bmc_rows`, labelled by ``report.bmc_labels`` where given):
     the Hierarchical Alignment table's columns, W/T/L and alignment tax against ``report.reference`` (a row only
-    when it is one of the table's)."""
+    when it is one of the table's), and the paired columns against ``report.reference`` and full DPO."""
     cfg = params.report
     ref_label = label(params, cfg.reference)
     ref_rows = read_jsonl(Path(eval_dir) / cfg.reference / "generations.jsonl")
@@ -85,16 +90,26 @@ def bmc(params: Params, eval_dir: str | Path, metrics: Mapping[str, Mapping[str,
     if cfg.reference not in labels:
         table = table.drop(index=reference)
     n_pairs = next((p["fluency"]["n"] for p in pairs.values() if p), None)
-    return table, hierarchical_markdown(table, reference, n_pairs)
+    paired = compare(params, eval_dir, labels, _references(params, labels))
+    return table.join(paired.frame), hierarchical_markdown(table, reference, n_pairs, paired)
 
 
-def allo(params: Params, align_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]]) -> tuple[Any, str]:
+def _references(params: Params, labels: dict[str, str]) -> dict[str, str]:
+    """The BMC / ALLO tables' paired references: ``report.reference`` and full DPO, labelled as in the table."""
+    names = dict.fromkeys(n for n in (params.report.reference, full_dpo(params)) if n is not None)
+    return {n: labels.get(n, label(params, n)) for n in names}
+
+
+def allo(params: Params, align_dir: str | Path, metrics: Mapping[str, Mapping[str, Any]],
+         eval_dir: str | Path = "data/evaluate") -> tuple[Any, str]:
     """The ALLO table (rows: :func:`alignpipe.report.rows.allo_rows`): the evaluate metrics plus each row's align
-    metrics (parameter counts; none for sft, which no align stage trained)."""
+    metrics (parameter counts; none for sft, which no align stage trained), and the paired columns against
+    ``report.reference`` and full DPO."""
     labels = allo_rows(params)
     train = {}
     for name, row in labels.items():
         path = Path(align_dir) / name / "metrics.json"
         train[row] = read_json(path) if path.is_file() else None
     table = allo_table({row: metrics[row] for row in labels.values()}, train)
-    return table, allo_markdown(table)
+    paired = compare(params, eval_dir, labels, _references(params, labels))
+    return table.join(paired.frame), allo_markdown(table, paired)

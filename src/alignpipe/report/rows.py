@@ -10,6 +10,8 @@ here or in ``report:``. Row labels: ``report.labels`` (a model not named there: 
     bmc_rows(params)           # the plain full-parameter variants (dpo_full), then the BMC variants
     allo_rows(params)          # sft, the plain-DPO rows (dpo_full, dpo_top10), then the other ALLO variants
     mixture_rows(params)       # {mixture: label} per sft_mix.mixtures entry
+    full_dpo(params)           # the BMC and ALLO tables' second paired reference (dpo_full), or None
+    seed_mixture(params)       # the data-source table's paired reference (the seed-only mixture)
 """
 
 from __future__ import annotations
@@ -65,3 +67,16 @@ def allo_rows(params: Params) -> dict[str, str]:
 def mixture_rows(params: Params) -> dict[str, str]:
     """The data-source table: mixture name -> the label of its evaluated model ``mix_<name>``."""
     return {name: label(params, f"mix_{name}") for name in params.sft_mix.mixtures}
+
+
+def full_dpo(params: Params) -> str | None:
+    """The BMC and ALLO tables' second reference of the paired columns (the first is ``report.reference``): the
+    first plain full-parameter variant in params order (``dpo_full``), None when there is none."""
+    return next((n for n, v in params.align.variants.items() if is_full_dpo(v)), None)
+
+
+def seed_mixture(params: Params) -> str | None:
+    """The data-source table's reference of the paired columns: the first mixture trained on the seed data alone
+    (sources ``[seed]``), else the first mixture; None without mixtures."""
+    mixtures = params.sft_mix.mixtures
+    return next((n for n, src in mixtures.items() if list(src) == ["seed"]), next(iter(mixtures), None))

@@ -3,6 +3,9 @@
 Rows are models; columns HSR L1-L5 + Avg, SSR L1-L5 + Avg (percent), CSL (levels), then the judge's
 Fluency / Factuality / Coherence (1-10). Bootstrap intervals, where the metrics have them, travel as
 ``<column> lo`` / ``<column> hi`` columns in the CSV and as ``[lo, hi]`` after the value in the markdown.
+Each markdown function takes the table's paired columns (:class:`alignpipe.report.paired.Comparisons`: Δ against
+the reference with a paired interval and a Holm-corrected p) and shows them after the table's own columns, with
+their note (n, MDE) under the legend; the CSV gets them as ``table.join(comparisons.frame)``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from alignpipe.config import LEVELS
+from alignpipe.report.paired import Comparisons
 
 # (column, metrics.json key, scale, markdown decimals, show interval in markdown)
 SPEC: list[tuple[str, str, float, int, bool]] = [
@@ -69,22 +73,31 @@ def _cell(value: float, decimals: int, lo: float = math.nan, hi: float = math.na
 
 
 def markdown_rows(table: pd.DataFrame, cell: Callable[[str, Any], str], first: str = "Model",
-                  columns: Sequence[str] | None = None) -> list[str]:
+                  columns: Sequence[str] | None = None, paired: Comparisons | None = None) -> list[str]:
     """The lines of a GitHub markdown table of ``table``: a ``first`` column of the index, then ``columns`` (default
-    all), right-aligned, each value written by ``cell(column, row)``."""
+    all), right-aligned, each value written by ``cell(column, row)``; then, with ``paired``, its markdown cells."""
     columns = list(table.columns) if columns is None else list(columns)
-    lines = [f"| {first} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    extra = [] if paired is None else list(paired.cells.columns)
+    lines = [f"| {first} | " + " | ".join([*columns, *extra]) + " |", "|---|" + "---:|" * (len(columns) + len(extra))]
     for label, row in table.iterrows():
-        lines.append(f"| {label} | " + " | ".join(cell(column, row) for column in columns) + " |")
+        values = [cell(column, row) for column in columns]
+        values += [str(paired.cells.loc[label, column]) for column in extra] if paired is not None else []
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
     return lines
 
 
-def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
+def paired_note(paired: Comparisons | None) -> list[str]:
+    """The paired columns' note (n, tests, MDE) as lines to put under a table's legend (none without them)."""
+    return [] if paired is None else ["", *paired.note.rstrip("\n").split("\n")]
+
+
+def to_markdown(table: pd.DataFrame, confidence: float = 0.95, paired: Comparisons | None = None) -> str:
     """The table as GitHub markdown: HSR/SSR in percent (1 decimal), CSL and judge scores with 2 decimals.
 
     Args:
         table: from :func:`followbench_table`.
         confidence: the intervals' coverage, for the legend.
+        paired: the rows against the reference (:func:`alignpipe.report.paired.compare`), shown after the columns.
     """
     spec = {column: (decimals, ci) for column, _, _, decimals, ci in SPEC}
 
@@ -93,7 +106,7 @@ def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
         lo, hi = (row[f"{column} lo"], row[f"{column} hi"]) if ci else (math.nan, math.nan)
         return _cell(row[column], decimals, lo, hi)
 
-    lines = markdown_rows(table, cell, columns=list(spec))
+    lines = markdown_rows(table, cell, columns=list(spec), paired=paired)
     sizes = ", ".join(
         f"{label}: {groups} groups / {n} instructions"
         for label, groups, n in zip(table.index, table["Groups"], table["Instructions"], strict=True)
@@ -104,6 +117,7 @@ def to_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
         f"satisfied levels (0-5). Fluency / Factuality / Coherence: judge means (1-10). [lo, hi]: "
         f"{confidence:.0%} bootstrap interval (groups resampled within category; judge: responses resampled).",
         f"Sample sizes: {sizes}.",
+        *paired_note(paired),
     ]
     return "\n".join(lines) + "\n"
 
@@ -152,8 +166,9 @@ def hierarchical_table(
     return pd.DataFrame.from_records(records).set_index("Model")
 
 
-def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | None) -> str:
-    """Markdown of :func:`hierarchical_table` with its legend."""
+def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | None,
+                          paired: Comparisons | None = None) -> str:
+    """Markdown of :func:`hierarchical_table` with its legend (and the paired columns, with their note)."""
     def cell(column: str, row: Any) -> str:
         value = row[column]
         if isinstance(value, str):
@@ -162,12 +177,13 @@ def hierarchical_markdown(table: pd.DataFrame, reference: str, n_pairs: int | No
             return "–" if math.isnan(value) else f"{value:+.2f}"
         return _cell(value, 1 if column in ("HSR Avg", "SSR Avg") else 2)
 
-    lines = markdown_rows(table, cell)
+    lines = markdown_rows(table, cell, paired=paired)
     lines += [
         "",
         f"Judge scores 1-10 (means). W/T/L: prompts where the row's response scored higher / within the tie "
         f"margin / lower than {reference}'s on that dimension (n = {n_pairs} prompts). HSR/SSR Avg in %. "
         f"Alignment tax: change in coherence against {reference} for rows whose fluency rose (– otherwise).",
+        *paired_note(paired),
     ]
     return "\n".join(lines) + "\n"
 
@@ -209,8 +225,8 @@ def allo_table(metrics_by_row: Mapping[str, Mapping[str, Any]],
     return table.astype({"Trainable params": "Int64", "Updated params": "Int64"})
 
 
-def allo_markdown(table: pd.DataFrame) -> str:
-    """Markdown of :func:`allo_table` with its legend."""
+def allo_markdown(table: pd.DataFrame, paired: Comparisons | None = None) -> str:
+    """Markdown of :func:`allo_table` with its legend (and the paired columns, with their note)."""
     decimals = {c: d for c, _, _, d in SCORE_COLUMNS}
 
     def cell(column: str, row: Any) -> str:
@@ -221,12 +237,13 @@ def allo_markdown(table: pd.DataFrame) -> str:
             return f"{value:.2f}"
         return _cell(value, decimals[column])
 
-    lines = markdown_rows(table, cell)
+    lines = markdown_rows(table, cell, paired=paired)
     lines += [
         "",
         "HSR/SSR Avg: FollowBench hard/soft satisfaction (%, mean over levels); CSL: consecutive satisfied levels; "
         "judge means 1-10. Trainable: parameters the optimizer holds; Updated: entries changed from the SFT model "
         "(measured for the masked rows; = trainable for plain DPO rows). ALLO masks: exact global top-r% threshold "
         "unless neurons.threshold says official (see data/neurons/metrics.json).",
+        *paired_note(paired),
     ]
     return "\n".join(lines) + "\n"

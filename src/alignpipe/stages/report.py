@@ -11,9 +11,10 @@ Run (normally ``dvc repro report``, i.e. ``python -m flows.report``; or directly
 
 Its rows are the evaluated models, read from the params (:mod:`alignpipe.report.rows`): base, sft and every align
 variant, labelled by ``report.labels``. Writes, atomically, to ``data/report/``: ``followbench.md``,
-``followbench.csv``, ``hsr_by_level.png`` and a ``README.md`` that says what produced them. Nothing is computed
-here beyond formatting (except, with ``report.pairwise_judge: roles``, the pairwise judge's verdicts, which need two
-models' outputs at once).
+``followbench.csv``, ``hsr_by_level.png`` and a ``README.md`` that says what produced them. Computed here, because
+they need two models' outputs at once: the paired columns of each table (:mod:`alignpipe.report.paired`: Δ against
+the reference on the same prompts, paired bootstrap interval, Holm-corrected p, MDE) from the stored
+``generations.jsonl``, and, with ``report.pairwise_judge: roles``, the pairwise judge's verdicts.
 
 Every table comes from a builder registered in :mod:`alignpipe.report.builders` (FollowBench, the official
 FollowBench tables and radar, Hierarchical Alignment, BMC, ALLO, LTE, data sources); ``README.md`` gathers them

@@ -63,7 +63,9 @@ def test_report_tables_and_files(eval_dir, tmp_path):
     header = next(line for line in md.splitlines() if line.startswith("| Model"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert cols == ["Model", *(f"HSR L{i}" for i in range(1, 6)), "HSR Avg", *(f"SSR L{i}" for i in range(1, 6)),
-                    "SSR Avg", "CSL", "Fluency", "Factuality", "Coherence"]  # fmt: skip
+                    "SSR Avg", "CSL", "Fluency", "Factuality", "Coherence",
+                    "Δ HSR Avg vs SFT [95% CI]", "p HSR vs SFT", "Δ Fluency vs SFT (p)", "Δ Factuality vs SFT (p)",
+                    "Δ Coherence vs SFT (p)"]  # fmt: skip
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Model")]
     assert [r.split("|")[1].strip() for r in rows] == ["Base model", "SFT"]
     sft = [c.strip() for c in rows[1].strip("|").split("|")]
