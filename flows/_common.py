@@ -166,6 +166,18 @@ def run_flow(stage: str, name: str, params: Params, params_path: str, run: Calla
         return prefect_flow(cli_args=args)
 
 
+def _flush_prefect() -> None:
+    """Let Prefect's background workers (events, API logs) finish now: left to interpreter exit, they flush after the
+    error line and, on a busy machine, log "Still processing items" below it, so it is no longer the last line."""
+    if "prefect" not in sys.modules:  # a params mistake: Prefect was never imported
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=30, at_exit=False)
+
+
 def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None, *,
          module: str | None = None) -> None:
     """CLI entry of ``python -m flows.<stage>``: run ``alignpipe.stages.<stage>`` (or ``module``) as one flow.
@@ -197,6 +209,7 @@ def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None 
         run_flow(stage, name, params, params_path, run, args)
         status = "completed"
     except BAD_INPUT as err:
+        _flush_prefect()
         print(f"error in stage '{stage}': {err}", file=sys.stderr)
         sys.exit(2)
     finally:
