@@ -211,6 +211,17 @@ CASES = [
          "base:\n  block_size: 4\n"),
     Case("params-not-yaml", "world", r"params\.yaml line 3, column 5: not valid YAML \(while parsing a flow sequence "
          r"at line 2, column 15: expected ',' or '\]', but got ':'\)", "world:\n  n_entities: [12\nseed: 1\n"),
+    Case("params-duplicate-section", "world", r"^\S*params\.yaml: key 'world' is written twice \(lines 1 and 4\); "
+         r"YAML would keep only the last one and drop the other's values silently: write each key once \(merge the "
+         r"two into one\)$", "world:\n  n_entities: 12\nseed: 1\nworld:\n  corpus_paraphrases: 2\n"),
+    Case("params-duplicate-key", "world", r"^\S*params\.yaml: key 'sft\.trainer\.learning_rate' is written twice "
+         r"\(lines 3 and 5\); YAML would keep only the last one", "sft:\n  trainer:\n    learning_rate: 1.0e-4\n"
+         "    max_steps: 2\n    learning_rate: 2.0e-4\n"),
+    Case("params-empty", "world", r"^\S*params\.yaml: file is empty \(only blank lines or comments\); a params file "
+         r"must hold the sections to set, e\.g\. 'seed: 0' \(an empty one would run every stage on defaults "
+         r"silently\)$", ""),
+    Case("params-only-comments", "world", r"^\S*params\.yaml: file is empty \(only blank lines or comments\)",
+         "# world:\n#   n_entities: 12\n\n"),
     Case("params-trainer-typo", "world", r"sft\.trainer\.learnig_rate = 0\.0001: unknown key for SFTConfig; did you mean "
          r"\['learning_rate'", "sft:\n  trainer: {learnig_rate: 1.0e-4}\n"),
     Case("params-sft-source", "world", r"sft\.data\.1 = 'wiki': Input should be 'seed', 'webr' or 'lion'",
