@@ -109,6 +109,23 @@ def remove(rel: str) -> Callable[[Path], None]:
     return setup
 
 
+def truncate(rel: str) -> Callable[[Path], None]:
+    """Cut a file to half its size (a copy interrupted, a disk that filled up while it was written)."""
+
+    def setup(root: Path) -> None:
+        data = (root / rel).read_bytes()
+        (root / rel).write_bytes(data[: len(data) // 2])
+
+    return setup
+
+
+def copy_dir(src: str, dst: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        shutil.copytree(root / src, root / dst)
+
+    return setup
+
+
 def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         for s in setups:
@@ -137,6 +154,21 @@ def mask_of_other_model(root: Path) -> None:
     other = LlamaForCausalLM(LlamaConfig(vocab_size=400, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
     masks = {n: torch.ones_like(p, dtype=torch.uint8) for n, p in other.named_parameters()}
+    (root / "data/neurons/masks").mkdir(parents=True, exist_ok=True)
+    save_file(masks, str(root / "data/neurons/masks/mask_r5.safetensors"))
+
+
+def mask_with_scores(root: Path) -> None:
+    """A mask file of the project's own model whose one tensor holds a score (0.375) among its 0/1 values."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(root / "data/sft/model")
+    masks = {n: torch.ones_like(p, dtype=torch.uint8) for n, p in model.named_parameters()}
+    scores = torch.zeros_like(masks["model.layers.1.mlp.up_proj.weight"], dtype=torch.float32)
+    scores[0, :2] = torch.tensor([0.375, 1.0])
+    masks["model.layers.1.mlp.up_proj.weight"] = scores
     (root / "data/neurons/masks").mkdir(parents=True, exist_ok=True)
     save_file(masks, str(root / "data/neurons/masks/mask_r5.safetensors"))
 
@@ -256,11 +288,22 @@ CASES = [
          {"model": {"name_or_path": "{root}/models/nope"}}),
     Case("base-not-a-model", "base", r"/inputs/notamodel: not a model directory \(no config\.json\)",
          {"model": {"name_or_path": "{root}/inputs/notamodel"}}, setup=write_bytes("inputs/notamodel/README", b"hi")),
+    Case("base-weights-truncated", "base", r"^\S*/models/cut/model\.safetensors: corrupt or truncated weights file "
+         r"\(safetensors: Error while deserializing header: incomplete metadata, file not fully covered\); rerun the "
+         r"stage that wrote it, or restore it \(dvc checkout\)$", {"model": {"name_or_path": "{root}/models/cut"}}, (),
+         both(copy_dir("data/base/model", "models/cut"), truncate("models/cut/model.safetensors"))),
+    Case("reflogps-sft-weights-truncated", "reflogps", r"^data/sft/model/model\.safetensors: corrupt or truncated "
+         r"weights file \(safetensors: Error while deserializing header: .*\); rerun the stage that wrote it",
+         None, (), truncate("data/sft/model/model.safetensors")),
     Case("evaluate-model-missing", "evaluate", r"data/align/nope/model: model directory not found",
          None, ("--name", "x", "--model-dir", "data/align/nope/model")),
     Case("align-mask-other-model", "align", r"data/neurons/masks/mask_r5\.safetensors: the mask was computed for a "
          r"different model shape: shapes differ \(model\.embed_tokens\.weight: mask \(400, 16\) vs model \(\d+, 32\)",
          ALLO_MASKED, ("--variant", "masked"), mask_of_other_model),
+    Case("align-mask-scores", "align", r"data/neurons/masks/mask_r5\.safetensors: tensor "
+         r"'model\.layers\.1\.mlp\.up_proj\.weight' holds values other than 0/1 \(1 of \d+ entries, e\.g\. 0\.375\); "
+         r"a neuron mask holds only 0 and 1 \(1 = train the weight\): rerun the neurons stage, or threshold the scores "
+         r"into a 0/1 mask$", ALLO_MASKED, ("--variant", "masked"), mask_with_scores),
     Case("align-mask-not-safetensors", "align", r"data/neurons/masks/mask_r5\.safetensors: not a neuron mask file",
          ALLO_MASKED, ("--variant", "masked"), write_bytes("data/neurons/masks/mask_r5.safetensors", b"not a mask")),
     # align: variants and block ranges the model or the pairs cannot serve
@@ -269,6 +312,11 @@ CASES = [
     Case("align-layers-outside-model", "align", r"align\.variants\.wide\.layers: indices \[7\] are outside the model's "
          r"3 decoder layers \(valid: 0\.\.2\)", {"align": {"variants": {"wide": {"peft": "lora", "layers": [0, 7]}}}},
          ("--variant", "wide")),
+    Case("align-lora-target-typo", "align", r"^align\.lora\.target_modules = \['q_proj', 'v_prj'\]: 'v_prj' matches "
+         r"no module of the model \(\S*data/sft/model\) that LoRA can adapt; its module names are \['down_proj', "
+         r"'embed_tokens', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', 'up_proj', 'v_proj'\]$",
+         {"align": {"lora": {"target_modules": ["q_proj", "v_prj"]}, "variants": {"lo": {"peft": "lora"}}}},
+         ("--variant", "lo")),
     Case("align-bridged-without-column", "align", r"align variant 'dpo_bc' trains on bridged pairs, but "
          r"data/preferences/pairs\.jsonl has no 'bridged' column", None, ("--variant", "dpo_bc")),
     # data files of the training stages
@@ -294,6 +342,20 @@ CASES = [
     Case("followbench-file-cut", "evaluate", r"/inputs/fb/content_constraints\.json line \d+: not valid JSON",
          {"evaluate": {"benchmark": "followbench", "followbench": {"source": "{root}/inputs/fb", "categories": [
              "content"], "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    Case("followbench-source-typo", "evaluate", r"^evaluate\.followbench\.source = '\S*/inputs/fbx': directory not "
+         r"found \(did you mean '\S*/inputs/fb'\?\); expected a local directory holding the six \*_constraints\.json "
+         r"files, or a hub dataset id \(org/name\)$", {"evaluate": {"benchmark": "followbench", "followbench": {
+             "source": "{root}/inputs/fbx", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    Case("followbench-source-relative-typo", "evaluate", r"^evaluate\.followbench\.source = 'inputs/fbx': no such "
+         r"local directory, and hub dataset inputs/fbx:data_en/content_constraints\.json could not be loaded \(\w+: "
+         r".*\); give a local directory holding the six \*_constraints\.json files, or a hub dataset id \(org/name\) "
+         r"that is in the cache or reachable$", {"evaluate": {"benchmark": "followbench", "followbench": {
+             "source": "inputs/fbx", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    Case("followbench-source-is-a-file", "evaluate", r"^evaluate\.followbench\.source = '\S*/inputs/fb/content_"
+         r"constraints\.json': a file, but a directory is expected \(the one holding the six \*_constraints\.json "
+         r"files, e\.g\. FollowBench's data_en/\), or a hub dataset id \(org/name\)$", {"evaluate": {
+             "benchmark": "followbench", "followbench": {"source": "{root}/inputs/fb/content_constraints.json",
+                                                         "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
     # synthesize: WebR's and Lion's input files
     Case("webr-input-empty", "synthesize", r"/inputs/pages\.jsonl: file is empty \(no records\)", NO_LION, (),
          write_bytes("inputs/pages.jsonl", b"\n")),
@@ -307,6 +369,12 @@ CASES = [
          NO_LION, (), pages_with(2, b'{"webpage": "caf\xe9 by the river"}\n')),
     Case("webr-input-10mb-line", "synthesize", r"/inputs/pages\.jsonl line 2: line is 10485776 bytes, over the limit "
          r"of 8388608 bytes per line", NO_LION, (), pages_with(2, b'{"webpage": "' + b"a" * (10 << 20) + b'"}\n')),
+    Case("webr-input-2mb-page", "synthesize", r"/inputs/pages\.jsonl line 3: field 'webpage' is 2000000 characters, "
+         r"over the limit of 1000000 per page \(webr\.MAX_PAGE_CHARS; WebR reads web articles\): split the page or "
+         r"leave it out$", NO_LION, (), pages_with(3, b'{"webpage": "' + b"a" * 2_000_000 + b'"}\n')),
+    Case("webr-input-list-2mb-page", "synthesize", r"/inputs/pages\.jsonl record 1: field 'webpage' is 2000000 "
+         r"characters, over the limit of 1000000 per page", NO_LION, (), write_bytes(
+             "inputs/pages.jsonl", json.dumps([PAGES[0], {"webpage": "b" * 2_000_000}]).encode())),
     Case("lion-input-wrong-type", "synthesize", r"/inputs/pool\.jsonl line 2: field 'instruction' is int, expected str",
          {"synthesize": {"webr": {"enabled": False}, "lion": {"input": "{root}/inputs/pool.jsonl"}}}, (),
          write_bytes("inputs/pool.jsonl", b'{"instruction": "Describe Velmora."}\n{"instruction": 5}\n')),
@@ -314,6 +382,9 @@ CASES = [
     Case("edits-knowedit-cut", "edits", r"/inputs/ke\.json line 1: not valid JSON", {"edits": {
         "source": "knowedit", "train_files": ["{root}/inputs/ke.json"], "eval_files": ["{root}/inputs/ke.json"]}}, (),
         write_bytes("inputs/ke.json", b'[{"subject": "Velmora", "prompt": "Velmora is in')),
+    Case("edit_align-lora-target-typo", "edit_align", r"^edit_align\.lora\.target_modules = \['q_proj', 'mlp'\]: "
+         r"'mlp' matches no module of the model \(\S*data/sft/model\) that LoRA can adapt; its module names are "
+         r"\['down_proj', .*'v_proj'\]$", {"edit_align": {"peft": "lora", "lora": {"target_modules": ["q_proj", "mlp"]}}}),
     Case("edit_eval-empty-target", "edit_eval", r"data/edits/eval\.jsonl line 2: field 'target_new' must be a "
          r"non-empty string, got ''", None, (), edit_record("data/edits/eval.jsonl", 2, lambda r: r.update(target_new=""))),
     # report

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignpipe.config import ModelSection
@@ -71,6 +72,23 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     raise DataError(f"{path}: model directory not found (and '{name}' is not a hub id of the form org/name)")
 
 
+def _corrupt_weights(source: str, is_local: bool, where: str, err: Exception) -> str:
+    """The message for weights safetensors could not read (a cut-off copy, a full disk at save time): the file
+    that fails to open when the directory is local (else the model), and safetensors' reason."""
+    cause = " ".join(str(err).split())
+    bad = where
+    if is_local:
+        for file in sorted(Path(source).glob("*.safetensors")):
+            try:
+                with safe_open(str(file), framework="pt") as fh:
+                    fh.keys()
+            except (SafetensorError, OSError):
+                bad = str(file)
+                break
+    return (f"{bad}: corrupt or truncated weights file (safetensors: {cause}); rerun the stage that wrote it, or "
+            "restore it (dvc checkout)")
+
+
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, padding_side: str = "left") -> PreTrainedTokenizerBase:
     """Give a tokenizer what the pipeline needs: a pad token (eos if none), a chat template, a padding side."""
     if tokenizer.pad_token is None:
@@ -95,7 +113,10 @@ def _load_adapter(path: Path, section: ModelSection, padding_side: str, device, 
     if not (path / "adapter_model.safetensors").is_file():
         raise DataError(f"{path}: no adapter_model.safetensors (only safetensors adapters are loaded)")
     model, tokenizer = load_model(base, section, padding_side, device)
-    model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    try:
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except SafetensorError as err:
+        raise DataError(_corrupt_weights(str(path), True, str(path), err)) from None
     if merge:
         # Folding the low-rank update into the weights makes generation as fast as the base model's.
         model = model.merge_and_unload()
@@ -132,7 +153,8 @@ def load_model(
         The model in eval mode, and its tokenizer with a pad token, a chat template and ``padding_side`` set.
 
     Raises:
-        DataError: the path is missing (and not a hub id), is not a model directory, or loading failed.
+        DataError: the path is missing (and not a hub id), is not a model directory, its weights are corrupt or
+            truncated (naming the file), or loading failed.
     """
     section = model_section or ModelSection()
     source, is_local = resolve_model_source(name_or_path)
@@ -152,6 +174,8 @@ def load_model(
     except (OSError, ValueError) as err:
         # transformers raises OSError for missing files/offline hub and ValueError for unsafe or unknown models.
         raise DataError(f"{where}: could not load model/tokenizer: {err}") from err
+    except SafetensorError as err:  # not an OSError: a cut-off or garbled model.safetensors
+        raise DataError(_corrupt_weights(source, is_local, where, err)) from None
     prepare_tokenizer(tokenizer, padding_side)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
