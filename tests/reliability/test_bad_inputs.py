@@ -126,6 +126,37 @@ def copy_dir(src: str, dst: str) -> Callable[[Path], None]:
     return setup
 
 
+def read_only(rel: str) -> Callable[[Path], None]:
+    """Make a directory unwritable: mode 0555, and where that does not bind (root) the immutable attribute; the row
+    is skipped where neither works. :func:`_restore` makes it writable again."""
+
+    def setup(root: Path) -> None:
+        target = root / rel
+        target.chmod(0o555)
+        if _writable(target) and shutil.which("chattr"):
+            subprocess.run(["chattr", "+i", str(target)], capture_output=True)
+        if _writable(target):
+            pytest.skip(f"cannot make {target} read-only here (root without chattr)")
+
+    return setup
+
+
+def _writable(directory: Path) -> bool:
+    probe = directory / ".probe"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
+
+
+def _make_writable(directory: Path) -> None:
+    if shutil.which("chattr"):
+        subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+    directory.chmod(0o755)
+
+
 def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         for s in setups:
@@ -283,6 +314,10 @@ CASES = [
     Case("params-pasted-api-key", "world", r"roles\.judge\.api_key_env = '<redacted>': must be the NAME of an "
          r"environment variable", "roles:\n  judge: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, "
          "api_key_env: sk-live-0123456789}\n", forbid=("sk-live-0123456789",)),
+    # the machine: outputs that cannot be written (a full disk: tests/unit/test_io_faults.py)
+    Case("world-data-read-only", "world", r"^cannot write data/world \(data/\.world\.partial\): (Permission denied "
+         r"\[EACCES\]|Operation not permitted \[EPERM\]); make it writable, then rerun \(earlier outputs are left as "
+         r"they were\)$", None, (), read_only("data")),
     # model paths
     Case("base-model-missing", "base", r"/models/nope: model directory not found",
          {"model": {"name_or_path": "{root}/models/nope"}}),
@@ -336,6 +371,11 @@ CASES = [
     # evaluate: the world's pool, the official FollowBench files
     Case("evaluate-pool-bad-level", "evaluate", r"data/world/eval\.jsonl line 2: level 9 not allowed: must be an "
          r"integer 0\.\.5", None, EVAL, edit_record("data/world/eval.jsonl", 2, lambda r: r.update(level=9))),
+    Case("evaluate-pool-lone-surrogate", "evaluate", r"^data/world/eval\.jsonl line 2: field 'instruction' "
+         r"\('\\ud800' at character 5\) holds a lone surrogate, an unpaired \\ud800-\\udfff escape that is no "
+         r"Unicode character and cannot be written as UTF-8: remove it, or pair it into one character$", None, EVAL,
+         edit_record("data/world/eval.jsonl", 2, lambda r: r.update(instruction=r["instruction"][:5] + "\ud800"
+                                                                                 + r["instruction"][5:]))),
     Case("followbench-file-missing", "evaluate", r"/inputs/fb/content_constraints\.json: FollowBench file not found "
          r"\(expected the six \*_constraints\.json", {"evaluate": {"benchmark": "followbench", "followbench": {
              "source": "{root}/inputs/fb", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=True)),
@@ -507,6 +547,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 def _restore(root: Path) -> None:
+    _make_writable(root / "data")
     shutil.rmtree(root / "data")
     shutil.copytree(root / ".pristine-data", root / "data")
     for stray in ("inputs", "models"):
