@@ -157,6 +157,18 @@ def _make_writable(directory: Path) -> None:
     directory.chmod(0o755)
 
 
+def model_without_tokenizer(rel: str) -> Callable[[Path], None]:
+    """The base model's config and weights copied to ``rel``, its tokenizer files left behind."""
+
+    def setup(root: Path) -> None:
+        (root / rel).mkdir(parents=True)
+        for name in ("config.json", "generation_config.json", "model.safetensors"):
+            if (root / "data/base/model" / name).is_file():
+                shutil.copy2(root / "data/base/model" / name, root / rel / name)
+
+    return setup
+
+
 def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         for s in setups:
@@ -330,6 +342,22 @@ CASES = [
     Case("reflogps-sft-weights-truncated", "reflogps", r"^data/sft/model/model\.safetensors: corrupt or truncated "
          r"weights file \(safetensors: Error while deserializing header: .*\); rerun the stage that wrote it",
          None, (), truncate("data/sft/model/model.safetensors")),
+    Case("base-model-no-tokenizer", "base", r"^model\.name_or_path = '\S*/models/notok': no tokenizer in the model "
+         r"directory \(none of tokenizer\.json, tokenizer\.model, vocab\.json, vocab\.txt, spiece\.model, "
+         r"sentencepiece\.bpe\.model\); save the tokenizer next to the weights \(tokenizer\.save_pretrained\), or copy "
+         r"its files from the model it came from$", {"model": {"name_or_path": "{root}/models/notok"}}, (),
+         model_without_tokenizer("models/notok")),
+    Case("base-hub-id-offline", "base", r"^model\.name_or_path = 'nosuchorg/nosuchmodel': hub model "
+         r"'nosuchorg/nosuchmodel' is not in the local hub cache and the hub is offline \(HF_HUB_OFFLINE=1\), and there "
+         r"is no local directory 'nosuchorg/nosuchmodel' either \(relative to \S+\); give a model directory "
+         r"\(config\.json, \*\.safetensors and the tokenizer files\), or fetch the model once with HF_HUB_OFFLINE=0$",
+         {"model": {"name_or_path": "nosuchorg/nosuchmodel"}}),
+    Case("base-relative-path-offline", "base", r"^model\.name_or_path = 'models/mybase': hub model 'models/mybase' is "
+         r"not in the local hub cache and the hub is offline \(HF_HUB_OFFLINE=1\), and there is no local directory "
+         r"'models/mybase' either", {"model": {"name_or_path": "models/mybase"}}),
+    Case("judge-hub-id-offline", "evaluate", r"roles\.judge\.model = 'nosuchorg/judge': hub model 'nosuchorg/judge' "
+         r"is not in the local hub cache and the hub is offline", deep_merge(JUDGED, {"roles": {"judge": {
+             "model": "nosuchorg/judge"}}}), JUDGE_ARGS),
     Case("evaluate-model-missing", "evaluate", r"data/align/nope/model: model directory not found",
          None, ("--name", "x", "--model-dir", "data/align/nope/model")),
     Case("align-mask-other-model", "align", r"data/neurons/masks/mask_r5\.safetensors: the mask was computed for a "
@@ -415,6 +443,12 @@ CASES = [
     Case("webr-input-list-2mb-page", "synthesize", r"/inputs/pages\.jsonl record 1: field 'webpage' is 2000000 "
          r"characters, over the limit of 1000000 per page", NO_LION, (), write_bytes(
              "inputs/pages.jsonl", json.dumps([PAGES[0], {"webpage": "b" * 2_000_000}]).encode())),
+    Case("webr-generator-key-unset", "synthesize", r"^role 'generator' \(roles\.generator\.api_key_env\): openai "
+         r"backend at http://127\.0\.0\.1:9/v1: the environment variable ALIGNPIPE_NO_SUCH_KEY \(named by "
+         r"api_key_env\) is not set; export it before the run, or set api_key_env: null for a server that takes no "
+         r"key$", deep_merge(NO_LION, {"roles": {"generator": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                                "model": "m", "api_key_env": "ALIGNPIPE_NO_SUCH_KEY"}}}),
+         (), write_bytes("inputs/pages.jsonl", PAGES_JSONL)),
     Case("lion-input-wrong-type", "synthesize", r"/inputs/pool\.jsonl line 2: field 'instruction' is int, expected str",
          {"synthesize": {"webr": {"enabled": False}, "lion": {"input": "{root}/inputs/pool.jsonl"}}}, (),
          write_bytes("inputs/pool.jsonl", b'{"instruction": "Describe Velmora."}\n{"instruction": 5}\n')),
