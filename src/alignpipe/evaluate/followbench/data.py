@@ -112,7 +112,8 @@ def _read_local(directory: Path, category: str) -> tuple[list[Any], str]:
     return data, str(path)
 
 
-def _read_hub(dataset_id: str, category: str, revision: str | None, key: str) -> tuple[list[Any], str]:
+def _read_hub(dataset_id: str, category: str, revision: str | None,
+              key: str = "evaluate.followbench.source") -> tuple[list[Any], str]:
     # One file per call: the six files differ in columns (only example has 'answer'), so they cannot be one table.
     from datasets import load_dataset
 
