@@ -137,18 +137,6 @@ def _quiet_bad_input_tracebacks() -> None:
             handler.addFilter(_BadInputWithoutTraceback())
 
 
-def _drain_prefect_workers() -> None:
-    """Let Prefect's background workers (events, logs to the API) finish before the stage's last line is printed:
-    stopping at interpreter exit, a busy one logs "Still processing items..." AFTER that line otherwise."""
-    for module, name in (("prefect.events.worker", "EventsWorker"), ("prefect.logging.handlers", "APILogWorker")):
-        worker = getattr(sys.modules.get(module), name, None)
-        if worker is not None:
-            try:
-                worker.drain_all(timeout=30)
-            except Exception:  # noqa: BLE001  (best effort: the error line matters more than the drain)
-                pass
-
-
 def run_flow(stage: str, name: str, params: Params, params_path: str, run: Callable[..., dict],
              args: dict[str, Any]) -> dict:
     """Run ``run(params, **args)`` once inside one Prefect flow ``<stage>`` whose run is named and tagged ``name``.
@@ -209,7 +197,6 @@ def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None 
         run_flow(stage, name, params, params_path, run, args)
         status = "completed"
     except BAD_INPUT as err:
-        _drain_prefect_workers()  # their shutdown logs come before the one line, not after it
         print(f"error in stage '{stage}': {err}", file=sys.stderr)
         sys.exit(2)
     finally:
