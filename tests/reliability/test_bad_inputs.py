@@ -344,12 +344,12 @@ CASES = [
          None, (), truncate("data/sft/model/model.safetensors")),
     Case("base-model-no-tokenizer", "base", r"^model\.name_or_path = '\S*/models/notok': no tokenizer in the model "
          r"directory \(none of tokenizer\.json, tokenizer\.model, vocab\.json, vocab\.txt, spiece\.model, "
-         r"sentencepiece\.bpe\.model\); save the tokenizer next to the weights \(tokenizer\.save_pretrained\), or copy "
-         r"its files from the model it came from$", {"model": {"name_or_path": "{root}/models/notok"}}, (),
+         r"sentencepiece\.bpe\.model\); save the tokenizer next to the weights \(tokenizer\.save_pretrained\), or "
+         r"copy its files from the model it came from$", {"model": {"name_or_path": "{root}/models/notok"}}, (),
          model_without_tokenizer("models/notok")),
     Case("base-hub-id-offline", "base", r"^model\.name_or_path = 'nosuchorg/nosuchmodel': hub model "
-         r"'nosuchorg/nosuchmodel' is not in the local hub cache and the hub is offline \(HF_HUB_OFFLINE=1\), and there "
-         r"is no local directory 'nosuchorg/nosuchmodel' either \(relative to \S+\); give a model directory "
+         r"'nosuchorg/nosuchmodel' is not in the local hub cache and the hub is offline \(HF_HUB_OFFLINE=1\), and "
+         r"there is no local directory 'nosuchorg/nosuchmodel' either \(relative to \S+\); give a model directory "
          r"\(config\.json, \*\.safetensors and the tokenizer files\), or fetch the model once with HF_HUB_OFFLINE=0$",
          {"model": {"name_or_path": "nosuchorg/nosuchmodel"}}),
     Case("base-relative-path-offline", "base", r"^model\.name_or_path = 'models/mybase': hub model 'models/mybase' is "
@@ -365,8 +365,8 @@ CASES = [
          ALLO_MASKED, ("--variant", "masked"), mask_of_other_model),
     Case("align-mask-scores", "align", r"data/neurons/masks/mask_r5\.safetensors: tensor "
          r"'model\.layers\.1\.mlp\.up_proj\.weight' holds values other than 0/1 \(1 of \d+ entries, e\.g\. 0\.375\); "
-         r"a neuron mask holds only 0 and 1 \(1 = train the weight\): rerun the neurons stage, or threshold the scores "
-         r"into a 0/1 mask$", ALLO_MASKED, ("--variant", "masked"), mask_with_scores),
+         r"a neuron mask holds only 0 and 1 \(1 = train the weight\): rerun the neurons stage, or threshold the "
+         r"scores into a 0/1 mask$", ALLO_MASKED, ("--variant", "masked"), mask_with_scores),
     Case("align-mask-not-safetensors", "align", r"data/neurons/masks/mask_r5\.safetensors: not a neuron mask file",
          ALLO_MASKED, ("--variant", "masked"), write_bytes("data/neurons/masks/mask_r5.safetensors", b"not a mask")),
     # align: variants and block ranges the model or the pairs cannot serve
@@ -422,8 +422,9 @@ CASES = [
     Case("followbench-source-is-a-file", "evaluate", r"^evaluate\.followbench\.source = '\S*/inputs/fb/content_"
          r"constraints\.json': a file, but a directory is expected \(the one holding the six \*_constraints\.json "
          r"files, e\.g\. FollowBench's data_en/\), or a hub dataset id \(org/name\)$", {"evaluate": {
-             "benchmark": "followbench", "followbench": {"source": "{root}/inputs/fb/content_constraints.json",
-                                                         "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+             "benchmark": "followbench", "followbench": {
+                 "source": "{root}/inputs/fb/content_constraints.json", "judge": {"backend": "none"}}}}, EVAL,
+         followbench_dir(valid=False)),
     # synthesize: WebR's and Lion's input files
     Case("webr-input-empty", "synthesize", r"/inputs/pages\.jsonl: file is empty \(no records\)", NO_LION, (),
          write_bytes("inputs/pages.jsonl", b"\n")),
@@ -446,8 +447,9 @@ CASES = [
     Case("webr-generator-key-unset", "synthesize", r"^role 'generator' \(roles\.generator\.api_key_env\): openai "
          r"backend at http://127\.0\.0\.1:9/v1: the environment variable ALIGNPIPE_NO_SUCH_KEY \(named by "
          r"api_key_env\) is not set; export it before the run, or set api_key_env: null for a server that takes no "
-         r"key$", deep_merge(NO_LION, {"roles": {"generator": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                                                "model": "m", "api_key_env": "ALIGNPIPE_NO_SUCH_KEY"}}}),
+         r"key$", deep_merge(NO_LION, {"roles": {"generator": {
+             "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+             "api_key_env": "ALIGNPIPE_NO_SUCH_KEY"}}}),
          (), write_bytes("inputs/pages.jsonl", PAGES_JSONL)),
     Case("lion-input-wrong-type", "synthesize", r"/inputs/pool\.jsonl line 2: field 'instruction' is int, expected str",
          {"synthesize": {"webr": {"enabled": False}, "lion": {"input": "{root}/inputs/pool.jsonl"}}}, (),
@@ -458,7 +460,8 @@ CASES = [
         write_bytes("inputs/ke.json", b'[{"subject": "Velmora", "prompt": "Velmora is in')),
     Case("edit_align-lora-target-typo", "edit_align", r"^edit_align\.lora\.target_modules = \['q_proj', 'mlp'\]: "
          r"'mlp' matches no module of the model \(\S*data/sft/model\) that LoRA can adapt; its module names are "
-         r"\['down_proj', .*'v_proj'\]$", {"edit_align": {"peft": "lora", "lora": {"target_modules": ["q_proj", "mlp"]}}}),
+         r"\['down_proj', .*'v_proj'\]$",
+         {"edit_align": {"peft": "lora", "lora": {"target_modules": ["q_proj", "mlp"]}}}),
     Case("edit_eval-empty-target", "edit_eval", r"data/edits/eval\.jsonl line 2: field 'target_new' must be a "
          r"non-empty string, got ''", None, (), edit_record("data/edits/eval.jsonl", 2, lambda r: r.update(target_new=""))),
     # report

@@ -211,7 +211,8 @@ def test_a_new_variant_is_one_params_entry(repo_root, tmp_path):
 
 @pytest.mark.parametrize("text, key, lines", [
     ("world:\n  n_entities: 12\nseed: 1\nworld:\n  corpus_paraphrases: 2\n", "world", (1, 4)),
-    ("sft:\n  trainer:\n    learning_rate: 1.0e-4\n    'learning_rate': 2.0e-4\n", "sft.trainer.learning_rate", (3, 4)),
+    ("sft:\n  trainer:\n    learning_rate: 1.0e-4\n    'learning_rate': 2.0e-4\n", "sft.trainer.learning_rate",
+     (3, 4)),
     ("sft_mix:\n  mixtures:\n    a: [seed]\n    a: [seed, webr]\n", "sft_mix.mixtures.a", (3, 4)),
     ("x:\n  - {a: 1, a: 2}\n", "x.0.a", (2, 2)),
 ])

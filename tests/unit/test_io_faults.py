@@ -60,8 +60,9 @@ def test_read_only_directory_fails_in_one_line_naming_the_output(tmp_path, monke
     monkeypatch.setattr(Path, "mkdir", mkdir)
     with pytest.raises(OutputError) as caught, atomic_dir(out):
         pytest.fail("the block must not run")
-    assert str(caught.value) == (f"cannot write {out} ({out.parent / '.world.partial'}): Read-only file system [EROFS]; "
-                                 "make it writable, then rerun (earlier outputs are left as they were)")
+    partial = out.parent / ".world.partial"
+    assert str(caught.value) == (f"cannot write {out} ({partial}): Read-only file system [EROFS]; make it writable, "
+                                 "then rerun (earlier outputs are left as they were)")
     assert caught.value.errno == errno.EROFS
     assert _left(tmp_path) == ["data/world", "data/world/kb.json"]
 

@@ -73,7 +73,9 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
 
 
 # Files that carry a tokenizer's vocabulary (fast tokenizers, sentencepiece, BPE, WordPiece; tiktoken: *.tiktoken).
-VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
+VOCAB_FILES = (
+    "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model"
+)
 
 
 def _named(key: str | None, value: str) -> str:

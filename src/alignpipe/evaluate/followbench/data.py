@@ -123,8 +123,8 @@ def _read_hub(dataset_id: str, category: str, revision: str | None,
     except (OSError, ValueError) as err:  # offline / unknown id (ConnectionError, DatasetNotFoundError), bad file
         cause = " ".join(f"{type(err).__name__}: {err}".split())
         raise DataError(f"{key} = {dataset_id!r}: no such local directory, and hub dataset {dataset_id}:{data_file} "
-                        f"could not be loaded ({cause}); give a local directory holding the six *_constraints.json files, or a hub dataset "
-                        "id (org/name) that is in the cache or reachable") from None
+                        f"could not be loaded ({cause}); give a local directory holding the six *_constraints.json "
+                        "files, or a hub dataset id (org/name) that is in the cache or reachable") from None
     return [dict(row) for row in ds], f"{dataset_id}:{data_file}"
 
 
