@@ -1083,9 +1083,59 @@ ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
-def read_yaml(text: str) -> Any:
-    """Parse a params (or profile) file's text with :class:`ParamsLoader`."""
-    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506  (a SafeLoader subclass)
+def _duplicate_key(node: yaml.Node, path: tuple[str, ...] = (), seen: set[int] | None = None,
+                   ) -> tuple[str, int, int] | None:
+    """The first mapping key written twice under ``node``: ``(dotted key, first line, second line)``, else None.
+
+    PyYAML keeps the last of two equal keys without a word, so a section written twice loses the first one's values.
+    Merge keys (``<<``) are skipped (overriding a merged key is their purpose); an alias is walked once.
+    """
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    return ".".join((*path, key)), lines[key], line
+                lines[key] = line
+            found = _duplicate_key(value_node, (*path, key), seen)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, (*path, str(i)), seen)
+            if found:
+                return found
+    return None
+
+
+def read_yaml(text: str, source: str = "params.yaml") -> Any:
+    """Parse a params (or profile) file's text with :class:`ParamsLoader`; None for a file with no document.
+
+    Raises:
+        ConfigError: a key written twice in one mapping (a section or a key inside one), naming ``source``, the
+            key and both lines (PyYAML alone would keep the last silently).
+        yaml.YAMLError: text that is not YAML.
+    """
+    loader = ParamsLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node)
+        if duplicate:
+            key, first, second = duplicate
+            raise ConfigError(f"{source}: key '{key}' is written twice (lines {first} and {second}); YAML would keep "
+                              "only the last one and drop the other's values silently: write each key once (merge "
+                              "the two into one)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -1094,7 +1144,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); params files must be UTF-8") from None
     except yaml.YAMLError as err:
@@ -1106,6 +1156,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             at = f" at line {opened.line + 1}, column {opened.column + 1}" if opened else ""
             what = f"{context}{at}: {what}"
         raise ConfigError(f"{path}{where}: not valid YAML ({what or ' '.join(str(err).split())})") from None
+    if raw is None:  # no document: an empty file, or one of comments only
+        raise ConfigError(f"{path}: file is empty (only blank lines or comments); a params file must hold the "
+                          "sections to set, e.g. 'seed: 0' (an empty one would run every stage on defaults silently)")
     params = validate_params(raw, str(path))
     # dvc.yaml runs align.variants as align@<name> without the ALLO inputs: an ALLO variant there would train on
     # masks and token scores DVC does not know it reads.

@@ -44,12 +44,12 @@ def load_profile(name: str, profiles_dir: str | Path = "profiles") -> dict[str, 
     if not path.is_file():
         have = sorted(p.stem for p in Path(profiles_dir).glob("*.yaml"))
         raise ConfigError(f"profile '{name}' not found ({path}); available: {have}")
-    return read_yaml(path.read_text(encoding="utf-8")) or {}
+    return read_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
 
 
 def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_dir: str | Path = "profiles") -> dict:
     """Merge a profile over ``params_path`` and return the validated result (a plain dict; nothing is written)."""
-    base = read_yaml(Path(params_path).read_text(encoding="utf-8")) or {}
+    base = read_yaml(Path(params_path).read_text(encoding="utf-8"), str(params_path)) or {}
     merged = deep_merge(base, load_profile(name, profiles_dir))
     validate_params(merged, f"{Path(profiles_dir) / name}.yaml over {params_path}")
     return merged

@@ -109,6 +109,66 @@ def remove(rel: str) -> Callable[[Path], None]:
     return setup
 
 
+def truncate(rel: str) -> Callable[[Path], None]:
+    """Cut a file to half its size (a copy interrupted, a disk that filled up while it was written)."""
+
+    def setup(root: Path) -> None:
+        data = (root / rel).read_bytes()
+        (root / rel).write_bytes(data[: len(data) // 2])
+
+    return setup
+
+
+def copy_dir(src: str, dst: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        shutil.copytree(root / src, root / dst)
+
+    return setup
+
+
+def read_only(rel: str) -> Callable[[Path], None]:
+    """Make a directory unwritable: mode 0555, and where that does not bind (root) the immutable attribute; the row
+    is skipped where neither works. :func:`_restore` makes it writable again."""
+
+    def setup(root: Path) -> None:
+        target = root / rel
+        target.chmod(0o555)
+        if _writable(target) and shutil.which("chattr"):
+            subprocess.run(["chattr", "+i", str(target)], capture_output=True)
+        if _writable(target):
+            pytest.skip(f"cannot make {target} read-only here (root without chattr)")
+
+    return setup
+
+
+def _writable(directory: Path) -> bool:
+    probe = directory / ".probe"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
+
+
+def _make_writable(directory: Path) -> None:
+    if shutil.which("chattr"):
+        subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+    directory.chmod(0o755)
+
+
+def model_without_tokenizer(rel: str) -> Callable[[Path], None]:
+    """The base model's config and weights copied to ``rel``, its tokenizer files left behind."""
+
+    def setup(root: Path) -> None:
+        (root / rel).mkdir(parents=True)
+        for name in ("config.json", "generation_config.json", "model.safetensors"):
+            if (root / "data/base/model" / name).is_file():
+                shutil.copy2(root / "data/base/model" / name, root / rel / name)
+
+    return setup
+
+
 def both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         for s in setups:
@@ -137,6 +197,21 @@ def mask_of_other_model(root: Path) -> None:
     other = LlamaForCausalLM(LlamaConfig(vocab_size=400, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
     masks = {n: torch.ones_like(p, dtype=torch.uint8) for n, p in other.named_parameters()}
+    (root / "data/neurons/masks").mkdir(parents=True, exist_ok=True)
+    save_file(masks, str(root / "data/neurons/masks/mask_r5.safetensors"))
+
+
+def mask_with_scores(root: Path) -> None:
+    """A mask file of the project's own model whose one tensor holds a score (0.375) among its 0/1 values."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(root / "data/sft/model")
+    masks = {n: torch.ones_like(p, dtype=torch.uint8) for n, p in model.named_parameters()}
+    scores = torch.zeros_like(masks["model.layers.1.mlp.up_proj.weight"], dtype=torch.float32)
+    scores[0, :2] = torch.tensor([0.375, 1.0])
+    masks["model.layers.1.mlp.up_proj.weight"] = scores
     (root / "data/neurons/masks").mkdir(parents=True, exist_ok=True)
     save_file(masks, str(root / "data/neurons/masks/mask_r5.safetensors"))
 
@@ -211,6 +286,17 @@ CASES = [
          "base:\n  block_size: 4\n"),
     Case("params-not-yaml", "world", r"params\.yaml line 3, column 5: not valid YAML \(while parsing a flow sequence "
          r"at line 2, column 15: expected ',' or '\]', but got ':'\)", "world:\n  n_entities: [12\nseed: 1\n"),
+    Case("params-duplicate-section", "world", r"^\S*params\.yaml: key 'world' is written twice \(lines 1 and 4\); "
+         r"YAML would keep only the last one and drop the other's values silently: write each key once \(merge the "
+         r"two into one\)$", "world:\n  n_entities: 12\nseed: 1\nworld:\n  corpus_paraphrases: 2\n"),
+    Case("params-duplicate-key", "world", r"^\S*params\.yaml: key 'sft\.trainer\.learning_rate' is written twice "
+         r"\(lines 3 and 5\); YAML would keep only the last one", "sft:\n  trainer:\n    learning_rate: 1.0e-4\n"
+         "    max_steps: 2\n    learning_rate: 2.0e-4\n"),
+    Case("params-empty", "world", r"^\S*params\.yaml: file is empty \(only blank lines or comments\); a params file "
+         r"must hold the sections to set, e\.g\. 'seed: 0' \(an empty one would run every stage on defaults "
+         r"silently\)$", ""),
+    Case("params-only-comments", "world", r"^\S*params\.yaml: file is empty \(only blank lines or comments\)",
+         "# world:\n#   n_entities: 12\n\n"),
     Case("params-trainer-typo", "world", r"sft\.trainer\.learnig_rate = 0\.0001: unknown key for SFTConfig; did you mean "
          r"\['learning_rate'", "sft:\n  trainer: {learnig_rate: 1.0e-4}\n"),
     Case("params-sft-source", "world", r"sft\.data\.1 = 'wiki': Input should be 'seed', 'webr' or 'lion'",
@@ -240,16 +326,47 @@ CASES = [
     Case("params-pasted-api-key", "world", r"roles\.judge\.api_key_env = '<redacted>': must be the NAME of an "
          r"environment variable", "roles:\n  judge: {backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m, "
          "api_key_env: sk-live-0123456789}\n", forbid=("sk-live-0123456789",)),
+    # the machine: outputs that cannot be written (a full disk: tests/unit/test_io_faults.py)
+    Case("world-data-read-only", "world", r"^cannot write data/world \(data/\.world\.partial\): (Permission denied "
+         r"\[EACCES\]|Operation not permitted \[EPERM\]); make it writable, then rerun \(earlier outputs are left as "
+         r"they were\)$", None, (), read_only("data")),
     # model paths
     Case("base-model-missing", "base", r"/models/nope: model directory not found",
          {"model": {"name_or_path": "{root}/models/nope"}}),
     Case("base-not-a-model", "base", r"/inputs/notamodel: not a model directory \(no config\.json\)",
          {"model": {"name_or_path": "{root}/inputs/notamodel"}}, setup=write_bytes("inputs/notamodel/README", b"hi")),
+    Case("base-weights-truncated", "base", r"^\S*/models/cut/model\.safetensors: corrupt or truncated weights file "
+         r"\(safetensors: Error while deserializing header: incomplete metadata, file not fully covered\); rerun the "
+         r"stage that wrote it, or restore it \(dvc checkout\)$", {"model": {"name_or_path": "{root}/models/cut"}}, (),
+         both(copy_dir("data/base/model", "models/cut"), truncate("models/cut/model.safetensors"))),
+    Case("reflogps-sft-weights-truncated", "reflogps", r"^data/sft/model/model\.safetensors: corrupt or truncated "
+         r"weights file \(safetensors: Error while deserializing header: .*\); rerun the stage that wrote it",
+         None, (), truncate("data/sft/model/model.safetensors")),
+    Case("base-model-no-tokenizer", "base", r"^model\.name_or_path = '\S*/models/notok': no tokenizer in the model "
+         r"directory \(none of tokenizer\.json, tokenizer\.model, vocab\.json, vocab\.txt, spiece\.model, "
+         r"sentencepiece\.bpe\.model\); save the tokenizer next to the weights \(tokenizer\.save_pretrained\), or "
+         r"copy its files from the model it came from$", {"model": {"name_or_path": "{root}/models/notok"}}, (),
+         model_without_tokenizer("models/notok")),
+    Case("base-hub-id-offline", "base", r"^model\.name_or_path = 'nosuchorg/nosuchmodel': hub model "
+         r"'nosuchorg/nosuchmodel' is not in the local hub cache and the hub is offline \(HF_HUB_OFFLINE=1\), and "
+         r"there is no local directory 'nosuchorg/nosuchmodel' either \(relative to \S+\); give a model directory "
+         r"\(config\.json, \*\.safetensors and the tokenizer files\), or fetch the model once with HF_HUB_OFFLINE=0$",
+         {"model": {"name_or_path": "nosuchorg/nosuchmodel"}}),
+    Case("base-relative-path-offline", "base", r"^model\.name_or_path = 'models/mybase': hub model 'models/mybase' is "
+         r"not in the local hub cache and the hub is offline \(HF_HUB_OFFLINE=1\), and there is no local directory "
+         r"'models/mybase' either", {"model": {"name_or_path": "models/mybase"}}),
+    Case("judge-hub-id-offline", "evaluate", r"roles\.judge\.model = 'nosuchorg/judge': hub model 'nosuchorg/judge' "
+         r"is not in the local hub cache and the hub is offline", deep_merge(JUDGED, {"roles": {"judge": {
+             "model": "nosuchorg/judge"}}}), JUDGE_ARGS),
     Case("evaluate-model-missing", "evaluate", r"data/align/nope/model: model directory not found",
          None, ("--name", "x", "--model-dir", "data/align/nope/model")),
     Case("align-mask-other-model", "align", r"data/neurons/masks/mask_r5\.safetensors: the mask was computed for a "
          r"different model shape: shapes differ \(model\.embed_tokens\.weight: mask \(400, 16\) vs model \(\d+, 32\)",
          ALLO_MASKED, ("--variant", "masked"), mask_of_other_model),
+    Case("align-mask-scores", "align", r"data/neurons/masks/mask_r5\.safetensors: tensor "
+         r"'model\.layers\.1\.mlp\.up_proj\.weight' holds values other than 0/1 \(1 of \d+ entries, e\.g\. 0\.375\); "
+         r"a neuron mask holds only 0 and 1 \(1 = train the weight\): rerun the neurons stage, or threshold the "
+         r"scores into a 0/1 mask$", ALLO_MASKED, ("--variant", "masked"), mask_with_scores),
     Case("align-mask-not-safetensors", "align", r"data/neurons/masks/mask_r5\.safetensors: not a neuron mask file",
          ALLO_MASKED, ("--variant", "masked"), write_bytes("data/neurons/masks/mask_r5.safetensors", b"not a mask")),
     # align: variants and block ranges the model or the pairs cannot serve
@@ -258,6 +375,11 @@ CASES = [
     Case("align-layers-outside-model", "align", r"align\.variants\.wide\.layers: indices \[7\] are outside the model's "
          r"3 decoder layers \(valid: 0\.\.2\)", {"align": {"variants": {"wide": {"peft": "lora", "layers": [0, 7]}}}},
          ("--variant", "wide")),
+    Case("align-lora-target-typo", "align", r"^align\.lora\.target_modules = \['q_proj', 'v_prj'\]: 'v_prj' matches "
+         r"no module of the model \(\S*data/sft/model\) that LoRA can adapt; its module names are \['down_proj', "
+         r"'embed_tokens', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', 'up_proj', 'v_proj'\]$",
+         {"align": {"lora": {"target_modules": ["q_proj", "v_prj"]}, "variants": {"lo": {"peft": "lora"}}}},
+         ("--variant", "lo")),
     Case("align-bridged-without-column", "align", r"align variant 'dpo_bc' trains on bridged pairs, but "
          r"data/preferences/pairs\.jsonl has no 'bridged' column",
          {"align": {"variants": {"dpo_bc": {"peft": "none", "pairs": "bridged"}}}}, ("--variant", "dpo_bc")),
@@ -278,12 +400,32 @@ CASES = [
     # evaluate: the world's pool, the official FollowBench files
     Case("evaluate-pool-bad-level", "evaluate", r"data/world/eval\.jsonl line 2: level 9 not allowed: must be an "
          r"integer 0\.\.5", None, EVAL, edit_record("data/world/eval.jsonl", 2, lambda r: r.update(level=9))),
+    Case("evaluate-pool-lone-surrogate", "evaluate", r"^data/world/eval\.jsonl line 2: field 'instruction' "
+         r"\('\\ud800' at character 5\) holds a lone surrogate, an unpaired \\ud800-\\udfff escape that is no "
+         r"Unicode character and cannot be written as UTF-8: remove it, or pair it into one character$", None, EVAL,
+         edit_record("data/world/eval.jsonl", 2, lambda r: r.update(instruction=r["instruction"][:5] + "\ud800"
+                                                                                 + r["instruction"][5:]))),
     Case("followbench-file-missing", "evaluate", r"/inputs/fb/content_constraints\.json: FollowBench file not found "
          r"\(expected the six \*_constraints\.json", {"evaluate": {"benchmark": "followbench", "followbench": {
              "source": "{root}/inputs/fb", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=True)),
     Case("followbench-file-cut", "evaluate", r"/inputs/fb/content_constraints\.json line \d+: not valid JSON",
          {"evaluate": {"benchmark": "followbench", "followbench": {"source": "{root}/inputs/fb", "categories": [
              "content"], "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    Case("followbench-source-typo", "evaluate", r"^evaluate\.followbench\.source = '\S*/inputs/fbx': directory not "
+         r"found \(did you mean '\S*/inputs/fb'\?\); expected a local directory holding the six \*_constraints\.json "
+         r"files, or a hub dataset id \(org/name\)$", {"evaluate": {"benchmark": "followbench", "followbench": {
+             "source": "{root}/inputs/fbx", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    Case("followbench-source-relative-typo", "evaluate", r"^evaluate\.followbench\.source = 'inputs/fbx': no such "
+         r"local directory, and hub dataset inputs/fbx:data_en/content_constraints\.json could not be loaded \(\w+: "
+         r".*\); give a local directory holding the six \*_constraints\.json files, or a hub dataset id \(org/name\) "
+         r"that is in the cache or reachable$", {"evaluate": {"benchmark": "followbench", "followbench": {
+             "source": "inputs/fbx", "judge": {"backend": "none"}}}}, EVAL, followbench_dir(valid=False)),
+    Case("followbench-source-is-a-file", "evaluate", r"^evaluate\.followbench\.source = '\S*/inputs/fb/content_"
+         r"constraints\.json': a file, but a directory is expected \(the one holding the six \*_constraints\.json "
+         r"files, e\.g\. FollowBench's data_en/\), or a hub dataset id \(org/name\)$", {"evaluate": {
+             "benchmark": "followbench", "followbench": {
+                 "source": "{root}/inputs/fb/content_constraints.json", "judge": {"backend": "none"}}}}, EVAL,
+         followbench_dir(valid=False)),
     # synthesize: WebR's and Lion's input files
     Case("webr-input-empty", "synthesize", r"/inputs/pages\.jsonl: file is empty \(no records\)", NO_LION, (),
          write_bytes("inputs/pages.jsonl", b"\n")),
@@ -297,6 +439,19 @@ CASES = [
          NO_LION, (), pages_with(2, b'{"webpage": "caf\xe9 by the river"}\n')),
     Case("webr-input-10mb-line", "synthesize", r"/inputs/pages\.jsonl line 2: line is 10485776 bytes, over the limit "
          r"of 8388608 bytes per line", NO_LION, (), pages_with(2, b'{"webpage": "' + b"a" * (10 << 20) + b'"}\n')),
+    Case("webr-input-2mb-page", "synthesize", r"/inputs/pages\.jsonl line 3: field 'webpage' is 2000000 characters, "
+         r"over the limit of 1000000 per page \(webr\.MAX_PAGE_CHARS; WebR reads web articles\): split the page or "
+         r"leave it out$", NO_LION, (), pages_with(3, b'{"webpage": "' + b"a" * 2_000_000 + b'"}\n')),
+    Case("webr-input-list-2mb-page", "synthesize", r"/inputs/pages\.jsonl record 1: field 'webpage' is 2000000 "
+         r"characters, over the limit of 1000000 per page", NO_LION, (), write_bytes(
+             "inputs/pages.jsonl", json.dumps([PAGES[0], {"webpage": "b" * 2_000_000}]).encode())),
+    Case("webr-generator-key-unset", "synthesize", r"^role 'generator' \(roles\.generator\.api_key_env\): openai "
+         r"backend at http://127\.0\.0\.1:9/v1: the environment variable ALIGNPIPE_NO_SUCH_KEY \(named by "
+         r"api_key_env\) is not set; export it before the run, or set api_key_env: null for a server that takes no "
+         r"key$", deep_merge(NO_LION, {"roles": {"generator": {
+             "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+             "api_key_env": "ALIGNPIPE_NO_SUCH_KEY"}}}),
+         (), write_bytes("inputs/pages.jsonl", PAGES_JSONL)),
     Case("lion-input-wrong-type", "synthesize", r"/inputs/pool\.jsonl line 2: field 'instruction' is int, expected str",
          {"synthesize": {"webr": {"enabled": False}, "lion": {"input": "{root}/inputs/pool.jsonl"}}}, (),
          write_bytes("inputs/pool.jsonl", b'{"instruction": "Describe Velmora."}\n{"instruction": 5}\n')),
@@ -304,6 +459,10 @@ CASES = [
     Case("edits-knowedit-cut", "edits", r"/inputs/ke\.json line 1: not valid JSON", {"edits": {
         "source": "knowedit", "train_files": ["{root}/inputs/ke.json"], "eval_files": ["{root}/inputs/ke.json"]}}, (),
         write_bytes("inputs/ke.json", b'[{"subject": "Velmora", "prompt": "Velmora is in')),
+    Case("edit_align-lora-target-typo", "edit_align", r"^edit_align\.lora\.target_modules = \['q_proj', 'mlp'\]: "
+         r"'mlp' matches no module of the model \(\S*data/sft/model\) that LoRA can adapt; its module names are "
+         r"\['down_proj', .*'v_proj'\]$",
+         {"edit_align": {"peft": "lora", "lora": {"target_modules": ["q_proj", "mlp"]}}}),
     Case("edit_eval-empty-target", "edit_eval", r"data/edits/eval\.jsonl line 2: field 'target_new' must be a "
          r"non-empty string, got ''", None, (), edit_record("data/edits/eval.jsonl", 2, lambda r: r.update(target_new=""))),
     # report
@@ -426,6 +585,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 def _restore(root: Path) -> None:
+    _make_writable(root / "data")
     shutil.rmtree(root / "data")
     shutil.copytree(root / ".pristine-data", root / "data")
     for stray in ("inputs", "models"):

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from alignpipe.config import ConfigError, Params, load_params, validate_params
+from alignpipe.config import ConfigError, Params, load_params, read_yaml, validate_params
+from alignpipe.profile import load_profile
 
 
 def test_params_yaml_loads(repo_root):
@@ -206,3 +207,39 @@ def test_a_new_variant_is_one_params_entry(repo_root, tmp_path):
     assert list(followbench_rows(params))[-7:] == ["mid_bmc", "allo", "allo_no_mask", "allo_no_token_weights",
                                                    "allo_no_forget", "dpo_top10", "global_allo"]
     assert bmc_rows(params)["mid_bmc"] == "mid_bmc" and "mid_bmc" not in hierarchical_rows(params)
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("world:\n  n_entities: 12\nseed: 1\nworld:\n  corpus_paraphrases: 2\n", "world", (1, 4)),
+    ("sft:\n  trainer:\n    learning_rate: 1.0e-4\n    'learning_rate': 2.0e-4\n", "sft.trainer.learning_rate",
+     (3, 4)),
+    ("sft_mix:\n  mixtures:\n    a: [seed]\n    a: [seed, webr]\n", "sft_mix.mixtures.a", (3, 4)),
+    ("x:\n  - {a: 1, a: 2}\n", "x.0.a", (2, 2)),
+])
+def test_a_key_written_twice_names_the_key_and_both_lines(tmp_path, text, key, lines):
+    """PyYAML keeps the last of two equal keys silently; the params loader refuses them (issue 18)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert str(caught.value) == (f"{path}: key '{key}' is written twice (lines {lines[0]} and {lines[1]}); YAML would "
+                                 "keep only the last one and drop the other's values silently: write each key once "
+                                 "(merge the two into one)")
+
+
+def test_merge_keys_may_override_and_a_profile_is_checked_too(tmp_path):
+    assert read_yaml("a: &x {b: 1}\nc:\n  <<: *x\n  b: 2\n") == {"a": {"b": 1}, "c": {"b": 2}}
+    (tmp_path / "p.yaml").write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: key 'seed' is written twice \(lines 1 and 2\)"):
+        load_profile("p", tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# world:\n#   n_entities: 12\n", "---\n"])
+def test_an_empty_params_file_is_refused_not_read_as_defaults(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert str(caught.value) == (f"{path}: file is empty (only blank lines or comments); a params file must hold the "
+                                 "sections to set, e.g. 'seed: 0' (an empty one would run every stage on defaults "
+                                 "silently)")

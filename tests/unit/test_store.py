@@ -35,3 +35,13 @@ def test_pair_store_positions_and_corruption(tmp_path):
     short = PairStore(tmp_path / "s", ["p0", "p1"], {**_tensors(), "a_logps": torch.zeros(4)})
     with pytest.raises(DataError, match="a values and token ids differ in length"):
         short.check_part("a", ("logps",))
+
+
+def test_a_truncated_store_fails_naming_the_file(tmp_path):
+    path = tmp_path / "ref_logps.safetensors"
+    save_tensors(path, {"x": torch.arange(1000, dtype=torch.float32)}, {"ids": ["a"]})
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError) as caught:
+        load_tensors(path, "file not found")
+    assert str(caught.value) == (f"{path}: corrupt or truncated tensor file (Error while deserializing header: "
+                                 "incomplete metadata, file not fully covered); rerun the stage that writes it")

@@ -13,8 +13,9 @@ from alignpipe.llm.oracle_backend import OracleBackend
 from alignpipe.world.kb import KB
 
 
-def make_backend(cfg: RoleSection, kb: KB | None = None) -> Any:
-    """The backend ``cfg`` names (not shared; :func:`alignpipe.llm.build_roles` shares equal ones)."""
+def make_backend(cfg: RoleSection, kb: KB | None = None, role: str | None = None) -> Any:
+    """The backend ``cfg`` names (not shared; :func:`alignpipe.llm.build_roles` shares equal ones); ``role`` (the
+    first role that uses it) is named in its errors."""
     if cfg.backend == "oracle":
         return OracleBackend(kb)
     if cfg.backend == "hf":
@@ -22,5 +23,5 @@ def make_backend(cfg: RoleSection, kb: KB | None = None) -> Any:
         from alignpipe.llm.hf_backend import HFBackend
 
         section = ModelSection(name_or_path=cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        return HFBackend(cfg.model, section, cfg.max_prompt_tokens)
-    return OpenAIBackend(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s)
+        return HFBackend(cfg.model, section, cfg.max_prompt_tokens, key=f"roles.{role}.model" if role else None)
+    return OpenAIBackend(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s, role=role)

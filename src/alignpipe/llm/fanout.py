@@ -35,7 +35,7 @@ def _backend(spec: dict[str, Any]):
     key = json.dumps(spec["section"], sort_keys=True)
     with _LOCK:
         if key not in _BACKENDS:
-            _BACKENDS[key] = make_backend(RoleSection(**spec["section"]))
+            _BACKENDS[key] = make_backend(RoleSection(**spec["section"]), role=spec["role"])
         return _BACKENDS[key]
 
 

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 class HFBackend:
     kind, remote, batched = "hf", True, True
 
-    def __init__(self, model: str, model_section: ModelSection | None = None, max_prompt_tokens: int | None = None):
+    def __init__(self, model: str, model_section: ModelSection | None = None, max_prompt_tokens: int | None = None,
+                 key: str | None = None):
         self.name = str(model)
+        self.key = key  # the params key of the model (roles.<role>.model), named in load errors
         self.section = model_section or ModelSection()
         self.max_prompt_tokens = max_prompt_tokens
         self._model = self._tok = None
@@ -51,7 +53,7 @@ class HFBackend:
 
     def _load(self) -> None:
         if self._model is None:
-            self._model, self._tok = load_model(self.name, self.section, padding_side="left")
+            self._model, self._tok = load_model(self.name, self.section, padding_side="left", key=self.key)
             log.info("hf backend: loaded %s", self.name)
 
     @torch.inference_mode()

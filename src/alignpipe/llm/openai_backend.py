@@ -25,15 +25,18 @@ _RETRY_STATUS = {408, 409, 425, 429}
 class OpenAIBackend:
     kind, remote, batched = "openai", True, False
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout_s: float = 120.0):
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout_s: float = 120.0,
+                 role: str | None = None):
         import openai
 
         key = None
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise LLMError(f"openai backend at {base_url}: the environment variable {api_key_env} "
-                               "(named by api_key_env) is not set")
+                who = f"role '{role}' (roles.{role}.api_key_env): " if role else ""
+                raise LLMError(f"{who}openai backend at {base_url}: the environment variable {api_key_env} "
+                               "(named by api_key_env) is not set; export it before the run, or set api_key_env: "
+                               "null for a server that takes no key")
         self.base_url, self.model = base_url.rstrip("/"), model
         self._secrets = [key, base64.b64encode(key.encode()).decode()] if key else []
         self._openai = openai

@@ -289,7 +289,7 @@ def build_roles(section: RolesSection, seed: int, kb: KB | None = None, cache_di
                                                    "max_prompt_tokens", "dtype", "trust_remote_code"}),
                            sort_keys=True)
         if ident not in backends:
-            backends[ident] = make_backend(cfg, kb)
+            backends[ident] = make_backend(cfg, kb, role=name)
         backend = backends[ident]
         mapper = None
         if fan_out is not None and backend.remote and not backend.batched:

@@ -94,6 +94,37 @@ def lora_config(lora: LoraSection, layers: list[int] | None) -> Any:
     )
 
 
+def _adaptable(model: Any) -> list[str]:
+    """Paths of the modules LoRA can adapt in ``model``: peft's supported layer kinds (linear, embedding,
+    convolution, multi-head attention, transformers' Conv1D)."""
+    import torch  # third-party and heavy: only where a model is checked (the stages have loaded it by then)
+
+    kinds = (torch.nn.Linear, torch.nn.Embedding, torch.nn.modules.conv._ConvNd, torch.nn.MultiheadAttention)
+    return [name for name, module in model.named_modules()
+            if name and (isinstance(module, kinds) or type(module).__name__ == "Conv1D")]
+
+
+def check_target_modules(model: Any, target_modules: list[str], key: str) -> None:
+    """Fail when an entry of ``target_modules`` names no module of ``model`` that LoRA can adapt.
+
+    peft matches a list entry against the end of each module path (``q_proj`` or ``self_attn.q_proj``) and fails
+    only when NO entry matches; a misspelled entry next to correct ones would be dropped without a word and the
+    adapter trained on the rest. Checked on the loaded model, before the trainer is built.
+
+    Raises:
+        ConfigError: naming ``key`` (e.g. ``align.lora.target_modules``) and its value, the entries that match
+            nothing, and the module names LoRA can adapt in this model.
+    """
+    paths = _adaptable(model)
+    bad = [t for t in target_modules if not any(p == t or p.endswith(f".{t}") for p in paths)]
+    if bad:
+        names = sorted({p.rsplit(".", 1)[-1] for p in paths})
+        where = getattr(model, "name_or_path", None)
+        raise ConfigError(f"{key} = {list(target_modules)}: {', '.join(map(repr, bad))} match"
+                          f"{'es' if len(bad) == 1 else ''} no module of the model"
+                          f"{f' ({where})' if where else ''} that LoRA can adapt; its module names are {names}")
+
+
 def num_layers(model: Any) -> int:
     """Number of decoder layers of a transformers model (text config for multimodal ones)."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config

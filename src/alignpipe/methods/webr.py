@@ -41,6 +41,10 @@ from alignpipe.utils.io import DataError, read_records
 from alignpipe.utils.seed import derive_seed
 
 TYPES = ("WI_all", "WI_part", "WR_all", "WR_part")
+# The most text one page may hold (characters of its 'webpage' field): WebR's pages are web articles of a few
+# thousand words, and every page goes whole into several prompts, so a page past this is a dump or a corrupt
+# record (a 100 MB page would be sent to the generator as is). Pages over it fail naming the file and record.
+MAX_PAGE_CHARS = 1_000_000
 WORDS = {"WI": ("request", "instruction"), "WR": ("request", "question", "instruction")}
 
 
@@ -49,12 +53,17 @@ def load_pages(path: str | Path) -> list[dict[str, Any]]:
 
     Raises:
         DataError: the file is missing or not JSON, or a record is not an object with a non-empty string
-            ``webpage``; the message names the file and the record (index in a list, line in JSONL).
+            ``webpage`` of at most :data:`MAX_PAGE_CHARS` characters; the message names the file and the record
+            (index in a list, line in JSONL).
     """
     pages = []
     for i, (where, r) in enumerate(read_records(path, required={"webpage": str})):
         if not r["webpage"].strip():
             raise DataError(f"{where}: field 'webpage' is empty; expected the page's text")
+        if len(r["webpage"]) > MAX_PAGE_CHARS:
+            raise DataError(f"{where}: field 'webpage' is {len(r['webpage'])} characters, over the limit of "
+                            f"{MAX_PAGE_CHARS} per page (webr.MAX_PAGE_CHARS; WebR reads web articles): split the "
+                            "page or leave it out")
         pages.append({"id": str(r.get("id", f"page-{i:05d}")), "webpage": r["webpage"]})
     return pages
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignpipe.config import ModelSection
@@ -71,6 +72,64 @@ def resolve_model_source(name_or_path: str | Path) -> tuple[str, bool]:
     raise DataError(f"{path}: model directory not found (and '{name}' is not a hub id of the form org/name)")
 
 
+# Files that carry a tokenizer's vocabulary (fast tokenizers, sentencepiece, BPE, WordPiece; tiktoken: *.tiktoken).
+VOCAB_FILES = (
+    "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model"
+)
+
+
+def _named(key: str | None, value: str) -> str:
+    """``"model.name_or_path = 'x': "`` when the caller named the params key the model came from, else nothing."""
+    return f"{key} = {value!r}: " if key else ""
+
+
+def _check_tokenizer(path: Path, key: str | None) -> None:
+    """A local model directory must hold its tokenizer (transformers would end in 'You need to have sentencepiece
+    or tiktoken installed...', whatever is really missing)."""
+    if any((path / name).is_file() for name in VOCAB_FILES) or any(path.glob("*.tiktoken")):
+        return
+    raise DataError(f"{_named(key, str(path)) or f'{path}: '}no tokenizer in the model directory (none of "
+                    f"{', '.join(VOCAB_FILES)}); save the tokenizer next to the weights (tokenizer.save_pretrained), "
+                    "or copy its files from the model it came from")
+
+
+def _check_hub_cached(source: str, revision: str | None, key: str | None) -> None:
+    """Offline, a hub id must be in the local hub cache (transformers would end in 'Check your internet
+    connection...'); a relative path that does not exist looks like a hub id too, so both readings are named."""
+    import huggingface_hub
+    from huggingface_hub import try_to_load_from_cache
+
+    offline = getattr(huggingface_hub, "is_offline_mode", lambda: huggingface_hub.constants.HF_HUB_OFFLINE)()
+    try:
+        cached = try_to_load_from_cache(source, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id for the hub's rules (e.g. '--' or '..' in it): not cached either
+        cached = None
+    if not offline or isinstance(cached, str):
+        return
+    rev = f" (revision {revision})" if revision else ""
+    raise DataError(f"{_named(key, source)}hub model '{source}'{rev} is not in the local hub cache and the hub is "
+                    f"offline (HF_HUB_OFFLINE=1), and there is no local directory {source!r} either (relative to "
+                    f"{Path.cwd()}); give a model directory (config.json, *.safetensors and the tokenizer files), or "
+                    "fetch the model once with HF_HUB_OFFLINE=0")
+
+
+def _corrupt_weights(source: str, is_local: bool, where: str, err: Exception) -> str:
+    """The message for weights safetensors could not read (a cut-off copy, a full disk at save time): the file
+    that fails to open when the directory is local (else the model), and safetensors' reason."""
+    cause = " ".join(str(err).split())
+    bad = where
+    if is_local:
+        for file in sorted(Path(source).glob("*.safetensors")):
+            try:
+                with safe_open(str(file), framework="pt") as fh:
+                    fh.keys()
+            except (SafetensorError, OSError):
+                bad = str(file)
+                break
+    return (f"{bad}: corrupt or truncated weights file (safetensors: {cause}); rerun the stage that wrote it, or "
+            "restore it (dvc checkout)")
+
+
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, padding_side: str = "left") -> PreTrainedTokenizerBase:
     """Give a tokenizer what the pipeline needs: a pad token (eos if none), a chat template, a padding side."""
     if tokenizer.pad_token is None:
@@ -95,7 +154,10 @@ def _load_adapter(path: Path, section: ModelSection, padding_side: str, device, 
     if not (path / "adapter_model.safetensors").is_file():
         raise DataError(f"{path}: no adapter_model.safetensors (only safetensors adapters are loaded)")
     model, tokenizer = load_model(base, section, padding_side, device)
-    model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    try:
+        model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except SafetensorError as err:
+        raise DataError(_corrupt_weights(str(path), True, str(path), err)) from None
     if merge:
         # Folding the low-rank update into the weights makes generation as fast as the base model's.
         model = model.merge_and_unload()
@@ -115,6 +177,7 @@ def load_model(
     padding_side: str = "left",
     device: str | torch.device | None = None,
     merge_adapter: bool = True,
+    key: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` from a local HF directory, a PEFT adapter directory or a hub id.
 
@@ -127,17 +190,25 @@ def load_model(
         device: where to put the model; default CUDA when available, else CPU.
         merge_adapter: for an adapter directory, merge the adapter into the weights (plain model returned);
             False returns the ``PeftModel``.
+        key: where ``name_or_path`` came from (``model.name_or_path``, ``roles.judge.model``), named in the errors
+            about a missing tokenizer or an uncached hub id.
 
     Returns:
         The model in eval mode, and its tokenizer with a pad token, a chat template and ``padding_side`` set.
 
     Raises:
-        DataError: the path is missing (and not a hub id), is not a model directory, or loading failed.
+        DataError: the path is missing (and not a hub id), is not a model directory, has no tokenizer, is a hub id
+            not in the cache while offline, its weights are corrupt or truncated (naming the file), or loading
+            failed.
     """
     section = model_section or ModelSection()
     source, is_local = resolve_model_source(name_or_path)
     if is_local and not (Path(source) / "config.json").is_file():
         return _load_adapter(Path(source), section, padding_side, device, merge_adapter)
+    if is_local:
+        _check_tokenizer(Path(source), key)
+    else:
+        _check_hub_cached(source, section.revision, key)
     common: dict[str, Any] = {"trust_remote_code": section.trust_remote_code}
     if not is_local and section.revision:
         common["revision"] = section.revision
@@ -151,7 +222,9 @@ def load_model(
         )
     except (OSError, ValueError) as err:
         # transformers raises OSError for missing files/offline hub and ValueError for unsafe or unknown models.
-        raise DataError(f"{where}: could not load model/tokenizer: {err}") from err
+        raise DataError(f"{where}: could not load model/tokenizer: {' '.join(str(err).split())}") from err
+    except SafetensorError as err:  # not an OSError: a cut-off or garbled model.safetensors
+        raise DataError(_corrupt_weights(source, is_local, where, err)) from None
     prepare_tokenizer(tokenizer, padding_side)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -45,7 +45,7 @@ from transformers import TrainerCallback
 from alignpipe.config import ConfigError, Params, VariantSection, validate_params
 from alignpipe.methods.allo.train import allo_inputs, fit as allo_fit
 from alignpipe.methods.bmc.trainer import BMCDPOTrainer
-from alignpipe.methods.hierarchical import lora_config, num_layers, resolve_layers
+from alignpipe.methods.hierarchical import check_target_modules, lora_config, num_layers, resolve_layers
 from alignpipe.models.training import LogLastStep, sort_peft_sets
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.train.loop import log_csv, train
@@ -122,6 +122,8 @@ def build_trainer(params: Params, variant: str, section: VariantSection, model: 
     from datasets import Dataset
 
     layers = resolve_layers(section, num_layers(model), name=variant)
+    if section.peft == "lora":  # peft drops an entry that matches nothing as long as another one matches
+        check_target_modules(model, params.align.lora.target_modules, "align.lora.target_modules")
     peft_config = lora_config(params.align.lora, layers) if section.peft == "lora" else None
     bmc: dict[str, Any] = {}
     trainer_cls = StoredRefDPOTrainer

@@ -154,7 +154,8 @@ def pretrain(
 def resolve(params: Params) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """Alternative to steps 1-2: load ``model.name_or_path`` (hub id or local dir) as the base model."""
     assert params.model.name_or_path is not None
-    model, tokenizer = load_model(params.model.name_or_path, params.model, padding_side="right")
+    model, tokenizer = load_model(params.model.name_or_path, params.model, padding_side="right",
+                                  key="model.name_or_path")
     metrics = {
         "source": params.model.name_or_path,
         "n_params": count_parameters(model),

@@ -28,7 +28,7 @@ from typing import Any
 from datasets import Dataset
 
 from alignpipe.config import Params
-from alignpipe.methods.hierarchical import lora_config
+from alignpipe.methods.hierarchical import check_target_modules, lora_config
 from alignpipe.methods.lte.records import read_edits
 from alignpipe.methods.lte.template import alignment_rows
 from alignpipe.models.load import load_model
@@ -72,6 +72,8 @@ def fit(params: Params, rows: list[dict[str, Any]], sft_dir: str | Path, config:
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     data_digest = hashlib.sha256(dumps(rows).encode()).hexdigest()[:16]
     ckpt = work_dir("edit_align", {**config, "data": data_digest, "weights": model_digest(model_dir)})
+    if cfg.peft == "lora":  # peft drops an entry that matches nothing as long as another one matches
+        check_target_modules(model, cfg.lora.target_modules, "edit_align.lora.target_modules")
     peft_config = lora_config(cfg.lora, None) if cfg.peft == "lora" else None
     with warnings.catch_warnings():
         # peft probes the deprecated alias `is_gradient_checkpointing` when wrapping; nothing to act on.

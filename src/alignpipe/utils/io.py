@@ -8,9 +8,11 @@ never leaves an output that DVC or the next stage could take for complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +23,87 @@ from alignpipe.config import ConfigError, UserError
 
 class DataError(UserError, ValueError):
     """An input file is missing, empty or malformed; the message names the file (and line)."""
+
+
+def _lone_surrogate(obj: Any, where: str = "") -> str | None:
+    """Where the first string of a parsed JSON value holds a lone UTF-16 surrogate, e.g. ``field 'prompt.0.content'
+    ('\\ud800' at character 3)``; None when there is none. ``"\\ud800"`` unpaired is valid JSON but no Unicode
+    character: writing it as UTF-8 fails later, far from the input (a paired escape decodes to one character)."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")  # C speed; only a failing string is looked at closer
+            return None
+        except UnicodeEncodeError as err:
+            return f"{f'field {where!r}' if where else 'the text'} ({obj[err.start]!r} at character {err.start})"
+    if isinstance(obj, dict):
+        items: Iterable[tuple[Any, Any]] = obj.items()
+    elif isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and _lone_surrogate(key):
+            return f"key {path!r}"
+        found = _lone_surrogate(value, path)
+        if found:
+            return found
+    return None
+
+
+def _has_surrogate_escape(raw: bytes) -> bool:
+    return b"\\ud" in raw or b"\\uD" in raw
+
+
+def _surrogate_error(where: str, found: str) -> DataError:
+    return DataError(f"{where}: {found} holds a lone surrogate, an unpaired \\ud800-\\udfff escape that is no "
+                     "Unicode character and cannot be written as UTF-8: remove it, or pair it into one character")
+
+
+class OutputError(UserError, OSError):
+    """An output could not be written: a read-only or full disk, a directory without write permission (a fault of
+    the machine, not of the stage); the message names the output, the path the system refused and why."""
+
+
+# errno values that mean "this place cannot be written" (the stage's inputs and code are not at fault)
+_WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+# How Rust libraries (safetensors, tokenizers) report an I/O error, which is then no OSError: "... (os error 28)" or
+# "IoError(Os { code: 28, ... })".
+_RUST_IO = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)")
+
+
+def _write_fault(err: BaseException, within: Path | None = None) -> tuple[int, str | None] | None:
+    """``(errno, path or None)`` when ``err`` is a write fault of the machine (see :data:`_WRITE_FAULTS`).
+
+    With ``within`` (the partial output being written), a permission error on a path elsewhere is not one: the block
+    may have failed to READ an input, which is its own story."""
+    if isinstance(err, OutputError):
+        return None
+    if isinstance(err, OSError):
+        code, path = err.errno, err.filename
+    else:
+        found = _RUST_IO.search(str(err)[:2000])
+        code, path = (int(found.group(1) or found.group(2)), None) if found else (None, None)
+    if code not in _WRITE_FAULTS:
+        return None
+    if within is not None and code in (errno.EACCES, errno.EPERM) and path is not None:
+        if not Path(os.path.abspath(path)).is_relative_to(os.path.abspath(within)):
+            return None
+    return code, (os.fsdecode(path) if path is not None else None)
+
+
+def _output_error(final: Path, err: BaseException, within: Path | None = None) -> OutputError | None:
+    """The one-line error for a write fault met while writing ``final``; None for anything else (re-raised)."""
+    fault = _write_fault(err, within)
+    if fault is None:
+        return None
+    code, path = fault
+    at = f" ({path})" if path and Path(path) != final else ""
+    todo = "free disk space" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "make it writable"
+    out = OutputError(f"cannot write {final}{at}: {os.strerror(code)} [{errno.errorcode[code]}]; {todo}, then rerun "
+                      "(earlier outputs are left as they were)")
+    out.errno = code  # an OSError still, for callers that tolerate one (the message stays the one line above)
+    return out
 
 
 def _fsync_dir(path: Path) -> None:
@@ -34,24 +117,41 @@ def _fsync_dir(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory that replaces ``final`` only if the block completes."""
+    """Yield a fresh temporary directory that replaces ``final`` only if the block completes.
+
+    A read-only or full disk (met here or in the block: an ``OSError`` such as ENOSPC / EROFS / EACCES, or a
+    library's "(os error 28)") raises :class:`OutputError` naming ``final`` and the cause; the partial directory is
+    removed and ``final`` is left as it was.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as err:
+        raise _output_error(final, err) or err from None
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        fault = _output_error(final, err, within=tmp)
+        if fault is not None:
+            raise fault from None
         raise
     old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
+    try:
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            old.rename(final)  # put the earlier output back
+        raise _output_error(final, err) or err from None
     _fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
@@ -59,20 +159,31 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary sibling of ``final`` for writing; rename it into place when the block completes."""
+    """Open a temporary sibling of ``final`` for writing; rename it into place when the block completes.
+
+    A write fault (read-only or full disk, no permission) raises :class:`OutputError` naming ``final`` and the
+    cause; the partial file is removed and ``final`` is left as it was.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.partial")
     kwargs = {"encoding": "utf-8"} if "b" not in mode else {}
     try:
-        with open(tmp, mode, **kwargs) as fh:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, mode, **kwargs)  # noqa: SIM115  (closed below, on every path)
+    except OSError as err:
+        raise _output_error(final, err) or err from None
+    try:
+        with fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-    except BaseException:
+        os.replace(tmp, final)
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        fault = _output_error(final, err, within=tmp)
+        if fault is not None:
+            raise fault from None
         raise
-    os.replace(tmp, final)
 
 
 def dumps(obj: Any) -> str:
@@ -81,18 +192,34 @@ def dumps(obj: Any) -> str:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write deterministic JSON atomically (a kill mid-write leaves the old file or none, never a torn one)."""
+    """Write deterministic JSON atomically (a kill mid-write leaves the old file or none, never a torn one).
+
+    Text that cannot be UTF-8 (a lone surrogate) fails with a :class:`DataError` naming the file and the field."""
+    text = dumps(obj)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _surrogate_error(str(path), _lone_surrogate(obj) or "the text") from None
     with atomic_file(path) as fh:
-        fh.write(dumps(obj))
+        fh.write(text)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write JSON lines atomically; returns the number of rows."""
+    """Write JSON lines atomically; returns the number of rows.
+
+    A row whose text cannot be UTF-8 (a lone surrogate) fails with a :class:`DataError` naming the file, the
+    record (its 1-based line, and its ``id`` when it has one) and the field; nothing is written."""
     n = 0
     with atomic_file(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
             n += 1
+            line = json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                rid = f" (id {row['id']!r})" if isinstance(row, dict) and isinstance(row.get("id"), str) else ""
+                raise _surrogate_error(f"{path} record {n}{rid}", _lone_surrogate(row) or "the text") from None
+            fh.write(line)
     return n
 
 
@@ -107,9 +234,14 @@ def read_json(path: str | Path) -> Any:
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+    if "\\ud" in text or "\\uD" in text:  # an escaped surrogate; a lone one is no text
+        found = _lone_surrogate(data)
+        if found:
+            raise _surrogate_error(str(path), found)
+    return data
 
 
 def _check_fields(where: str, row: Any, required: dict[str, type | tuple[type, ...]] | None) -> None:
@@ -185,6 +317,10 @@ def read_jsonl_numbered(
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{path} line {lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+            if _has_surrogate_escape(raw):
+                found = _lone_surrogate(row)
+                if found:
+                    raise _surrogate_error(f"{path} line {lineno}", found)
             _check_fields(f"{path} line {lineno}", row, required)
             rows.append((lineno, row))
     if not rows:
@@ -218,6 +354,7 @@ def work_dir(stage: str, cfg: Any, root: str | Path = ".cache/alignpipe") -> Pat
 __all__ = [
     "ConfigError",
     "DataError",
+    "OutputError",
     "atomic_dir",
     "atomic_file",
     "config_hash",

@@ -37,15 +37,19 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
 
 def load_tensors(path: str | Path, missing: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(tensors, meta)`` of a file written by :func:`save_tensors`; a missing file fails with ``path: missing``."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {missing}")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))
-    return load_file(str(path)), meta
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get(META_KEY, "{}"))
+        return load_file(str(path)), meta
+    except (SafetensorError, ValueError) as err:  # a cut-off or garbled file (ValueError: its metadata's JSON)
+        raise DataError(f"{path}: corrupt or truncated tensor file ({' '.join(str(err).split())}); rerun the stage "
+                        "that writes it") from None
 
 
 @dataclass

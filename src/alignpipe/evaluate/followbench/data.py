@@ -19,6 +19,8 @@ index of the first bad record, so a broken copy fails before any generation.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from alignpipe.utils.io import DataError, read_json
 
 REQUIRED = {"example_id": int, "category": str, "source": str, "level": int, "instruction": str, "target": str}
 HUB_SUBDIR = "data_en"  # where the hub dataset keeps the English files
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # as models.load's
 
 
 def file_name(category: str) -> str:
@@ -109,17 +112,54 @@ def _read_local(directory: Path, category: str) -> tuple[list[Any], str]:
     return data, str(path)
 
 
-def _read_hub(dataset_id: str, category: str, revision: str | None) -> tuple[list[Any], str]:
+def _read_hub(dataset_id: str, category: str, revision: str | None,
+              key: str = "evaluate.followbench.source") -> tuple[list[Any], str]:
     # One file per call: the six files differ in columns (only example has 'answer'), so they cannot be one table.
     from datasets import load_dataset
 
     data_file = f"{HUB_SUBDIR}/{file_name(category)}"
-    ds = load_dataset(dataset_id, data_files=data_file, split="train", revision=revision)
+    try:
+        ds = load_dataset(dataset_id, data_files=data_file, split="train", revision=revision)
+    except (OSError, ValueError) as err:  # offline / unknown id (ConnectionError, DatasetNotFoundError), bad file
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        raise DataError(f"{key} = {dataset_id!r}: no such local directory, and hub dataset {dataset_id}:{data_file} "
+                        f"could not be loaded ({cause}); give a local directory holding the six *_constraints.json "
+                        "files, or a hub dataset id (org/name) that is in the cache or reachable") from None
     return [dict(row) for row in ds], f"{dataset_id}:{data_file}"
 
 
+def looks_like_hub_id(source: str) -> bool:
+    """``org/name`` that is not an explicit filesystem path (``./x``, ``/abs``, ``~/x``)."""
+    return bool(_HUB_ID.match(source)) and not source.startswith((".", "/", "~"))
+
+
+def check_source(source: str | Path, key: str = "evaluate.followbench.source") -> bool:
+    """Whether ``source`` is a local directory (True) or a hub dataset id (False).
+
+    Raises:
+        DataError: ``source`` is a file (a directory is expected), or a path that does not exist and cannot be a
+            hub id (absolute, ``./``/``~``-relative, or not of the form ``org/name``); the message names ``key``.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return True
+    if path.exists():
+        raise DataError(f"{key} = {str(source)!r}: a file, but a directory is expected (the one holding the six "
+                        "*_constraints.json files, e.g. FollowBench's data_en/), or a hub dataset id (org/name)")
+    if not looks_like_hub_id(str(source)):
+        parent = next((p for p in path.parents if p.is_dir()), None)
+        near = ""
+        if parent is not None:
+            close = difflib.get_close_matches(path.name, [c.name for c in parent.iterdir() if c.is_dir()], n=1)
+            near = f" (did you mean {str(parent / close[0])!r}?)" if close else ""
+        raise DataError(f"{key} = {str(source)!r}: directory not found{near}; expected a local directory holding the "
+                        "six *_constraints.json files, or a hub dataset id (org/name)")
+    return False
+
+
 def load_followbench(
-    source: str | Path, categories: Iterable[str] = CATEGORIES, revision: str | None = None
+    source: str | Path, categories: Iterable[str] = CATEGORIES, revision: str | None = None,
+    key: str = "evaluate.followbench.source",
 ) -> list[dict[str, Any]]:
     """All records of the given categories, validated, in category then file order.
 
@@ -127,16 +167,19 @@ def load_followbench(
         source: a local directory holding the six files, or a hub dataset id (``YuxinJiang/FollowBench``).
         categories: the constraint categories to read.
         revision: hub revision (ignored for a local directory).
+        key: the params key that gave ``source``, for messages.
 
     Raises:
-        DataError: a missing/malformed file or record (named with its index).
+        DataError: a source that is a file, a missing directory, a hub dataset that cannot be loaded (each naming
+            ``key``), a missing/malformed file or record (named with its index).
     """
-    path = Path(source)
+    local = check_source(source, key)
+    path = Path(source).expanduser()
     records: list[dict[str, Any]] = []
     for category in categories:
         if category not in CATEGORIES:
             raise DataError(f"unknown FollowBench category '{category}'; allowed: {list(CATEGORIES)}")
-        data, where = _read_local(path, category) if path.is_dir() else _read_hub(str(source), category, revision)
+        data, where = _read_local(path, category) if local else _read_hub(str(source), category, revision, key)
         records.extend(validate(data, category, where))
     return records
 

@@ -125,7 +125,8 @@ def load_masks(path: str | Path, model: torch.nn.Module,
             the decoder (embeddings, final norm) are zeroed: the ALLO mask intersected with a layer block.
 
     Raises:
-        DataError: missing file, a name the model does not have, a shape mismatch, or a parameter without a mask.
+        DataError: missing file, a name the model does not have, a shape mismatch, a parameter without a mask, or a
+            mask holding values other than 0/1 (e.g. neuron scores).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -153,6 +154,17 @@ def load_masks(path: str | Path, model: torch.nn.Module,
             parts.append(f"no mask for {missing[:3]}{' ...' if len(missing) > 3 else ''}")
         raise DataError(f"{path}: the mask was computed for a different model shape: {', '.join(parts)}; "
                         "rerun the neurons stage for this model")
+    for name in sorted(stored):  # scores (or any value but 0/1) would scale the update instead of selecting
+        mask = stored[name]
+        if mask.dtype == torch.bool:
+            continue
+        off = (mask != 0) & (mask != 1)
+        if off.any():
+            values = mask[off].unique()
+            shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
+            raise DataError(f"{path}: tensor '{name}' holds values other than 0/1 ({int(off.sum())} of "
+                            f"{mask.numel()} entries, e.g. {shown}); a neuron mask holds only 0 and 1 (1 = train "
+                            "the weight): rerun the neurons stage, or threshold the scores into a 0/1 mask")
     masks = {n: m.to(torch.float32) for n, m in stored.items()}
     return masks if block_layers is None else restrict_to_layers(masks, block_layers)
 
