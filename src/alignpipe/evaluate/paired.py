@@ -190,7 +190,7 @@ def paired_followbench(
     confidence: float = 0.95,
     seed: int | np.random.Generator = 0,
 ) -> PairedDiff:
-    """HSR Avg of A minus HSR Avg of B on the instructions both answered (fractions, not percent).
+    """HSR Avg of A minus HSR Avg of B on the instructions both have verdicts for (fractions, not percent).
 
     The point estimate is FollowBench's HSR Avg (:func:`alignpipe.evaluate.metrics.followbench_scores`) of each
     model on the shared (category, group, level) instructions. The interval resamples groups within each category
@@ -202,7 +202,10 @@ def paired_followbench(
     Raises:
         ValueError: invalid rows (see :func:`alignpipe.evaluate.metrics.instruction_table`) or no shared instruction.
     """
-    ta, tb = instruction_table(rows_a, levels), instruction_table(rows_b, levels)
+    # An instruction without verdicts (official FollowBench: judge output unparseable, or left unjudged) is no score;
+    # it is left out as in the model's own HSR, and the pairing keeps what both models have.
+    ta, tb = (instruction_table([r for r in rows if r.get("verdicts") is not None], levels)
+              for rows in (rows_a, rows_b))
     merged = ta.merge(tb, on=KEYS, suffixes=("_a", "_b")).sort_values(KEYS, ignore_index=True)
     if merged.empty:
         raise ValueError("the two models share no scored instruction; were they evaluated on the same pool?")

@@ -130,6 +130,18 @@ def test_paired_followbench_by_hand():
         paired_followbench(_rows(a), [{**r, "group_id": "x" + r["group_id"]} for r in _rows(b)], n_resamples=0)
 
 
+def test_paired_followbench_leaves_out_instructions_without_verdicts():
+    """Official FollowBench rows with an unparseable or unjudged judge output carry verdicts None: no score, left out
+    on both sides (the McNemar counts only the instructions both models have verdicts for)."""
+    a = {("content", 0): [True, True, False, False, False], ("content", 1): [True, False, False, False, False]}
+    b = {("content", 0): [True, False, False, False, False], ("content", 1): [False, False, False, False, False]}
+    full = paired_followbench(_rows(a), _rows(b), n_resamples=0)
+    assert full.discordant == (2, 0) and full.n_test == 10
+    unscored = [{**r, "verdicts": None} if (r["group_id"].endswith("1") and r["level"] == 1) else r for r in _rows(a)]
+    part = paired_followbench(unscored, _rows(b), n_resamples=0)
+    assert part.discordant == (1, 0) and part.n_test == 9
+
+
 def test_paired_followbench_interval_tighter_than_each_models_own_interval():
     rng = np.random.default_rng(1)
     cats = ["content", "format", "example"]
