@@ -191,8 +191,13 @@ def _check_trainer_kwargs(kwargs: dict[str, Any], config_class: str, kinds: dict
     return kwargs
 
 
-# Keys the pipeline sets itself (paths, seeds, devices, reporting): overriding them would break caching.
-_PIPELINE_OWNED = ("output_dir", "seed", "data_seed", "report_to", "use_cpu", "resume_from_checkpoint", "logging_dir")
+# The TrainingArguments keys models.training.pipeline_args sets (paths, seeds, device, reporting, checkpoint and
+# logging cadence, data loading), besides bf16/fp16, which it forces off on CPU only. A test checks the two agree.
+PIPELINE_ARGS = ("output_dir", "seed", "data_seed", "use_cpu", "report_to", "save_strategy", "save_total_limit",
+                 "logging_strategy", "dataloader_num_workers", "dataloader_pin_memory")
+# Keys the pipeline sets itself (the above, plus what Trainer.train and the run's log dir get): overriding them
+# would break caching or resuming, and a value given here would be overwritten silently.
+_PIPELINE_OWNED = PIPELINE_ARGS + ("resume_from_checkpoint", "logging_dir")
 
 
 def _trainer_kwargs(module: str, config_class: str, owned: tuple[str, ...] = ()) -> AfterValidator:

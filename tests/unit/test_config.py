@@ -243,3 +243,22 @@ def test_an_empty_params_file_is_refused_not_read_as_defaults(tmp_path, text):
     assert str(caught.value) == (f"{path}: file is empty (only blank lines or comments); a params file must hold the "
                                  "sections to set, e.g. 'seed: 0' (an empty one would run every stage on defaults "
                                  "silently)")
+
+
+@pytest.mark.parametrize("key, value", [("save_strategy", "epoch"), ("save_total_limit", 5),
+                                        ("logging_strategy", "epoch"), ("dataloader_num_workers", 4),
+                                        ("dataloader_pin_memory", False)])
+def test_every_key_pipeline_args_sets_is_refused_in_a_trainer_section(key, value):
+    with pytest.raises(ConfigError) as caught:
+        validate_params({"sft": {"trainer": {key: value}}})
+    assert str(caught.value) == (f"params.yaml: sft.trainer.{key} = {value!r}: set by the pipeline itself; it cannot "
+                                 "be given here")
+
+
+def test_the_owned_keys_are_the_keys_pipeline_args_sets(tmp_path):
+    from alignpipe.config import _PIPELINE_OWNED, PIPELINE_ARGS
+    from alignpipe.models.training import pipeline_args
+
+    # bf16/fp16 are forced off on CPU only; with a GPU the trainer section sets them.
+    assert set(pipeline_args(tmp_path, 0)) - {"bf16", "fp16"} == set(PIPELINE_ARGS)
+    assert set(PIPELINE_ARGS) <= set(_PIPELINE_OWNED)

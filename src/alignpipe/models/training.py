@@ -1,7 +1,8 @@
 """Plumbing shared by every Trainer the pipeline runs (pretraining, SFT, later DPO/reward models).
 
-- :func:`pipeline_args`: the TrainingArguments keys the pipeline owns (paths, seed, device, reporting); params
-  may not override them (``config._PIPELINE_OWNED``) because caching and resuming depend on them.
+- :func:`pipeline_args`: the TrainingArguments keys the pipeline owns (paths, seed, device, reporting, checkpoint
+  and logging cadence, data loading); params may not override them (``config._PIPELINE_OWNED``) because caching
+  and resuming depend on them. Its keys are listed in ``config.PIPELINE_ARGS`` (a unit test checks the two agree).
 - :func:`last_checkpoint`: the newest *complete* ``checkpoint-N`` in a directory, so an interrupted run resumes.
 - :func:`loss_log` / :func:`loss_csv`: the (step, loss) curve from ``trainer.state.log_history``, free of
   wall-clock fields, and its ``log.csv`` text.
