@@ -24,6 +24,8 @@ import importlib.util
 import json
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -1023,6 +1025,36 @@ def _allo_listed(raw: dict[str, Any]) -> set[str]:
     return set(allo) if isinstance(allo, dict) else set()
 
 
+def _model_at(loc: tuple[Any, ...] | list[Any]) -> type[BaseModel] | None:
+    """The section model whose keys sit at ``loc`` in Params: through nested sections, the values of a name ->
+    settings mapping (``align.variants.<name>``), list items and optional sections; None where there is none."""
+
+    def unwrap(node: Any) -> Any:
+        while True:
+            origin, args = typing.get_origin(node), typing.get_args(node)
+            if origin is Annotated:
+                node = args[0]
+            elif origin in (typing.Union, types.UnionType) and len([a for a in args if a is not type(None)]) == 1:
+                node = next(a for a in args if a is not type(None))
+            else:
+                return node
+
+    node: Any = Params
+    for part in loc:
+        node = unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            node = field.annotation if field is not None else None
+        elif typing.get_origin(node) is dict and len(typing.get_args(node)) == 2:
+            node = typing.get_args(node)[1]
+        elif typing.get_origin(node) is list and typing.get_args(node):
+            node = typing.get_args(node)[0]
+        else:
+            return None
+    node = unwrap(node)
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
 def _format_error(source: str, err: ValidationError, allo_listed: set[str] = frozenset()) -> str:
     lines = []
     for e in err.errors():
@@ -1031,11 +1063,8 @@ def _format_error(source: str, err: ValidationError, allo_listed: set[str] = fro
             loc[1] = "allo_variants"  # validated merged into align.variants; named where the file has it
         key = ".".join(str(p) for p in loc) or "<root>"
         if e["type"] == "extra_forbidden":
-            parent = Params
-            for part in e["loc"][:-1]:
-                ann = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
-                parent = ann.annotation if ann is not None else None
-            allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+            parent = _model_at(e["loc"][:-1])
+            allowed = sorted(parent.model_fields) if parent is not None else []
             close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"{source}: unknown key '{key}'{hint}; allowed keys here: {allowed}")

@@ -262,3 +262,16 @@ def test_the_owned_keys_are_the_keys_pipeline_args_sets(tmp_path):
     # bf16/fp16 are forced off on CPU only; with a GPU the trainer section sets them.
     assert set(pipeline_args(tmp_path, 0)) - {"bf16", "fp16"} == set(PIPELINE_ARGS)
     assert set(PIPELINE_ARGS) <= set(_PIPELINE_OWNED)
+
+
+def test_an_unknown_key_inside_a_variant_lists_a_variants_keys():
+    with pytest.raises(ConfigError) as caught:
+        validate_params({"align": {"variants": {"global": {"blok": "x"}}}})
+    assert str(caught.value) == ("params.yaml: unknown key 'align.variants.global.blok' (did you mean 'block'?); "
+                                 "allowed keys here: ['allo', 'block', 'layers', 'pairs', 'peft', 'token_weights', "
+                                 "'trainer']")
+    with pytest.raises(ConfigError) as caught:  # an optional section inside a variant
+        validate_params({"align": {"allo_variants": {"g": {"allo": {"blok": "x"}}}}})
+    assert str(caught.value) == ("params.yaml: unknown key 'align.allo_variants.g.allo.blok' (did you mean 'block'?); "
+                                 "allowed keys here: ['block', 'forget', 'forget_ratio', 'forget_trainer', "
+                                 "'learn_ratio', 'token_weights', 'top_eps']")
