@@ -1172,6 +1172,13 @@ def read_yaml(text: str, source: str = "params.yaml") -> Any:
         loader.dispose()
 
 
+def _undecodable_at(data: bytes, offset: int) -> str:
+    """`` line N: not UTF-8 text (byte 0xNN at column C)`` for the first byte at ``offset`` that is not UTF-8."""
+    lineno = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return f" line {lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column})"
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (the whole file, so a typo in any section fails every stage early)."""
     path = Path(path)
@@ -1180,7 +1187,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = read_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); params files must be UTF-8") from None
+        raise ConfigError(f"{path}{_undecodable_at(path.read_bytes(), err.start)}; params files must be UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -275,3 +275,15 @@ def test_an_unknown_key_inside_a_variant_lists_a_variants_keys():
     assert str(caught.value) == ("params.yaml: unknown key 'align.allo_variants.g.allo.blok' (did you mean 'block'?); "
                                  "allowed keys here: ['block', 'forget', 'forget_ratio', 'forget_trainer', "
                                  "'learn_ratio', 'token_weights', 'top_eps']")
+
+
+def test_a_params_file_that_is_not_utf8_names_the_line_and_column(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("seed: 1\nworld:\n  n_entitiés: 1\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert str(caught.value) == f"{path} line 3: not UTF-8 text (byte 0xe9 at column 11); params files must be UTF-8"
+    path.write_bytes(b"\xffseed: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert str(caught.value) == f"{path} line 1: not UTF-8 text (byte 0xff at column 1); params files must be UTF-8"
