@@ -1187,7 +1187,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = read_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}{_undecodable_at(path.read_bytes(), err.start)}; params files must be UTF-8") from None
+        where = _undecodable_at(path.read_bytes(), err.start)
+        raise ConfigError(f"{path}{where}; params files must be UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
