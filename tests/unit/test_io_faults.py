@@ -160,3 +160,25 @@ def test_a_lone_surrogate_written_to_jsonl_names_the_file_and_record_and_writes_
     with pytest.raises(DataError, match=r"metrics\.json: field 'note' \('\\ud800' at character 0\) holds a lone"):
         write_json(tmp_path / "metrics.json", {"note": "\ud800"})
     assert not os.listdir(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a JSON array where JSON Lines is expected
+
+
+def test_a_json_array_given_for_jsonl_says_so(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps([{"id": "a"}, {"id": "b"}], indent=2))  # pretty-printed: line 1 is "["
+    with pytest.raises(DataError) as caught:
+        read_jsonl(path)
+    assert str(caught.value) == (f"{path} line 1: not valid JSON (Expecting value, column 1): the file holds a JSON "
+                                 "array, but JSON Lines is expected (one JSON object per line)")
+    path.write_text("\n" + json.dumps([{"id": "a"}, {"id": "b"}]) + "\n")  # on one line: it parses, as a list
+    with pytest.raises(DataError) as caught:
+        read_jsonl(path)
+    assert str(caught.value) == (f"{path} line 2: expected a JSON object, got list: the file holds a JSON array, but "
+                                 "JSON Lines is expected (one JSON object per line)")
+    path.write_text('{"id": "a"}\n[1]\n')  # a later line that is a list is no array file
+    with pytest.raises(DataError) as caught:
+        read_jsonl(path)
+    assert str(caught.value) == f"{path} line 2: expected a JSON object, got list"

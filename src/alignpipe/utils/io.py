@@ -293,6 +293,9 @@ def read_jsonl(
     return [row for _, row in read_jsonl_numbered(path, required, max_line_bytes)]
 
 
+_JSON_ARRAY = ": the file holds a JSON array, but JSON Lines is expected (one JSON object per line)"
+
+
 def read_jsonl_numbered(
     path: str | Path, required: dict[str, type | tuple[type, ...]] | None = None, max_line_bytes: int = 8 << 20
 ) -> list[tuple[int, dict[str, Any]]]:
@@ -313,10 +316,15 @@ def read_jsonl_numbered(
                                 f"{err.start + 1}); the file must be UTF-8") from None
             if not line.strip():
                 continue
+            # The first record opening a JSON array: the file is one JSON document, not JSON Lines.
+            array = "" if rows or not line.lstrip().startswith("[") else _JSON_ARRAY
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path} line {lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+                raise DataError(f"{path} line {lineno}: not valid JSON ({err.msg}, column {err.colno})"
+                                f"{array}") from None
+            if array and isinstance(row, list):
+                raise DataError(f"{path} line {lineno}: expected a JSON object, got list{array}")
             if _has_surrogate_escape(raw):
                 found = _lone_surrogate(row)
                 if found:
