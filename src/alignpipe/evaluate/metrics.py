@@ -201,6 +201,12 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float |
     return float(lo), float(hi)
 
 
+def check_bootstrap(n_resamples: int, confidence: float) -> None:
+    """Raise ValueError unless ``n_resamples >= 0`` and ``0 < confidence < 1`` (every bootstrap here takes both)."""
+    if n_resamples < 0 or not 0 < confidence < 1:
+        raise ValueError(f"need n_resamples >= 0 and 0 < confidence < 1, got {n_resamples}, {confidence}")
+
+
 def _rng(seed: int | np.random.Generator) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
@@ -224,8 +230,7 @@ def bootstrap_ci(
     Returns:
         ``{"hsr_l1".., "ssr_l1".., "hsr_avg", "ssr_avg", "csl": Estimate(point, lo, hi)}``.
     """
-    if n_resamples < 0 or not 0 < confidence < 1:
-        raise ValueError(f"need n_resamples >= 0 and 0 < confidence < 1, got {n_resamples}, {confidence}")
+    check_bootstrap(n_resamples, confidence)
     table = instruction_table(rows, levels)
     _, lv, blocks = _blocks(table)
     point = _flat(_aggregate(blocks, [np.arange(len(csl))[None, :] for _, _, csl in blocks]), lv)

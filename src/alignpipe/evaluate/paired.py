@@ -36,7 +36,8 @@ import numpy as np
 from scipy import stats
 
 from alignpipe.config import LEVELS
-from alignpipe.evaluate.metrics import JUDGE_KEYS, _aggregate, _blocks, _rng, instruction_table, percentile_interval
+from alignpipe.evaluate.metrics import (JUDGE_KEYS, _aggregate, _blocks, _rng, check_bootstrap, instruction_table,
+                                        percentile_interval)
 
 KEYS = ["category", "group_id", "level"]
 
@@ -172,8 +173,7 @@ def paired_bootstrap_mean(
     d = d[:, None] if d.ndim == 1 else d
     if d.shape[0] == 0:
         raise ValueError("no paired unit to resample")
-    if n_resamples < 0 or not 0 < confidence < 1:
-        raise ValueError(f"need n_resamples >= 0 and 0 < confidence < 1, got {n_resamples}, {confidence}")
+    check_bootstrap(n_resamples, confidence)
     if n_resamples == 0:
         return [(None, None)] * d.shape[1]
     idx = _rng(seed).integers(0, d.shape[0], size=(n_resamples, d.shape[0]))
@@ -202,6 +202,7 @@ def paired_followbench(
     Raises:
         ValueError: invalid rows (see :func:`alignpipe.evaluate.metrics.instruction_table`) or no shared instruction.
     """
+    check_bootstrap(n_resamples, confidence)
     # An instruction without verdicts (official FollowBench: judge output unparseable, or left unjudged) is no score;
     # it is left out as in the model's own HSR, and the pairing keeps what both models have.
     ta, tb = (instruction_table([r for r in rows if r.get("verdicts") is not None], levels)
@@ -216,8 +217,6 @@ def paired_followbench(
     ident = [np.arange(len(csl))[None, :] for _, _, csl in blocks_a]
     delta = float(_aggregate(blocks_a, ident)["hsr_avg"][0] - _aggregate(blocks_b, ident)["hsr_avg"][0])
     lo = hi = None
-    if n_resamples < 0 or not 0 < confidence < 1:
-        raise ValueError(f"need n_resamples >= 0 and 0 < confidence < 1, got {n_resamples}, {confidence}")
     if n_resamples:
         rng = _rng(seed)
         idx = [rng.integers(0, len(csl), size=(n_resamples, len(csl))) for _, _, csl in blocks_a]
