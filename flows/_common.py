@@ -58,8 +58,8 @@ def fan_out(spec: dict) -> Callable[[list], Iterator[tuple[int, Any]]]:
     from prefect import unmapped
     from prefect.futures import as_completed
 
-    def mapper(requests: list) -> Iterator[tuple[int, Any]]:
-        futures = _llm_call().map(unmapped(spec), requests)
+    def mapper(requests: list, deadline_at: float | None = None) -> Iterator[tuple[int, Any]]:
+        futures = _llm_call().map(unmapped(spec), requests, unmapped(deadline_at))
         index = {f.task_run_id: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
             yield index[future.task_run_id], future.result()

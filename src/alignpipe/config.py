@@ -683,6 +683,12 @@ class RoleSection(Strict):
     backoff_s: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each retry (with jitter).")
     backoff_max_s: float = Field(60.0, ge=0, le=3600, description="Cap on one retry delay.")
     timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds before one request times out.")
+    deadline_s: float | None = Field(
+        900.0, gt=0, le=7 * 24 * 3600, description="openai: the most wall time this role's requests may take in "
+        "one stage, from its first request (attempts, retries and waits included); past it the stage fails naming "
+        "the role and the server. Answers already received stay cached, so a rerun resumes. Raise it (or null: "
+        "none) for long runs against a hosted API."
+    )
     max_prompt_tokens: int | None = Field(
         None, ge=1, description="hf: keep the last N prompt tokens (null: the model's context minus max_tokens)."
     )

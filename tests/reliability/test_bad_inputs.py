@@ -21,6 +21,7 @@ refusal, read back through the roles' disk cache (the path a rerun takes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -452,6 +453,12 @@ CASES = [
              "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
              "api_key_env": "ALIGNPIPE_NO_SUCH_KEY"}}}),
          (), write_bytes("inputs/pages.jsonl", PAGES_JSONL)),
+    Case("webr-generator-never-answers", "synthesize", r"^role 'generator' \(openai model 'm' at "
+         r"http://127\.0\.0\.1:\d+/v1\): no answer within the stage's deadline of 3 s \(roles\.generator\.deadline_s\); "
+         r"last error: APITimeoutError: Request timed out\.; check that the server answers, or raise "
+         r"roles\.generator\.deadline_s$", deep_merge(NO_LION, {"roles": {"generator": {
+             "backend": "openai", "base_url": "{silent}", "model": "m", "timeout_s": 60, "deadline_s": 3}}}),
+         (), write_bytes("inputs/pages.jsonl", PAGES_JSONL)),
     Case("lion-input-wrong-type", "synthesize", r"/inputs/pool\.jsonl line 2: field 'instruction' is int, expected str",
          {"synthesize": {"webr": {"enabled": False}, "lion": {"input": "{root}/inputs/pool.jsonl"}}}, (),
          write_bytes("inputs/pool.jsonl", b'{"instruction": "Describe Velmora."}\n{"instruction": 5}\n')),
@@ -499,7 +506,24 @@ def _substitute(obj: Any, root: Path) -> Any:
         return {k: _substitute(v, root) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_substitute(v, root) for v in obj]
+    if isinstance(obj, str) and "{silent}" in obj:
+        obj = obj.replace("{silent}", _silent_server())
     return obj.replace("{root}", str(root)) if isinstance(obj, str) else obj
+
+
+@functools.cache
+def _silent_server() -> str:
+    """The /v1 URL of a server that accepts every connection and never answers (a hung upstream); it lives as
+    long as the test process (a daemon thread)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
 
 
 def _write_params(root: Path, overrides: dict | str | None) -> None:

@@ -10,12 +10,19 @@ call from a pool of ``concurrency`` threads. Each answer is cached the moment it
 :class:`TransientError` is retried after ``backoff_s * 2**attempt`` seconds (capped at ``backoff_max_s``, with
 jitter, or the server's Retry-After), up to ``max_retries`` times; then the call fails with an :class:`LLMError`
 naming the role, the backend and the last error.
+
+A role's remote requests in one stage share one deadline, ``deadline_s`` seconds from its first request: no
+attempt or retry wait runs past it (an attempt's timeout is cut to what is left), so a server that accepts
+connections and never answers fails the stage with one :class:`LLMError` naming the role, the server and the
+setting, instead of every queued request starting its own cycle of timeouts. The deadline is absolute wall time,
+so the fanned-out calls of :mod:`alignpipe.llm.fanout` (threads, Dask or Ray workers) keep it too.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -26,8 +33,8 @@ from alignpipe.llm.base import Backend, ChatRequest, Completion, LLMError, RoleS
 from alignpipe.llm.cache import DiskCache, request_key
 
 log = logging.getLogger(__name__)
-# requests -> (index into requests, (completion | None, counts, error | None)) in the order answers arrive
-Mapper = Callable[[list[ChatRequest]], Iterable[tuple[int, tuple[Completion | None, dict[str, int], str | None]]]]
+# (requests, deadline_at) -> (index into requests, (completion | None, counts, error | None)) as answers arrive
+Mapper = Callable[[list[ChatRequest], float | None], Iterable[tuple[int, tuple[Completion | None, dict[str, int], str | None]]]]
 
 
 class RoleClient:
@@ -36,7 +43,8 @@ class RoleClient:
     def __init__(self, role: str, backend: Backend, cache: DiskCache | None = None, *, concurrency: int = 4,
                  batch_size: int = 8, max_retries: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 60.0,
                  stats: RoleStats | None = None, sleep: Callable[[float], None] = time.sleep,
-                 mapper: Mapper | None = None):
+                 mapper: Mapper | None = None, deadline_s: float | None = None,
+                 deadline_at: float | None = None, clock: Callable[[], float] = time.time):
         self.role, self.backend = role, backend
         self.cache = cache if backend.remote else None  # the oracle is computed, not fetched: nothing to save
         self.concurrency, self.batch_size = concurrency, batch_size
@@ -45,6 +53,25 @@ class RoleClient:
         self._sleep = sleep
         self._jitter = random.Random(0)  # jitter spreads retries; it never changes an answer
         self.mapper = mapper  # fans remote calls out through a task runner (alignpipe.llm.fanout); None: threads
+        self.deadline_s, self._deadline_at, self._clock = deadline_s, deadline_at, clock
+        self._deadline_lock = threading.Lock()
+        self._last_error: Exception | None = None
+
+    def deadline_at(self) -> float | None:
+        """The absolute (wall-clock) deadline of this role's remote requests, fixed at the first one asked."""
+        with self._deadline_lock:
+            if self._deadline_at is None and self.deadline_s is not None:
+                self._deadline_at = self._clock() + self.deadline_s
+            return self._deadline_at
+
+    def _past_deadline(self, last: Exception | None) -> LLMError:
+        self.stats.add(failures=1)
+        budget = f"{self.deadline_s:g} s" if self.deadline_s is not None else "its deadline"
+        last = last if last is not None else self._last_error  # a queued request: what the others met
+        why = f"; last error: {last}" if last is not None else ""
+        return LLMError(f"role '{self.role}' ({self.backend.describe()}): no answer within the stage's deadline of "
+                        f"{budget} (roles.{self.role}.deadline_s){why}; check that the server answers, or raise "
+                        f"roles.{self.role}.deadline_s")
 
     def complete(self, requests: list[ChatRequest]) -> list[Completion]:
         """Answers to ``requests`` in order (cached ones without a request)."""
@@ -96,7 +123,7 @@ class RoleClient:
             return
         if self.mapper is not None:
             errors = []
-            for k, (completion, counts, error) in self.mapper([requests[i] for i in todo]):
+            for k, (completion, counts, error) in self.mapper([requests[i] for i in todo], self.deadline_at()):
                 self.stats.add(**counts)
                 if error is None:
                     done(todo[k], completion)  # cached the moment it arrives, even if another call failed
@@ -127,20 +154,28 @@ class RoleClient:
 
     def _with_retry(self, request: ChatRequest) -> Completion:
         last: Exception | None = None
+        deadline = self.deadline_at()
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
                 delay *= 0.5 + self._jitter.random()
                 if isinstance(last, TransientError) and last.retry_after is not None:
                     delay = min(self.backoff_max_s, max(delay, last.retry_after))
+                if deadline is not None and self._clock() + delay >= deadline:
+                    raise self._past_deadline(last)  # the wait alone would pass it: fail now, not later
                 self.stats.add(retries=1)
                 log.warning("%s: retry %d/%d in %.1fs after: %s", self.role, attempt, self.max_retries, delay, last)
                 self._sleep(delay)
+            left = None if deadline is None else deadline - self._clock()
+            if left is not None and left <= 0:
+                raise self._past_deadline(last)
             self.stats.add(requests=1)
             try:
-                return self.backend.complete_one(request)
+                if left is None:
+                    return self.backend.complete_one(request)
+                return self.backend.complete_one(request, timeout=left)  # the attempt's timeout, cut to what is left
             except TransientError as err:
-                last = err
+                last = self._last_error = err
             except LLMError:
                 self.stats.add(failures=1)
                 raise

@@ -1,7 +1,7 @@
 """Remote role calls as independent units of work, so a task runner (threads, a Dask cluster) can spread them.
 
     spec = call_spec("teacher", role_section)           # JSON-able: backend settings + retry budget, no secret
-    completion, counts, error = call(spec, request)     # in any thread or worker process
+    completion, counts, error = call(spec, request, deadline_at)   # in any thread or worker process
 
 The flows wrap :func:`call` in a Prefect task and map it over a role's uncached requests through the flow's task
 runner (``roles.runner`` in params: a thread pool by default, or Dask); :class:`RoleClient` then caches each
@@ -28,7 +28,8 @@ _LOCK = threading.Lock()
 def call_spec(role: str, cfg: RoleSection) -> dict[str, Any]:
     """What a worker needs to make one call of ``role``: its backend settings and its retry budget."""
     return {"role": role, "section": cfg.model_dump(mode="json"),
-            "retry": {"max_retries": cfg.max_retries, "backoff_s": cfg.backoff_s, "backoff_max_s": cfg.backoff_max_s}}
+            "retry": {"max_retries": cfg.max_retries, "backoff_s": cfg.backoff_s, "backoff_max_s": cfg.backoff_max_s,
+                      "deadline_s": cfg.deadline_s}}
 
 
 def _backend(spec: dict[str, Any]):
@@ -39,9 +40,13 @@ def _backend(spec: dict[str, Any]):
         return _BACKENDS[key]
 
 
-def call(spec: dict[str, Any], request: ChatRequest) -> tuple[Completion | None, dict[str, int], str | None]:
-    """One request with the role's retries: (completion or None, request/retry/failure counts, error or None)."""
-    client = RoleClient(spec["role"], _backend(spec), cache=None, **spec["retry"])
+def call(spec: dict[str, Any], request: ChatRequest, deadline_at: float | None = None,
+         ) -> tuple[Completion | None, dict[str, int], str | None]:
+    """One request with the role's retries: (completion or None, request/retry/failure counts, error or None).
+
+    ``deadline_at``: the role's absolute deadline in the calling stage (:meth:`RoleClient.deadline_at`); a call
+    queued past it fails at once without a request."""
+    client = RoleClient(spec["role"], _backend(spec), cache=None, deadline_at=deadline_at, **spec["retry"])
     try:
         completion: Completion | None = client._with_retry(request)
         error = None

@@ -37,7 +37,7 @@ class OpenAIBackend:
                 raise LLMError(f"{who}openai backend at {base_url}: the environment variable {api_key_env} "
                                "(named by api_key_env) is not set; export it before the run, or set api_key_env: "
                                "null for a server that takes no key")
-        self.base_url, self.model = base_url.rstrip("/"), model
+        self.base_url, self.model, self.timeout_s = base_url.rstrip("/"), model, timeout_s
         self._secrets = [key, base64.b64encode(key.encode()).decode()] if key else []
         self._openai = openai
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or "no-key", max_retries=0,
@@ -55,12 +55,14 @@ class OpenAIBackend:
             text = text.replace(secret, "[redacted]")
         return text
 
-    def complete_one(self, request: ChatRequest) -> Completion:
+    def complete_one(self, request: ChatRequest, timeout: float | None = None) -> Completion:
+        """One request; ``timeout`` (what is left of the stage's deadline) cuts ``timeout_s`` for this attempt."""
         oa = self._openai
         try:
             resp = self._client.chat.completions.create(
                 model=self.model, messages=request.messages, max_tokens=request.max_tokens,
                 temperature=request.temperature, seed=request.seed,
+                timeout=self.timeout_s if timeout is None else max(0.001, min(self.timeout_s, timeout)),
             )  # fmt: skip
         except (oa.APIConnectionError, oa.RateLimitError, oa.InternalServerError) as err:  # timeouts included
             raise TransientError(self.redact(f"{type(err).__name__}: {err}"), _retry_after(err)) from None

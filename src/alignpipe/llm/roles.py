@@ -296,7 +296,7 @@ def build_roles(section: RolesSection, seed: int, kb: KB | None = None, cache_di
             mapper = fan_out(call_spec(name, cfg))
         client = RoleClient(name, backend, cache, concurrency=cfg.concurrency, batch_size=cfg.batch_size,
                             max_retries=cfg.max_retries, backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s,
-                            mapper=mapper)
+                            mapper=mapper, deadline_s=cfg.deadline_s if backend.remote and not backend.batched else None)
         temperature, max_tokens = ROLE_DEFAULTS[name]
         built[name] = classes[name](
             name, client,

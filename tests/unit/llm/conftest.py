@@ -42,7 +42,7 @@ class ScriptedBackend:
     def describe(self):
         return "scripted backend"
 
-    def complete_one(self, request: ChatRequest) -> Completion:
+    def complete_one(self, request: ChatRequest, timeout: float | None = None) -> Completion:
         with self._lock:
             self.calls += 1
             n = self.calls

@@ -114,3 +114,74 @@ def test_the_same_request_twice_in_one_call_is_sent_once(tmp_path, scripted):
     assert backend.calls == 4 and (s["calls"], s["requests"], s["retries"], s["cache_hits"]) == (5, 4, 1, 2)
     assert s["calls"] == s["cache_hits"] + s["requests"] - s["retries"]
     assert len(DiskCache(tmp_path)) == 3
+
+
+class _Silent:
+    """A remote backend on a server that accepts every request and never answers: each attempt waits out its
+    timeout (``timeout_s``, or what the caller says is left of the deadline), then fails as a timeout does."""
+
+    kind, remote, batched = "openai", True, False
+
+    def __init__(self, timeout_s: float = 30.0):
+        import threading
+
+        self.timeout_s, self.attempts, self._lock = timeout_s, [], threading.Lock()
+
+    def identity(self):
+        return {"kind": self.kind, "base_url": "http://127.0.0.1:1/v1", "model": "silent"}
+
+    def describe(self):
+        return "openai model 'silent' at http://127.0.0.1:1/v1"
+
+    def complete_one(self, request, timeout=None):
+        import time
+
+        from alignpipe.llm.base import TransientError
+
+        wait = self.timeout_s if timeout is None else min(self.timeout_s, timeout)
+        with self._lock:
+            self.attempts.append(wait)
+        time.sleep(wait)
+        raise TransientError("APITimeoutError: Request timed out.")
+
+
+def test_a_server_that_never_answers_fails_the_role_at_its_deadline(tmp_path):
+    """6 attempts x 30 s per request, 12 requests 3 at a time would wait minutes; the role's deadline of 0.6 s
+    ends the whole call in about that, naming the role, the server and the setting, and no queued request starts
+    a cycle of its own."""
+    import time
+
+    backend = _Silent(timeout_s=30.0)
+    client = RoleClient("judge", backend, DiskCache(tmp_path), concurrency=3, max_retries=5, backoff_s=0.01,
+                        deadline_s=0.6)
+    start = time.monotonic()
+    with pytest.raises(LLMError) as err:
+        client.complete([req(f"q{i}") for i in range(12)])
+    took = time.monotonic() - start
+    assert 0.55 <= took < 3.0, took
+    assert str(err.value).startswith("role 'judge' (openai model 'silent' at http://127.0.0.1:1/v1): no answer "
+                                      "within the stage's deadline of 0.6 s (roles.judge.deadline_s); last error: "
+                                      "APITimeoutError: Request timed out.; check that the server answers, or "
+                                      "raise roles.judge.deadline_s")
+    assert max(backend.attempts) <= 0.6 + 1e-6  # each attempt's timeout was cut to what was left
+    assert len(backend.attempts) <= 3 + 3  # the 3 in flight, each at most once more; the 9 queued never sent
+
+
+def test_the_deadline_is_shared_by_every_request_of_the_role_and_fixed_at_the_first(tmp_path, scripted):
+    now = [100.0]
+    client = RoleClient("teacher", scripted(), DiskCache(tmp_path), deadline_s=50.0, clock=lambda: now[0])
+    assert client.deadline_s == 50.0
+    now[0] = 120.0
+    client.complete([req("a")])  # the first request fixes the deadline
+    assert client.deadline_at() == 170.0
+    now[0] = 171.0  # past it: the next request is not sent
+    with pytest.raises(LLMError, match=r"^role 'teacher' \(.*\): no answer within the stage's deadline of 50 s "
+                                       r"\(roles\.teacher\.deadline_s\); check"):
+        client.complete([req("b")])
+    assert client.stats.failures == 1
+
+
+def test_no_deadline_leaves_the_attempts_alone(tmp_path, scripted):
+    client = RoleClient("teacher", scripted(), DiskCache(tmp_path))
+    assert client.deadline_at() is None
+    assert [c.text for c in client.complete([req("a"), req("b")])]

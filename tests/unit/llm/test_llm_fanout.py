@@ -65,3 +65,50 @@ def test_runner_params_are_validated():
         validate_params({"roles": {"runner": {"kind": "spark"}}})
     with pytest.raises(ConfigError, match=r"roles.runner = .*address needs kind: dask"):
         validate_params({"roles": {"runner": {"address": "tcp://127.0.0.1:8786"}}})
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts every connection and never answers (a hung upstream): its /v1 URL."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("fanned", [False, True], ids=["threads", "prefect-tasks"])
+def test_a_server_that_never_answers_fails_at_the_roles_deadline(silent_server, tmp_path, fanned):
+    """timeout_s 60 and 5 retries would hold each of the 6 requests for minutes; the role's deadline of 2 s ends
+    the call in seconds, through the role's own threads and through Prefect tasks alike."""
+    import time
+
+    params = _params(silent_server, "m", max_retries=5, backoff_s=0.01, timeout_s=60, deadline_s=2, concurrency=2)
+    start = time.monotonic()
+    with pytest.raises(LLMError, match=r"^role 'teacher' \(openai model 'm' at http://127\.0\.0\.1:\d+/v1\): no "
+                                       r"answer within the stage's deadline of 2 s \(roles\.teacher\.deadline_s\); "
+                                       r"last error: APITimeoutError: Request timed out\.; check that the server "
+                                       r"answers, or raise roles\.teacher\.deadline_s$"):
+        if fanned:
+            _in_flow(params, tmp_path / "cache")
+        else:
+            build_roles(params.roles, seed=5, cache_dir=tmp_path / "cache").teacher.answer(PROMPTS)
+    assert time.monotonic() - start < 20
