@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from alignpipe.config import ROLE_NAMES, Params, UserError, load_params
+from alignpipe.config import ROLE_NAMES, Params, UserError, check_instance, load_params
 from alignpipe.utils.env import apply_offline_env
 from alignpipe.utils.io import dumps, write_json
 from alignpipe.utils.seed import set_threads
@@ -204,6 +204,7 @@ def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None 
     status = "failed"
     try:
         params = load_params(params_path)  # the whole file, before anything heavy is imported
+        check_instance(params, stage, args)  # --variant / --name: an unknown one fails here too
         set_threads(params.torch_threads)
         run = importlib.import_module(module or f"alignpipe.stages.{stage}").run
         run_flow(stage, name, params, params_path, run, args)

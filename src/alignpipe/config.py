@@ -1185,6 +1185,17 @@ def _undecodable_at(data: bytes, offset: int) -> str:
     return f" line {lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {column})"
 
 
+def check_instance(params: Params, stage: str, args: dict[str, Any]) -> None:
+    """A stage instance's own arguments against params, before anything heavy is imported: an unknown align
+    variant (``--variant``) or data mixture (``--name`` of sft_mix) fails in well under a second, listing the
+    names params.yaml has (it took the trainers' imports and a Prefect start to say so)."""
+    if stage == "align" and args.get("variant") is not None:
+        params.align.variant(args["variant"])
+    if stage == "sft_mix" and args.get("name") is not None and args["name"] not in params.sft_mix.mixtures:
+        raise ConfigError(f"sft_mix: no mixture '{args['name']}' in params sft_mix.mixtures "
+                          f"{list(params.sft_mix.mixtures)}")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (the whole file, so a typo in any section fails every stage early)."""
     path = Path(path)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,13 @@ def _demo(tmp_path, repo_root, api, module, *args):
     return subprocess.run(argv, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
 
 
+STAGES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "flows").glob("*.py")
+                if not p.stem.startswith("_") and p.stem != "server")
+ARGS = {"align": ["--variant", "dpo_full"], "evaluate": ["--name", "sft", "--model-dir", "data/sft/model"],
+        "sft_mix": ["--name", "seed"]}  # the required arguments of the stages that have some
+HEAVY = ("prefect", "torch", "transformers", "trl", "peft", "datasets", "numpy", "scipy", "openai")
+
+
 def test_bad_params_fail_in_one_line_before_prefect_torch_or_the_stage_are_imported(tmp_path, repo_root):
     bad = tmp_path / "params.yaml"
     bad.write_text("seed: 1\nworld:\n  n_entitiez: 3\n")
@@ -92,6 +100,26 @@ def test_bad_params_fail_in_one_line_before_prefect_torch_or_the_stage_are_impor
         f"error in stage 'world': {bad}: unknown key 'world.n_entitiez' (did you mean 'n_entities'?); allowed keys "
         "here: ['categories', 'corpus_instruction_copies', 'corpus_paraphrases', 'eval_groups_per_category', "
         "'n_entities', 'train_groups_per_category']"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_checks_params_before_any_heavy_import(stage, tmp_path, repo_root):
+    """A params typo is reported before the trainers, torch or Prefect load, in every stage (issue 18: it took
+    5-15 s in align, sft and base). The seconds it takes are measured by bench/stage_start.py, not here."""
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\nsft:\n  max_lenght: 64\n")
+    probe = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = ["flows.{stage}", "--params", {str(bad)!r}, *{ARGS.get(stage, [])!r}]
+        try:
+            runpy.run_module("flows.{stage}", run_name="__main__")
+        except SystemExit as stop:
+            print(stop.code, [m for m in {HEAVY!r} if m in sys.modules])
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"error in stage '{stage}': {bad}: unknown key 'sft.max_lenght' "
+                                                   "(did you mean 'max_length'?)"), proc.stderr
 
 
 def test_an_unknown_argument_fails_with_the_usage(monkeypatch, capsys):
@@ -168,3 +196,25 @@ def test_synthesize_with_its_server_down_fails_after_the_retry_budget(tmp_path, 
     assert proc.returncode == 2
     assert (f"error in stage 'synthesize': role 'generator' (openai model 'm' at http://127.0.0.1:{port}/v1): "
             "gave up after 2 attempts; last error: APIConnectionError") in proc.stderr
+
+
+@pytest.mark.parametrize(("stage", "args", "message"), [
+    ("align", ["--variant", "lora_al"], "unknown align variant 'lora_al'; params.yaml align.variants has ['dpo_full',"),
+    ("sft_mix", ["--name", "bothh"], "sft_mix: no mixture 'bothh' in params sft_mix.mixtures ['seed', 'both']"),
+], ids=["align-variant", "sft_mix-mixture"])
+def test_an_unknown_instance_fails_before_any_heavy_import(stage, args, message, tmp_path, repo_root):
+    """`--variant` / `--name` are checked with the params (it took a Prefect start and the trainers' imports)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("align:\n  variants:\n    dpo_full: {}\n    global: {peft: lora, block: global}\n"
+                      "sft_mix:\n  mixtures:\n    seed: [seed]\n    both: [seed, webr, lion]\n")
+    probe = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = ["flows.{stage}", "--params", {str(params)!r}, *{args!r}]
+        try:
+            runpy.run_module("flows.{stage}", run_name="__main__")
+        except SystemExit as stop:
+            print(stop.code, [m for m in {HEAVY!r} if m in sys.modules])
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"error in stage '{stage}': {message}"), proc.stderr

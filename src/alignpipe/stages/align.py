@@ -59,10 +59,7 @@ logger = logging.getLogger(__name__)
 
 def get_variant(params: Params, name: str) -> VariantSection:
     """``params.align.variants[name]``; an unknown name fails listing the known ones."""
-    if name not in params.align.variants:
-        known = sorted(params.align.variants)
-        raise ConfigError(f"unknown align variant {name!r}; params.yaml align.variants has {known}")
-    return params.align.variants[name]
+    return params.align.variant(name)
 
 
 def ref_store(section: VariantSection) -> str:

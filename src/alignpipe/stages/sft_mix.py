@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from alignpipe.config import ConfigError, Params
+from alignpipe.config import ConfigError, Params, check_instance
 from alignpipe.llm import FanOut, Roles, build_roles
 from alignpipe.methods.lion import pool as lion
 from alignpipe.methods.lion.rounds import student_answers
@@ -62,8 +62,7 @@ def source_files(sources: list[str], world_dir: str | Path = "data/world",
 
 def get_mixture(params: Params, name: str) -> list[str]:
     """The sources of mixture ``name`` (``sft_mix.mixtures``); an unknown name is a ConfigError."""
-    if name not in params.sft_mix.mixtures:
-        raise ConfigError(f"sft_mix: no mixture '{name}' in params sft_mix.mixtures {list(params.sft_mix.mixtures)}")
+    check_instance(params, "sft_mix", {"name": name})
     return params.sft_mix.mixtures[name]
 
 
