@@ -54,3 +54,48 @@ def test_status_clean_and_metrics_readable(tiny_run):
     text = shown.stdout
     for m in ("data/evaluate/sft/metrics.json", "data/evaluate/base/metrics.json", "data/sft/metrics.json"):
         assert m in text
+
+
+def _files(root, rel):
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / rel).rglob("*")) if p.is_file()}
+
+
+def test_a_rejected_input_under_dvc_repro_keeps_the_stages_earlier_outputs(tiny_run, tmp_path):
+    """DVC deletes a stage's outputs before it runs the command, unless they are `persist`: every output in
+    dvc.yaml is, and each stage replaces its directory atomically itself, so a params typo or a truncated input
+    rejected by the stage leaves data/sft as it was (model, metrics.json and log.csv alike) under `dvc repro`."""
+    import os
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_run.root, root, symlinks=True)
+    env = {**tiny_run.env, "ALIGNPIPE_WORK_DIR": str(root / ".cache/alignpipe"), "PYTHONPATH": str(root / "src")}
+    before = _files(root, "data/sft")
+    assert {"data/sft/metrics.json", "data/sft/log.csv", "data/sft/config.json"} <= set(before)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    good = (root / "params.yaml").read_text()
+
+    params["sft"]["max_lenght"] = 64  # a typo of sft.max_length
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run(["dvc", "repro", "sft"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "unknown key 'sft.max_lenght' (did you mean 'max_length'?)" in proc.stderr, \
+        proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert _files(root, "data/sft") == before
+
+    (root / "params.yaml").write_text(good)
+    data = root / "data/world/sft.jsonl"
+    os.chmod(data, 0o644)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # cut mid-record
+    proc = subprocess.run(["dvc", "repro", "--single-item", "sft"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "error in stage 'sft': " in proc.stderr and "data/world/sft.jsonl line " in proc.stderr, \
+        proc.stderr[-3000:]
+    assert _files(root, "data/sft") == before
