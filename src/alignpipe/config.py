@@ -422,6 +422,11 @@ class AlignSection(Strict):
     """
 
     max_length: int = Field(384, ge=16, description="Truncation length of prompt + response tokens.")
+    heldout_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the preference pairs' prompts held out of every alignment stage's "
+        "training (align variants, the neurons warm-up, the rewards model); each align variant reports its held-out "
+        "reward accuracy, margin and log-prob accuracy in metrics.json (alignpipe.train.heldout). 0: none."
+    )
     lora: LoraSection = Field(default_factory=LoraSection)
     trainer: DPOKwargs = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
     variants: dict[str, VariantSection] = Field(

@@ -28,6 +28,7 @@ from alignpipe.report.sections import (
     sizes_of,
 )
 from alignpipe.report.tables import followbench_table, to_csv, to_markdown
+from alignpipe.report.training import training_table
 from alignpipe.utils.io import read_json, write_jsonl
 
 
@@ -61,6 +62,18 @@ def followbench_official(ctx: Context) -> Table:
     md = "\n".join(line for line in md.splitlines() if not line.startswith("# "))  # its own H1 is the section's
     return produced("followbench_official", md, list(files), models_of(official), data_of(official),
                     judges_of(official), sizes_of(official))
+
+
+@register("training", "Alignment training: held-out preference accuracy before and after, per variant")
+def training(ctx: Context) -> Table:
+    table, md = training_table(ctx.params, ctx.align_dir)
+    if table.empty:
+        return not_produced("training", f"no align variant's metrics.json under {ctx.align_dir}")
+    files = write_table(ctx, "training", "Alignment training: did each variant learn? (built-in world)", md,
+                        to_csv(table))
+    n = int(table["Held-out pairs"].max() or 0)
+    return produced("training", md, files, ", ".join(table.index), "held-out preference pairs (align stage)",
+                    "DPO implicit reward (stored reference)", f"{n} held-out pairs per variant")
 
 
 @register("hierarchical", "Hierarchical Alignment (judge dimensions, pairwise W/T/L, alignment tax)")

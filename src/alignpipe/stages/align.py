@@ -49,8 +49,9 @@ from alignpipe.methods.hierarchical import check_target_modules, lora_config, nu
 from alignpipe.models.training import LogLastStep, sort_peft_sets
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.train.loop import log_csv, train
-from alignpipe.train.prepare import prepare
-from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged
+from alignpipe.train.heldout import heldout_metrics
+from alignpipe.train.prepare import Prepared, prepare
+from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged, load_ref_logps
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 
@@ -97,6 +98,7 @@ def stage_config(params: Params, variant: str, section: VariantSection, prefs_di
         "layers": section.layers,
         "lora": params.align.lora.model_dump() if section.peft == "lora" else None,
         "max_length": params.align.max_length,
+        "heldout_fraction": params.align.heldout_fraction,
         "trainer_resolved": trainer_kwargs(params, section),
         "inputs": {
             "sft_model": str(Path(sft_dir) / "model"),
@@ -205,7 +207,7 @@ def save(trainer: StoredRefDPOTrainer, out_dir: str | Path, metrics: dict[str, A
 def fit(params: Params, variant: str, section: VariantSection, prepared: tuple, config: dict[str, Any],
         callbacks: list | None = None) -> tuple[Any, dict[str, Any]]:
     """Build the trainer on ``prepare``'s output and train (ALLO variants: both ALLO stages); (trainer, metrics)."""
-    rows, dropped, ref, model, tokenizer = prepared
+    rows, dropped, ref, model, tokenizer, _ = prepared
     if section.allo is not None:
         return allo_fit(params, variant, section, prepared, config, callbacks)
     trainer = build_trainer(params, variant, section, model, tokenizer, rows, ref, work_dir("align", config),
@@ -215,6 +217,22 @@ def fit(params: Params, variant: str, section: VariantSection, prepared: tuple, 
                "adapted_layers": layers if layers is not None else list(range(num_layers(model))),
                "dropped_pairs": dropped, **train(trainer)}
     return trainer, metrics
+
+
+def heldout(trainer: Any, prepared: Prepared, reflogps_dir: str | Path, bridged: bool) -> dict[str, Any]:
+    """The trained policy on the held-out (chosen, rejected) pairs (:mod:`alignpipe.train.heldout`): the same pairs
+    and the original reference store for every variant (a bridging variant trained on its bridged store)."""
+    ref = load_ref_logps(reflogps_dir, STORE) if bridged else prepared.ref
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    pad = prepared.tokenizer.pad_token_id if prepared.tokenizer.pad_token_id is not None else 0
+    result = heldout_metrics(model, ref, prepared.heldout, trainer.args.beta,
+                             batch_size=trainer.args.per_device_eval_batch_size, pad_id=pad)
+    if result["after"] is not None:
+        logger.info("held-out pairs (%d): reward accuracy %.3f (p %.3g), margin %.4f, log-prob accuracy %.3f -> %.3f",
+                    result["n_pairs"], result["after"]["reward_accuracy"], result["after"]["reward_accuracy_p"],
+                    result["after"]["reward_margin"], result["before"]["logp_accuracy"],
+                    result["after"]["logp_accuracy"])
+    return result
 
 
 def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences",
@@ -239,6 +257,7 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
     logger.info("align@%s config: %s", variant, dumps(config).strip())
     prepared = prepare(params, prefs_dir, reflogps_dir, sft_dir, bridged=bridged)
     trainer, metrics = fit(params, variant, section, prepared, config, callbacks)
+    metrics["heldout"] = heldout(trainer, prepared, reflogps_dir, bridged)
     save(trainer, out_dir, metrics, config)
     metrics.pop("log", None)
     logger.info("align@%s metrics: %s", variant, dumps(metrics).strip())

@@ -59,6 +59,7 @@ def stage_config(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path
         "seed": params.seed,
         "model": params.model.model_dump(),
         "max_length": params.align.max_length,
+        "heldout_fraction": params.align.heldout_fraction,
         "warmup_trainer_resolved": trainer_kwargs(params, warmup_section(params)),
         "scorer": params.neurons.scorer,
         "threshold": params.neurons.threshold,
@@ -87,7 +88,7 @@ def warmup(params: Params, prepared: tuple, output_dir: Path) -> tuple[Any, dict
     """Train the warm-up DPO (resuming); returns (trainer, grad_abs scores, training metrics)."""
     from datasets import Dataset
 
-    rows, _, ref, model, tokenizer = prepared
+    rows, _, ref, model, tokenizer, _ = prepared
     acc = GradAbsAccumulator(model)
     resume = last_checkpoint(output_dir)
     if resume and (Path(resume) / GRAD_FILE).is_file():

@@ -29,7 +29,7 @@ from alignpipe.models import load_model
 from alignpipe.models.training import loss_csv
 from alignpipe.methods.allo.reward_model import DEFAULT_TRAINER, split_pairs, train_reward_model
 from alignpipe.methods.allo.token_scores import PARTS, STORE, VALUES, key_tokens, prefix_scores, token_logps
-from alignpipe.train.pairs import read_pairs
+from alignpipe.train.prepare import heldout_ids
 from alignpipe.train.reflogps import load_ref_logps, weights_sha256
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
@@ -45,6 +45,7 @@ def stage_config(params: Params, prefs_dir: str | Path, reflogps_dir: str | Path
         "seed": params.seed,
         "model": params.model.model_dump(),
         "rewards": params.rewards.model_dump(),
+        "heldout_fraction": params.align.heldout_fraction,
         "trainer_resolved": {**DEFAULT_TRAINER, **params.rewards.trainer},
         "inputs": {
             "sft_model": str(Path(sft_dir) / "model"),
@@ -148,7 +149,9 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", reflogps_dir
     seed_everything(params.seed)
     config = stage_config(params, prefs_dir, reflogps_dir, sft_dir, neurons_dir)
     logger.info("rewards stage config: %s", dumps(config).strip())
-    rows, _ = read_pairs(Path(prefs_dir) / "pairs.jsonl")
+    rows, held = heldout_ids(params, prefs_dir)  # align's held-out prompts stay unseen here too
+    held_set = set(held)
+    rows = [r for r in rows if r["id"] not in held_set]
     train_rows, eval_rows = split_pairs(rows, params.rewards.eval_fraction, params.seed)
     trainer, rm_metrics = train_reward_model(params, Path(sft_dir) / "model", train_rows, eval_rows,
                                              work_dir("rewards", config))

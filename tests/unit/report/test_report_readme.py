@@ -46,7 +46,7 @@ def _run(root, out, pairwise_judge):
         "lte": False, "pairwise_judge": pairwise_judge}, "align": {"variants": {"dpo": {"peft": "none"}}},
         "roles": {"cache_dir": str(root / "llm")}})
     report.run(params, eval_dir=root / "evaluate", out_dir=out, edit_eval_dir=root / "none",
-               synth_dir=root / "synthesize", world_dir=root / "world")
+               synth_dir=root / "synthesize", world_dir=root / "world", align_dir=root / "align")
     return (out / "README.md").read_text()
 
 
@@ -54,8 +54,9 @@ def test_readme_lists_every_table_with_provenance(inputs, tmp_path):
     root, n = inputs
     text = _run(root, tmp_path / "r", "roles")
     index = {line.split("](#")[1].split(")")[0]: line for line in text.splitlines() if line.startswith("| [")}
-    assert list(index) == ["followbench", "followbench_official", "hierarchical", "bmc", "allo", "mixtures",
-                           "lte", "data_sources"]
+    assert list(index) == ["followbench", "followbench_official", "training", "hierarchical", "bmc", "allo",
+                           "mixtures", "lte", "data_sources"]
+    assert f"not produced: no align variant's metrics.json under {root / 'align'}" in index["training"]
     assert "not produced: report.data_sources is false" in index["mixtures"]
     assert "not produced: no BMC variant (pairs: bridged or token_weights: bmc) in align.variants" in index["bmc"]
     assert "not produced: no ALLO variant in align.allo_variants" in index["allo"]

@@ -41,7 +41,7 @@ def test_global_variant_outputs_and_loadable_adapter(store, sft_dir, params, tmp
 
 def test_only_lora_on_chosen_layers_changes(store, sft_dir, params, tmp_path):
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     trainer = align.build_trainer(params, "mid", align.get_variant(params, "mid"), model, tok,
                                   rows, ref, tmp_path / "ckpt")
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
@@ -59,7 +59,7 @@ def test_only_lora_on_chosen_layers_changes(store, sft_dir, params, tmp_path):
 def test_reference_never_runs(store, sft_dir, params, tmp_path):
     """One model forward per step (TRL's PEFT default runs a second one with the adapter disabled)."""
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     trainer = align.build_trainer(params, "lora_all", align.get_variant(params, "lora_all"), model, tok,
                                   rows, ref, tmp_path / "ckpt")
     calls = []
@@ -155,7 +155,7 @@ def test_backward_stops_at_lowest_adapted_layer(store, sft_dir, helpers, tmp_pat
     """Layers below the block are outside the graph, with checkpointing off (default) and non-reentrant on."""
     params = helpers.make_params(trainer={"gradient_checkpointing": checkpointing})
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     trainer = align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok,
                                   rows, ref, tmp_path / "ckpt")
     assert trainer.args.activation_checkpointing is checkpointing
@@ -166,7 +166,7 @@ def test_reentrant_checkpointing_with_block_lora_is_refused(store, sft_dir, help
     params = helpers.make_params(trainer={"gradient_checkpointing": True,
                                           "gradient_checkpointing_kwargs": {"use_reentrant": True}})
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     with pytest.raises(ConfigError, match="reentrant.*frozen layers below layer 4"):
         align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
                             tmp_path / "ckpt")

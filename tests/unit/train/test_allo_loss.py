@@ -134,7 +134,7 @@ def test_allo_trainer_loss_path_equals_formula(store, sft_dir, helpers, tmp_path
 
     params = helpers.make_params()
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     weights = {r["id"]: torch.full((len(ref.pair(r["id"])["rejected_ids"]),), 0.5) for r in rows}
     trainer = AlloTrainer(model=model, args=dpo_config(params, None, tmp_path / "o"),
                           train_dataset=Dataset.from_list(rows), processing_class=tok, ref_logps=ref, allo_stage=stage, top_eps=0.5, token_weights=weights)

@@ -68,7 +68,7 @@ def test_token_scores_align_with_training_tokens(allo_dirs, store, sft_dir):
     metrics = json.loads((root / "rewards" / "metrics.json").read_text())
     assert 0.0 <= metrics["heldout_accuracy"] <= 1.0 and metrics["heldout_pairs"] > 0
     scores = load_token_scores(root / "rewards")
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     trainer = align.build_trainer(params, "dpo_full", align.get_variant(params, "dpo_full"), model, tok,
                                   rows, ref, root / "_t")
     assert scores.ids == ref.ids

@@ -43,7 +43,7 @@ def build(helpers, sft_dir, store, tmp_path, variant="dpo_mc", **bmc):
     params = helpers.make_params(bmc=bmc) if bmc else helpers.make_params()
     prefs, ref_dir = store
     section = align.get_variant(params, variant)
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir,
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir,
                                              bridged=align.check_bridged(variant, section, prefs))
     return align.build_trainer(params, variant, section, model, tok, rows, ref, tmp_path / variant), tok
 
@@ -176,7 +176,7 @@ def test_unsupported_loss_is_refused(helpers, sft_dir, bmc_store, tmp_path):
 
     params = helpers.make_params(trainer={"loss_type": ["ipo"]})
     prefs, ref_dir = bmc_store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     with pytest.raises(ConfigError, match="loss_type"):
         align.build_trainer(params, "dpo_mc", align.get_variant(params, "dpo_mc"), model, tok, rows, ref,
                             tmp_path / "x")
@@ -216,7 +216,7 @@ def test_bridged_pairs_get_their_own_reference_store(helpers, sft_dir, tmp_path,
         torch.testing.assert_close(a["rejected_logps"], b["rejected_logps"])
     for variant in ("dpo_bc", "dpo_bmc"):
         section = align.get_variant(params, variant)
-        rows_b, _, ref, model, tok = align.prepare(params, prefs, tmp_path / "reflogps", sft_dir,
+        rows_b, _, ref, model, tok, _ = align.prepare(params, prefs, tmp_path / "reflogps", sft_dir,
                                                    bridged=align.check_bridged(variant, section, prefs))
         assert [r["chosen"] for r in rows_b] == [r["bridged"] for r in rows] and ref.path.name == BRIDGED_STORE
         trainer = align.build_trainer(params, variant, section, model, tok, rows_b, ref, tmp_path / variant)

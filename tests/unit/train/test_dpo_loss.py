@@ -45,7 +45,7 @@ def test_trl_loss_path_equals_hand_formula(store, sft_dir, helpers, tmp_path, be
 
     params = helpers.make_params(trainer={"beta": beta})
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     trainer = align.build_trainer(params, "lora_all", align.get_variant(params, "lora_all"), model, tok, rows, ref,
                                   tmp_path / "out")
     assert trainer.loss_types == ["sigmoid"] and trainer.beta == beta

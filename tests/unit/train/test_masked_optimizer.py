@@ -66,7 +66,7 @@ def test_masked_training_leaves_every_other_weight_bit_identical(store, sft_dir,
     prefs, ref_dir = store
     params = helpers.make_params(variants={"top": {"peft": "none", "allo": {
         "forget": False, "learn_ratio": 10, "token_weights": False, "top_eps": 1.0}}})
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     masks = _random_masks(model, 10.0)
     neurons = tmp_path / "neurons"
     mask_file(neurons, 10.0).parent.mkdir(parents=True)

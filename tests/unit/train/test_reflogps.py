@@ -46,7 +46,7 @@ def test_tokens_match_the_trainer_and_truncation(store, sft_dir, params, tmp_pat
     from alignpipe.stages import align
 
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     trainer = align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
                                   tmp_path / "out")
     ds = trainer.train_dataset
@@ -64,7 +64,7 @@ def test_token_mismatch_fails_naming_the_pair(store, sft_dir, params, tmp_path):
     from alignpipe.stages import align
 
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     i = ref.index["p0003"]
     ref.tensors["chosen_ids"][int(ref.tensors["chosen_offsets"][i])] += 1  # tamper with one stored token
     with pytest.raises(DataError, match=r"pair 'p0003': the chosen tokens .* differ .*rerun the reflogps stage"):
@@ -76,7 +76,7 @@ def test_unknown_pair_fails(store, sft_dir, params, helpers, tmp_path):
     from alignpipe.stages import align
 
     prefs, ref_dir = store
-    rows, _, ref, model, tok = align.prepare(params, prefs, ref_dir, sft_dir)
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
     extra = helpers.make_pairs(1, seed=3)[0] | {"id": "new-pair"}
     with pytest.raises(DataError, match=r"pair 'new-pair': not in .*ref_logps.safetensors \(rerun the reflogps"):
         align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok,

@@ -198,7 +198,7 @@ def fit(params: Params, variant: str, section: VariantSection, prepared: tuple, 
         callbacks: list | None = None) -> tuple[Any, dict[str, Any]]:
     """Forgetting (if on) then learning for the ALLO variant ``variant`` (its resolved ``section``, which has an
     ``allo:`` part); returns (the learning trainer, metrics)."""
-    rows, dropped, ref, model, tokenizer = prepared
+    rows, dropped, ref, model, tokenizer, _ = prepared
     allo = section.allo
     inputs = config["inputs"]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
