@@ -7,7 +7,10 @@ Every variant trains the same tiny Llama (built here, fixed seed) on the same ba
 batch, so every step sees it): ``dpo_full``, ``lora_all``, ``local``, ``mid``, ``global`` as the align stage
 builds them (:func:`alignpipe.stages.align.build_trainer`: stored reference log-probs, activation checkpointing
 off) and ``stock``: TRL's defaults for LoRA DPO (all-layer LoRA, activation checkpointing on, reference
-recomputed each step by running the model with the adapter disabled). A step is one optimizer step
+recomputed each step by running the model with the adapter disabled). ``mid`` and ``global`` run with
+``align.prefix_reuse`` off; ``mid+prefix`` and ``global+prefix`` with it on, the align stage's default
+(:mod:`alignpipe.train.prefix`: the hidden states entering the block are computed once per sequence, so every
+step after the first starts at the block). A step is one optimizer step
 (forward, backward, clip, AdamW), timed by a callback; the table shows the median over ``--steps`` steps after
 ``--warmup`` steps, pooled over ``--repeats`` rounds that visit the variants in turn, in a rotated order (so
 load drift on a shared machine hits all of them alike). It also checks that stock and shared-reference
@@ -41,7 +44,7 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
 
-VARIANTS = ("stock", "dpo_full", "lora_all", "local", "mid", "global")
+VARIANTS = ("stock", "dpo_full", "lora_all", "local", "mid", "global", "mid+prefix", "global+prefix")
 
 
 def build_tokenizer(vocab: int):
@@ -137,7 +140,12 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     n_steps = args.warmup + args.steps
     trainer_cfg = {"per_device_train_batch_size": args.batch, "max_steps": n_steps, "logging_steps": 1_000_000,
                    "save_steps": 1_000_000, "lr_scheduler_type": "constant", "warmup_steps": 0}
-    params = validate_params({"seed": 0, "align": {"max_length": 4096, "trainer": trainer_cfg}})
+    import yaml
+
+    variants = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["align"]["variants"]
+    align_cfg = {"max_length": 4096, "trainer": trainer_cfg, "heldout_fraction": 0.0, "variants": variants}
+    params = validate_params({"seed": 0, "align": {**align_cfg, "prefix_reuse": False}})
+    with_prefix = validate_params({"seed": 0, "align": {**align_cfg, "prefix_reuse": True}})
     sft, prefs = work / "sft", work / "prefs"
     build_model(arch, tok, seed=0).save_pretrained(sft / "model")
     tok.save_pretrained(sft / "model")
@@ -147,11 +155,12 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     reflogps.run(params, prefs, sft, work / "reflogps")  # the shared reference, computed once
 
     def make(variant: str, timer: StepTimer):
-        rows, _, ref, model, tokenizer = align.prepare(params, prefs, work / "reflogps", sft)
+        rows, _, ref, model, tokenizer, _ = align.prepare(params, prefs, work / "reflogps", sft)
         out = work / "ckpt" / variant
-        if variant != "stock":
-            return align.build_trainer(params, variant, align.get_variant(params, variant), model, tokenizer, rows,
-                                       ref, out, callbacks=[timer])
+        if variant != "stock":  # "<v>+prefix": the align stage's default, frozen-prefix reuse on
+            name, reuse = variant.removesuffix("+prefix"), variant.endswith("+prefix")
+            return align.build_trainer(with_prefix if reuse else params, name, align.get_variant(params, name),
+                                       model, tokenizer, rows, ref, out, callbacks=[timer])
         owned = pipeline_args(out, params.seed)
         stock_args = DPOConfig(**{**trainer_cfg, "learning_rate": 1e-3, **owned, "max_length": 4096})
         assert stock_args.gradient_checkpointing and not stock_args.precompute_ref_log_probs  # TRL's defaults
@@ -185,18 +194,19 @@ def measure(args: argparse.Namespace, work: Path) -> int:
 
     blocks = layer_blocks(args.layers)
     layers = {"stock": "all", "dpo_full": "all (full)", "lora_all": "all",
-              **{b: f"{blocks[b][0]}-{blocks[b][-1]}" for b in blocks}}
+              **{b: f"{blocks[b][0]}-{blocks[b][-1]}" for b in blocks},
+              **{f"{b}+prefix": f"{blocks[b][0]}-{blocks[b][-1]}" for b in blocks}}
     med = {v: statistics.median(times[v]) for v in VARIANTS}
     med_cpu = {v: statistics.median(cpu[v]) for v in VARIANTS}
     seq = args.prompt_len + args.response_len
     print(f"\nDPO step time: Llama {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, "
           f"{args.batch} pairs x ~{seq} tokens, {args.threads} thread(s), torch {torch.__version__}, "
           f"{len(times['stock'])} timed steps per variant")
-    print(f"| {'variant':<8} | {'layers':<10} | {'trainable':>9} | {'wall ms':>8} | {'vs stock':>8} "
+    print(f"| {'variant':<13} | {'layers':<10} | {'trainable':>9} | {'wall ms':>8} | {'vs stock':>8} "
           f"| {'cpu ms':>8} | {'vs stock':>8} |")
-    print(f"|{'-' * 10}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
+    print(f"|{'-' * 15}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
     for v in VARIANTS:
-        print(f"| {v:<8} | {layers[v]:<10} | {params_count[v]:>9,} | {med[v] * 1e3:>8.1f} | "
+        print(f"| {v:<13} | {layers[v]:<10} | {params_count[v]:>9,} | {med[v] * 1e3:>8.1f} | "
               f"{med[v] / med['stock']:>7.2f}x | {med_cpu[v] * 1e3:>8.1f} | {med_cpu[v] / med_cpu['stock']:>7.2f}x |")
     # Untrained, LoRA's zero B makes policy = reference (loss ln 2); after the timed steps the adapters differ
     # from the reference, so the second comparison exercises the reference term and the gradients too.
@@ -209,6 +219,10 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     ratio_global, ratio_all = med["global"] / med["stock"], med["lora_all"] / med["stock"]
     print(f"targets: global <= 0.5x stock: {ratio_global:.2f}x {'met' if ratio_global <= 0.5 else 'NOT met'}; "
           f"lora_all <= 0.8x stock: {ratio_all:.2f}x {'met' if ratio_all <= 0.8 else 'NOT met'}")
+    r_gp, r_mp = med["global+prefix"] / med["stock"], med["mid+prefix"] / med["stock"]
+    print(f"frozen-prefix reuse: global+prefix <= 0.25x stock: {r_gp:.2f}x {'met' if r_gp <= 0.25 else 'NOT met'}; "
+          f"mid+prefix <= 0.5x stock: {r_mp:.2f}x {'met' if r_mp <= 0.5 else 'NOT met'} (global+prefix / global: "
+          f"{med['global+prefix'] / med['global']:.2f}x, mid+prefix / mid: {med['mid+prefix'] / med['mid']:.2f}x)")
     return 0 if diff <= 1e-5 else 1
 
 

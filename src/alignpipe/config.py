@@ -427,6 +427,11 @@ class AlignSection(Strict):
         "training (align variants, the neurons warm-up, the rewards model); each align variant reports its held-out "
         "reward accuracy, margin and log-prob accuracy in metrics.json (alignpipe.train.heldout). 0: none."
     )
+    prefix_reuse: bool = Field(
+        True, description="Block-restricted LoRA (Mid/Global-Align): compute the hidden states entering the lowest "
+        "trained layer once per sequence and start every later step there (alignpipe.train.prefix; same loss and "
+        "gradients to float tolerance)."
+    )
     lora: LoraSection = Field(default_factory=LoraSection)
     trainer: DPOKwargs = Field(default_factory=dict, description="trl.DPOConfig overrides shared by variants.")
     variants: dict[str, VariantSection] = Field(

@@ -50,6 +50,7 @@ from alignpipe.models.training import LogLastStep, sort_peft_sets
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.train.loop import log_csv, train
 from alignpipe.train.heldout import heldout_metrics
+from alignpipe.train.prefix import FrozenPrefix
 from alignpipe.train.prepare import Prepared, prepare
 from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged, load_ref_logps
 from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
@@ -99,6 +100,7 @@ def stage_config(params: Params, variant: str, section: VariantSection, prefs_di
         "lora": params.align.lora.model_dump() if section.peft == "lora" else None,
         "max_length": params.align.max_length,
         "heldout_fraction": params.align.heldout_fraction,
+        "prefix_reuse": params.align.prefix_reuse,
         "trainer_resolved": trainer_kwargs(params, section),
         "inputs": {
             "sft_model": str(Path(sft_dir) / "model"),
@@ -143,7 +145,24 @@ def build_trainer(params: Params, variant: str, section: VariantSection, model: 
             **bmc,
         )
     _guard_backward(trainer, layers)
+    if params.align.prefix_reuse:
+        prefix = FrozenPrefix.install_if_frozen(trainer.model)  # Mid/Global-Align: start at the block's bottom
+        if prefix is not None:
+            trainer.add_callback(LogPrefixReuse(prefix))
+            logger.info("align@%s: frozen-prefix reuse from layer %d (layers below run once per sequence)",
+                        variant, prefix.first)
     return trainer
+
+
+class LogPrefixReuse(TrainerCallback):
+    """Log the frozen-prefix cache's hits and misses at the end of training (the log, never metrics.json: a
+    resumed run starts with an empty cache, so the counts depend on the run's history)."""
+
+    def __init__(self, prefix: FrozenPrefix):
+        self.prefix = prefix
+
+    def on_train_end(self, args, state, control, **kwargs):
+        logger.info("frozen-prefix reuse: %s", self.prefix.stats())
 
 
 def _drop_input_grad_hooks(model: Any) -> int:
@@ -213,7 +232,10 @@ def fit(params: Params, variant: str, section: VariantSection, prepared: tuple, 
     trainer = build_trainer(params, variant, section, model, tokenizer, rows, ref, work_dir("align", config),
                             callbacks)
     layers = resolve_layers(section, num_layers(model), name=variant)
+    reuse = next((cb.prefix.first for cb in trainer.callback_handler.callbacks if isinstance(cb, LogPrefixReuse)),
+                 None)
     metrics = {"variant": variant, "peft": section.peft, "n_layers": num_layers(model),
+               "prefix_reuse_from": reuse,
                "adapted_layers": layers if layers is not None else list(range(num_layers(model))),
                "dropped_pairs": dropped, **train(trainer)}
     return trainer, metrics
