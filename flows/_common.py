@@ -31,7 +31,7 @@ from typing import Any
 
 from alignpipe.config import ROLE_NAMES, Params, UserError, check_instance, load_params
 from alignpipe.utils.env import apply_offline_env
-from alignpipe.utils.io import dumps, write_json
+from alignpipe.utils.io import dumps, machine_fault, write_json
 from alignpipe.utils.seed import set_threads
 from alignpipe_ops import dvcstate, netaudit, runlog
 from flows import STARTED
@@ -157,7 +157,13 @@ def run_flow(stage: str, name: str, params: Params, params_path: str, run: Calla
         _TIMINGS["flow_start"] = time.time()
         get_run_logger().info(params_summary(params, params_path))
         _TIMINGS["run_start"] = time.time()
-        return run(params, **kwargs)
+        try:
+            return run(params, **kwargs)
+        except Exception as err:  # a full or read-only disk met mid-run (a checkpoint, a cache): one line, no traceback
+            fault = machine_fault(err)
+            if fault is None:
+                raise
+            raise fault from None
 
     summary = (sys.modules[run.__module__].__doc__ or "").strip().split("\n\n")[0]  # the stage's docstring
     prefect_flow = flow(stage_flow, name=stage, flow_run_name=lambda: name, description=summary or None,

@@ -174,6 +174,24 @@ def test_a_bad_input_inside_the_stage_exits_2_with_one_line(tmp_path, repo_root,
     assert [(r["event"], r.get("status")) for r in run] == [("start", None), ("end", "failed")]
 
 
+def test_a_full_disk_met_mid_run_exits_2_with_one_line(tmp_path, repo_root, prefect_api):
+    """A checkpoint write that meets a full disk (raised where the trainer writes, outside any atomic output)."""
+    (tmp_path / "demo_stage_full_disk.py").write_text(textwrap.dedent('''
+        import errno
+
+
+        def run(params, name, out, fail=False):
+            raise OSError(errno.ENOSPC, "No space left on device", ".cache/alignpipe/demo/checkpoint-4/optimizer.pt")
+    '''))
+    proc = _demo(tmp_path, repo_root, prefect_api, "demo_stage_full_disk", "--name", "y", "--out", "x.json")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == (
+        "error in stage 'demo': cannot write .cache/alignpipe/demo/checkpoint-4/optimizer.pt: No space left on device "
+        "[ENOSPC]; free disk space, then rerun (earlier outputs are left as they were; training resumes from its last "
+        "checkpoint)")
+    assert "Traceback" not in proc.stderr
+
+
 def test_synthesize_with_its_server_down_fails_after_the_retry_budget(tmp_path, repo_root):
     import socket
 

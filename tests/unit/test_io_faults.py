@@ -182,3 +182,29 @@ def test_a_json_array_given_for_jsonl_says_so(tmp_path):
     with pytest.raises(DataError) as caught:
         read_jsonl(path)
     assert str(caught.value) == f"{path} line 2: expected a JSON object, got list"
+
+
+@pytest.mark.parametrize(("err", "expect"), [
+    (OSError(errno.ENOSPC, "No space left on device", ".cache/alignpipe/align/ab12/checkpoint-16/optimizer.pt"),
+     "cannot write .cache/alignpipe/align/ab12/checkpoint-16/optimizer.pt: No space left on device [ENOSPC]; free "
+     "disk space, then rerun (earlier outputs are left as they were; training resumes from its last checkpoint)"),
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/llm/ab/x.json"),
+     "cannot write /mnt/ro/llm/ab/x.json: Read-only file system [EROFS]; make it writable, then rerun"),
+    (OSError(errno.EACCES, "Permission denied", "/work/.cache"),
+     "cannot write /work/.cache: no permission [EACCES]; make it accessible, then rerun"),
+    (RUST_NO_SPACE, "cannot write a file of the stage (its outputs, checkpoints or caches): No space left on device "
+                    "[ENOSPC]; free disk space"),
+    (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/3: file "
+                  "write failed"), "cannot write a tensor file (torch.save: writing data/3 failed, most often a full "
+                                   "disk); free disk space, then rerun"),
+], ids=["enospc", "erofs", "eacces", "rust-enospc", "torch-save"])
+def test_a_write_fault_met_mid_run_is_one_line(err, expect):
+    fault = io.machine_fault(err)
+    assert isinstance(fault, OutputError) and isinstance(fault, UserError)
+    assert str(fault).startswith(expect), str(fault)
+
+
+@pytest.mark.parametrize("err", [OSError(errno.ENOENT, "No such file", "x"), ValueError("bad"),
+                                 RuntimeError("CUDA out of memory")], ids=["enoent", "value", "other"])
+def test_other_errors_are_not_machine_faults(err):
+    assert io.machine_fault(err) is None

@@ -92,6 +92,37 @@ def _write_fault(err: BaseException, within: Path | None = None) -> tuple[int, s
     return code, (os.fsdecode(path) if path is not None else None)
 
 
+# torch.save's zip writer reports a failed write without an errno (a full disk, most often)
+_TORCH_WRITE = re.compile(r"PytorchStreamWriter failed writing file (\S+): file write failed")
+
+
+def machine_fault(err: BaseException) -> OutputError | None:
+    """The one-line error for a write fault met outside an output's atomic block (a checkpoint or cache file the
+    trainer writes mid-run): names the path where known, the cause and what to do; None for anything else.
+
+    The stage's flow wrapper turns such an exception into this :class:`OutputError`, so a full or read-only disk
+    ends the stage with one line and no traceback, whoever was writing."""
+    fault = _write_fault(err)
+    if fault is not None:
+        code, path = fault
+        where = path or "a file of the stage (its outputs, checkpoints or caches)"
+        if code in (errno.EACCES, errno.EPERM):
+            what, todo = "no permission", "make it accessible"
+        else:
+            what = os.strerror(code)
+            todo = "free disk space" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "make it writable"
+        out = OutputError(f"cannot write {where}: {what} [{errno.errorcode[code]}]; {todo}, then rerun (earlier "
+                          "outputs are left as they were; training resumes from its last checkpoint)")
+        out.errno = code
+        return out
+    found = _TORCH_WRITE.search(str(err)[:2000])
+    if found is not None:
+        return OutputError(f"cannot write a tensor file (torch.save: writing {found.group(1)} failed, most often a "
+                           "full disk); free disk space, then rerun (earlier outputs are left as they were; training "
+                           "resumes from its last checkpoint)")
+    return None
+
+
 def _output_error(final: Path, err: BaseException, within: Path | None = None) -> OutputError | None:
     """The one-line error for a write fault met while writing ``final``; None for anything else (re-raised)."""
     fault = _write_fault(err, within)
