@@ -145,13 +145,23 @@ def build_trainer(params: Params, variant: str, section: VariantSection, model: 
             **bmc,
         )
     _guard_backward(trainer, layers)
-    if params.align.prefix_reuse:
+    if params.align.prefix_reuse and revisits_pairs(trainer):
         prefix = FrozenPrefix.install_if_frozen(trainer.model)  # Mid/Global-Align: start at the block's bottom
         if prefix is not None:
             trainer.add_callback(LogPrefixReuse(prefix))
             logger.info("align@%s: frozen-prefix reuse from layer %d (layers below run once per sequence)",
                         variant, prefix.first)
     return trainer
+
+
+def revisits_pairs(trainer: Any) -> bool:
+    """Whether training sees some pair more than once (more optimizer steps' worth of pairs than the data set has):
+    only then does a cached frozen prefix get reused (a first visit costs what the full forward costs)."""
+    args = trainer.args
+    n = len(trainer.train_dataset)
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    seen = args.max_steps * per_step if args.max_steps > 0 else args.num_train_epochs * n
+    return seen > n
 
 
 class LogPrefixReuse(TrainerCallback):

@@ -10,7 +10,9 @@ frozen and identical in policy and reference: the hidden states entering the low
 function of the tokens alone and never change during training. TRL, like LLaMA-Factory and OpenRLHF, still runs
 the embeddings and all L frozen layers forward on every step (the backward already stops at L here, see
 ``align.StopBackwardBelowAdapters``). This module computes them once per sequence, on first use, keeps them
-in memory keyed by the sequence's tokens, and from then on starts the decoder at layer L: the decoder's
+in memory keyed by the sequence's tokens (computed one sequence at a time, without padding, so a state is a
+function of its tokens alone and a resumed run reuses exactly what an uninterrupted one would), and from then
+on starts the decoder at layer L: the decoder's
 ``forward`` is wrapped so that it is called with ``inputs_embeds`` = the cached states and ``layers`` =
 layers L..N-1 for that call. Position ids, rotary embeddings and the causal mask are made by the decoder itself
 from the same sequence length and attention mask, so the result is the full forward's to float tolerance, and
@@ -114,13 +116,9 @@ class FrozenPrefix:
         unique = list({keys[i]: i for i in missing}.values())  # a sequence twice in the batch is computed once
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
-        if unique:
-            width = max(lengths[i] for i in unique)
-            rows = torch.stack([input_ids[i, :width] for i in unique])
-            mask = torch.stack([attention_mask[i, :width] for i in unique])
-            computed = self._prefix(rows, mask)
-            for j, i in enumerate(unique):
-                self.cache[keys[i]] = computed[j, : lengths[i]].detach().clone()
+        for i in unique:  # one sequence at a time, unpadded: its states are a function of its tokens alone
+            n = lengths[i]
+            self.cache[keys[i]] = self._prefix(input_ids[i : i + 1, :n], attention_mask[i : i + 1, :n])[0].clone()
         hidden = next(iter(self.cache.values())).shape[-1]
         dtype = next(iter(self.cache.values())).dtype
         out = torch.zeros(input_ids.shape[0], input_ids.shape[1], hidden, dtype=dtype, device=input_ids.device)

@@ -111,3 +111,19 @@ def test_global_align_trains_the_same_with_and_without_reuse(store, sft_dir, hel
     assert weights[True].keys() == weights[False].keys()
     for name, w in weights[False].items():
         assert torch.allclose(weights[True][name], w, atol=1e-5), name
+
+
+def test_reuse_only_when_training_revisits_pairs(store, sft_dir, helpers, tmp_path):
+    """One epoch visits every sequence once: a cache would never be read, so none is installed."""
+    from alignpipe.stages import align
+
+    prefs, ref_dir = store
+    installed = {}
+    for epochs in (1, 2):
+        params = helpers.make_params(trainer={"num_train_epochs": epochs})
+        rows, _, ref, model, tok, _ = align.prepare(params, prefs, ref_dir, sft_dir)
+        trainer = align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
+                                      tmp_path / f"ckpt-{epochs}")
+        installed[epochs] = any(isinstance(cb, align.LogPrefixReuse) for cb in trainer.callback_handler.callbacks)
+        assert align.revisits_pairs(trainer) == (epochs == 2)
+    assert installed == {1: False, 2: True}
