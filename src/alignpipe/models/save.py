@@ -24,11 +24,12 @@ def save(
     out_dir: str | Path,
     metrics: dict[str, Any],
     config: dict[str, Any],
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write ``out_dir/{model/, metrics.json, config.json, log.csv}`` atomically.
 
     transformers 5 writes weights as safetensors only (``model.safetensors``); no pickle files are produced.
-    The saved tokenizer pads on the right (training default); :func:`alignpipe.models.load_model` sets left
+    ``extra_files`` (name -> text) go into ``model/`` too. The saved tokenizer pads on the right (training default); :func:`alignpipe.models.load_model` sets left
     padding for generation.
     """
     metrics = dict(metrics)
@@ -37,6 +38,8 @@ def save(
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
+        for name, text in (extra_files or {}).items():  # e.g. a converted model's LICENSE and SOURCE.md
+            (tmp / "model" / name).write_text(text, encoding="utf-8")
         (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
         (tmp / "config.json").write_text(dumps(config), encoding="utf-8")
         (tmp / "log.csv").write_text(loss_csv(log), encoding="utf-8")

@@ -25,6 +25,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from alignpipe.config import ConfigError, Params
+from alignpipe.models import gguf
 from alignpipe.models import pretrain as pt
 from alignpipe.models import tokenizer as tk
 from alignpipe.models.load import load_model
@@ -156,8 +157,13 @@ def resolve(params: Params) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, d
     assert params.model.name_or_path is not None
     model, tokenizer = load_model(params.model.name_or_path, params.model, padding_side="right",
                                   key="model.name_or_path")
+    source: dict[str, Any] = {}
+    if gguf.is_gguf(params.model.name_or_path):  # what was converted: the file's hash and architecture
+        path = gguf.locate(params.model.name_or_path)
+        source = {"gguf": {"file": path.name, **gguf.check(path, params.model.sha256)}}
     metrics = {
         "source": params.model.name_or_path,
+        **source,
         "n_params": count_parameters(model),
         "vocab_size": len(tokenizer),
         "steps": 0,
@@ -167,6 +173,19 @@ def resolve(params: Params) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, d
         "log": [],
     }
     return model, tokenizer, metrics
+
+
+def source_notices(spec: str, info: dict[str, Any]) -> dict[str, str]:
+    """Files to keep beside converted weights: the package's license text(s) and ``SOURCE.md`` (where from)."""
+    files = {f"LICENSE{'' if i == 0 else f'.{i}'}": p.read_text(encoding="utf-8", errors="replace")
+             for i, p in enumerate(gguf.license_files(spec))}
+    lines = ["# Source of these weights", "",
+             f"Converted by alignpipe's base stage from the GGUF file `{info['file']}` (`model.name_or_path: {spec}`,",
+             f"sha256 `{info['sha256']}`, architecture `{info['architecture']}`), dequantized to float tensors with",
+             "transformers' GGUF loader. The quantization error of the GGUF file stays in these weights.", ""]
+    if files:
+        lines += ["The license shipped with the package that carried the file is kept beside them (LICENSE).", ""]
+    return {**files, "SOURCE.md": "\n".join(lines)}
 
 
 def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Path = "data/base") -> dict[str, Any]:
@@ -179,7 +198,10 @@ def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Pat
         model, metrics = pretrain(params, tokenizer, world_dir)
     else:
         model, tokenizer, metrics = resolve(params)
-    save(model, tokenizer, out_dir, metrics, config)
+    notices = {}
+    if params.model.name_or_path is not None and gguf.is_gguf(params.model.name_or_path):
+        notices = source_notices(params.model.name_or_path, metrics["gguf"])
+    save(model, tokenizer, out_dir, metrics, config, extra_files=notices)
     metrics.pop("log", None)
     logger.info("base stage metrics: %s", dumps(metrics).strip())
     return metrics
