@@ -134,3 +134,47 @@ def test_model_sha256_must_be_a_sha256():
     with pytest.raises(ConfigError, match=r"model.sha256"):
         validate_params({"model": {"name_or_path": SMOL, "sha256": "abc"}})
     assert importlib.metadata.version("gguf") == "0.19.0"
+
+
+@pytest.mark.slow
+def test_one_global_align_dpo_step_on_the_real_model(converted, tmp_path, monkeypatch):
+    """Global-Align (LoRA on layers 20-29 of 30) through the align stage's trainer on SmolLM2: two steps over the
+    same 2 pairs, so the second starts at layer 20 on the cached states (frozen-prefix reuse); only the block's
+    adapters move."""
+    import re
+
+    import torch
+    import yaml
+
+    from alignpipe.stages import align, reflogps
+
+    monkeypatch.setenv("ALIGNPIPE_WORK_DIR", str(tmp_path / "work"))
+    out, _ = converted
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "model").symlink_to(out / "model")
+    pairs = [{"id": f"p{i}", "prompt": [{"role": "user", "content": q}],
+              "chosen": [{"role": "assistant", "content": good}], "rejected": [{"role": "assistant", "content": bad}]}
+             for i, (q, good, bad) in enumerate([
+                 ("Name the capital of France in one word.", "Paris.", "The capital of France is a city in Europe."),
+                 ("Reply with the word 'yes' only.", "yes", "Sure! Here is my answer: yes, of course.")])]
+    prefs = tmp_path / "preferences"
+    prefs.mkdir()
+    (prefs / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    variants = yaml.safe_load(open("params.yaml"))["align"]["variants"]
+    params = validate_params({"align": {"max_length": 96, "heldout_fraction": 0.0, "variants": variants, "trainer": {
+        "per_device_train_batch_size": 2, "max_steps": 2, "learning_rate": 1e-4, "logging_steps": 1,
+        "save_steps": 1000, "precompute_ref_batch_size": 2}}})
+    torch.set_num_threads(1)
+    reflogps.run(params, prefs, sft, tmp_path / "reflogps")
+    rows, _, ref, model, tok, _ = align.prepare(params, prefs, tmp_path / "reflogps", sft)
+    trainer = align.build_trainer(params, "global", align.get_variant(params, "global"), model, tok, rows, ref,
+                                  tmp_path / "ckpt")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    metrics = align.train(trainer)
+    assert metrics["steps"] == 2 and metrics["initial_loss"] == pytest.approx(0.6931, abs=1e-3)
+    moved = {int(re.search(r"layers\.(\d+)\.", n).group(1)) for n, p in trainer.model.named_parameters()
+             if n in before and not torch.equal(p, before[n])}
+    assert moved == set(range(20, 30))
+    prefix = next(cb.prefix for cb in trainer.callback_handler.callbacks if isinstance(cb, align.LogPrefixReuse))
+    assert prefix.first == 20 and prefix.hits == 4 and prefix.misses == 4  # step 2 reused all 4 sequences
