@@ -659,7 +659,7 @@ class ReportSection(Strict):
     allo: bool = Field(False, description="Add the ALLO table (allo.md / .csv).")
     lte: bool = Field(False, description="Add the LTE table (lte.md / lte.csv) from data/edit_eval/metrics.json.")
     data_sources: bool = Field(
-        False, description="Add the data-source table (datasources.md / .csv; WebR / Lion Table 1): one row per "
+        False, description="Add the data-source table (mixtures.md / .csv; WebR / Lion Table 1): one row per "
         "sft_mix.mixtures entry, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/."
     )
     pairwise_judge: Literal["scores", "roles"] = Field(

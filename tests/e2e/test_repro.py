@@ -38,7 +38,7 @@ def test_every_declared_output_exists(tiny_run):
     assert "SFT" in report and "Base" in report
     bmc = (repo / "data/report/bmc.md").read_text()  # BMC: bridged pairs and the BMC table
     assert all(f"| {row} |" in bmc for row in ("DPO", "DPO-BC", "DPO-MC", "DPO-BMC", "Global+BMC"))
-    sources = (repo / "data/report/datasources.md").read_text()  # data-source table: sft_mix@* + evaluate_mix@*
+    sources = (repo / "data/report/mixtures.md").read_text()  # data-source table: sft_mix@* + evaluate_mix@*
     assert all(f"| {row} |" in sources for row in ("Seed only", "+ Lion", "+ WebR", "+ Lion + WebR"))
     assert json.loads((repo / "data/sft_mix/seed/metrics.json").read_text())["reused"] == "data/sft"
     first_pair = json.loads((repo / "data/preferences/pairs.jsonl").read_text().splitlines()[0])

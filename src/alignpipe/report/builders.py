@@ -137,7 +137,7 @@ def mixtures(ctx: Context) -> Table:
     paired = compare(ctx.params, ctx.eval_dir, {f"mix_{name}": row for name, row in mixtures.items()},
                      {f"mix_{ref}": mixtures[ref]})
     md = datasource.to_markdown(d_table, d_metrics, paired)
-    files = write_table(ctx, "datasources", "Data sources: seed, Lion and WebR SFT data (built-in world)", md,
+    files = write_table(ctx, "mixtures", "Data sources: seed, Lion and WebR SFT data (built-in world)", md,
                         to_csv(d_table.join(paired.frame)))
     names = ", ".join(f"{row} (`{ctx.mix_dir}/{name}/model`)" for name, row in mixtures.items())
     return produced("mixtures", md, files, names, "built-in world evaluation pool",

@@ -1,7 +1,7 @@
 """The ``report`` stage: FollowBench tables and plots from ``data/evaluate/<name>/metrics.json`` (and, with
 ``report.lte``, the LTE table from ``data/edit_eval/metrics.json``: ``lte.md``, ``lte.csv``; with
 ``report.data_sources``, the data-source table from ``data/evaluate/mix_<name>/`` and ``data/sft_mix/<name>/``:
-``datasources.md``, ``datasources.csv``).
+``mixtures.md``, ``mixtures.csv``).
 
 Run (normally ``dvc repro report``, i.e. ``python -m flows.report``; or directly)::
 

@@ -62,17 +62,17 @@ def test_report_writes_markdown_and_csv(tmp_path):
     params = validate_params({"report": {"data_sources": True, "labels": {f"mix_{k}": v for k, v in LABELS.items()}},
                               "synthesize": {"lion": {"rounds": 1}}, "sft_mix": {"mixtures": MIXTURES}})
     stage.run(params, eval_dir=tmp_path / "evaluate", out_dir=tmp_path / "report", mix_dir=tmp_path / "sft_mix")
-    md = (tmp_path / "report" / "datasources.md").read_text()
+    md = (tmp_path / "report" / "mixtures.md").read_text()
     assert "| Seed only | 25.0 | 50.0 | 1.20 | 6.00 | 5.50 | 6.25 | 50.0 | 100 | 12 | 60 | 8 |" in md
     assert "| + Lion + WebR | 40.0 | 60.0 | 2.00 | – | – | – | – | 160 | 12 | 60 | 0 |" in md
     assert "- Seed only: `seed` = seed (100); the sft stage's model (`data/sft`), not retrained" in md
     assert "- + Lion (round 1): `lion_r1` = seed (100), lion_r1 (30)" in md
-    csv = pd.read_csv(io.StringIO((tmp_path / "report" / "datasources.csv").read_text()))
+    csv = pd.read_csv(io.StringIO((tmp_path / "report" / "mixtures.csv").read_text()))
     assert list(csv["Data"]) == list(LABELS.values()) and csv["HSR Avg"].tolist() == [25.0, 31.25, 40.0]
     # Without report.data_sources: no table; a listed mixture without metrics is named.
     params = validate_params({"report": {"data_sources": False}, "synthesize": {"lion": {"rounds": 1}},
                               "sft_mix": {"mixtures": MIXTURES}})
     stage.run(params, eval_dir=tmp_path / "evaluate", out_dir=tmp_path / "r2", mix_dir=tmp_path / "sft_mix")
-    assert not (tmp_path / "r2" / "datasources.md").exists()
+    assert not (tmp_path / "r2" / "mixtures.md").exists()
     with pytest.raises(DataError, match=r"mix_nope/metrics.json.*sft_mix@<name>"):
         datasource.load({"nope": "N"}, tmp_path / "evaluate", tmp_path / "sft_mix")

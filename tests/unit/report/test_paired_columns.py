@@ -221,7 +221,7 @@ def test_data_source_table_is_paired_against_the_seed_only_mixture(world_run, tm
     out.mkdir()
     table = build_mixtures(Context(params, out, {}, eval_dir=ev, mix_dir=tmp_path / "sft_mix"))
     assert table.produced
-    md = (out / "datasources.md").read_text()
+    md = (out / "mixtures.md").read_text()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| ")}
     header = rows.pop("Data")
