@@ -2,6 +2,8 @@
 
     python bench/dpo_step.py                       # 12 layers, hidden 128, 8 pairs of 48+48 tokens, 1 thread
     python bench/dpo_step.py --layers 6 --batch 16 --threads 2
+    python bench/dpo_step.py --model data/base/model --batch 4 --prompt-len 64 --response-len 64 \
+        --variants stock global global+prefix   # a real model directory (e.g. SmolLM2 converted by `base`)
 
 Every variant trains the same tiny Llama (built here, fixed seed) on the same batch (the dataset is exactly one
 batch, so every step sees it): ``dpo_full``, ``lora_all``, ``local``, ``mid``, ``global`` as the align stage
@@ -57,6 +59,14 @@ def build_tokenizer(vocab: int):
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return wrap_tokenizer(backend)
+
+
+def reflogps_pairs(directory: Path) -> list[dict]:
+    """The stored pairs' token lists (to report the sequence length the steps ran on)."""
+    from alignpipe.train.reflogps import load_ref_logps
+
+    store = load_ref_logps(directory)
+    return [store.pair(i) for i in store.ids]
 
 
 def build_pairs(n: int, prompt_len: int, response_len: int, vocab: int, seed: int) -> list[dict]:
@@ -117,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default=None, help="a model directory to train instead of a Llama built here "
+                        "(its own tokenizer; the words of the pairs then take a few tokens each)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="variants to time (stock and lora_all are always included: the ratios and the check)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
@@ -141,7 +155,9 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     from alignpipe.stages import align
     from alignpipe.methods.hierarchical import layer_blocks, lora_config
 
-    tok = build_tokenizer(args.vocab)
+    from alignpipe.models.load import load_model
+
+    tok = build_tokenizer(args.vocab) if args.model is None else load_model(args.model)[1]
     heads = max(1, args.hidden // 32)
     arch = ArchitectureSection(hidden_size=args.hidden, intermediate_size=3 * args.hidden,
                                num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads,
@@ -156,8 +172,12 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     params = validate_params({"seed": 0, "align": {**align_cfg, "prefix_reuse": False}})
     with_prefix = validate_params({"seed": 0, "align": {**align_cfg, "prefix_reuse": True}})
     sft, prefs = work / "sft", work / "prefs"
-    build_model(arch, tok, seed=0).save_pretrained(sft / "model")
-    tok.save_pretrained(sft / "model")
+    if args.model is None:
+        build_model(arch, tok, seed=0).save_pretrained(sft / "model")
+        tok.save_pretrained(sft / "model")
+    else:
+        sft.mkdir(parents=True)
+        (sft / "model").symlink_to(Path(args.model).resolve())
     prefs.mkdir()
     pairs = build_pairs(args.batch, args.prompt_len, args.response_len, args.vocab, seed=0)
     (prefs / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
@@ -177,16 +197,17 @@ def measure(args: argparse.Namespace, work: Path) -> int:
                           processing_class=tokenizer, peft_config=lora_config(params.align.lora, None),
                           callbacks=[timer])
 
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    chosen = tuple(v for v in VARIANTS if v in {*args.variants, "stock", "lora_all"})
+    times: dict[str, list[float]] = {v: [] for v in chosen}
+    cpu: dict[str, list[float]] = {v: [] for v in chosen}
     losses: dict[str, float] = {}
     trained: dict[str, float] = {}
     params_count: dict[str, int] = {}
     for r in range(args.repeats):
         # Rotate the visiting order each round so no variant always runs first or last (allocator and cache
         # state, background load), and start each one from a collected heap.
-        shift = r * len(VARIANTS) // args.repeats
-        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+        shift = r * len(chosen) // args.repeats
+        for variant in chosen[shift:] + chosen[:shift]:
             gc.collect()
             timer = StepTimer()
             trainer = make(variant, timer)
@@ -201,20 +222,25 @@ def measure(args: argparse.Namespace, work: Path) -> int:
             times[variant].extend(timer.times[args.warmup:])
             cpu[variant].extend(timer.cpu[args.warmup:])
 
-    blocks = layer_blocks(args.layers)
+    import json as _json
+
+    config = _json.loads((sft / "model" / "config.json").read_text())
+    n_layers = config["num_hidden_layers"]
+    blocks = layer_blocks(n_layers)
     layers = {"stock": "all", "dpo_full": "all (full)", "lora_all": "all",
               **{b: f"{blocks[b][0]}-{blocks[b][-1]}" for b in blocks},
               **{f"{b}+prefix": f"{blocks[b][0]}-{blocks[b][-1]}" for b in blocks}}
-    med = {v: statistics.median(times[v]) for v in VARIANTS}
-    med_cpu = {v: statistics.median(cpu[v]) for v in VARIANTS}
-    seq = args.prompt_len + args.response_len
-    print(f"\nDPO step time: Llama {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, "
-          f"{args.batch} pairs x ~{seq} tokens, {args.threads} thread(s), torch {torch.__version__}, "
-          f"{len(times['stock'])} timed steps per variant")
+    med = {v: statistics.median(times[v]) for v in chosen}
+    med_cpu = {v: statistics.median(cpu[v]) for v in chosen}
+    lengths = [len(r["prompt_ids"]) + len(r["chosen_ids"]) for r in (reflogps_pairs(work / "reflogps"))]
+    what = args.model or "Llama built here"
+    print(f"\nDPO step time: {what}: {n_layers} layers, hidden {config['hidden_size']}, vocab {config['vocab_size']}, "
+          f"{args.batch} pairs x ~{statistics.median(lengths):.0f} tokens, {args.threads} thread(s), torch "
+          f"{torch.__version__}, {len(times['stock'])} timed steps per variant")
     print(f"| {'variant':<13} | {'layers':<10} | {'trainable':>9} | {'wall ms':>8} | {'vs stock':>8} "
           f"| {'cpu ms':>8} | {'vs stock':>8} |")
     print(f"|{'-' * 15}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
-    for v in VARIANTS:
+    for v in chosen:
         print(f"| {v:<13} | {layers[v]:<10} | {params_count[v]:>9,} | {med[v] * 1e3:>8.1f} | "
               f"{med[v] / med['stock']:>7.2f}x | {med_cpu[v] * 1e3:>8.1f} | {med_cpu[v] / med_cpu['stock']:>7.2f}x |")
     # Untrained, LoRA's zero B makes policy = reference (loss ln 2); after the timed steps the adapters differ
@@ -225,13 +251,13 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         print(f"{label:>16} loss: stock {table['stock']:.7f}  lora_all (stored ref) {table['lora_all']:.7f}  "
               f"|diff| {diffs[label]:.1e} -> {'OK' if diffs[label] <= 1e-5 else 'MISMATCH'} (tolerance 1e-5)")
     diff = max(diffs.values())
-    ratio_global, ratio_all = med["global"] / med["stock"], med["lora_all"] / med["stock"]
-    print(f"targets: global <= 0.5x stock: {ratio_global:.2f}x {'met' if ratio_global <= 0.5 else 'NOT met'}; "
-          f"lora_all <= 0.8x stock: {ratio_all:.2f}x {'met' if ratio_all <= 0.8 else 'NOT met'}")
-    r_gp, r_mp = med["global+prefix"] / med["stock"], med["mid+prefix"] / med["stock"]
-    print(f"frozen-prefix reuse: global+prefix <= 0.25x stock: {r_gp:.2f}x {'met' if r_gp <= 0.25 else 'NOT met'}; "
-          f"mid+prefix <= 0.5x stock: {r_mp:.2f}x {'met' if r_mp <= 0.5 else 'NOT met'} (global+prefix / global: "
-          f"{med['global+prefix'] / med['global']:.2f}x, mid+prefix / mid: {med['mid+prefix'] / med['mid']:.2f}x)")
+    for name, limit in (("lora_all", 0.8), ("global", 0.5), ("mid+prefix", 0.5), ("global+prefix", 0.25)):
+        if name in med:
+            ratio = med[name] / med["stock"]
+            print(f"target {name} <= {limit}x stock: {ratio:.2f}x {'met' if ratio <= limit else 'NOT met'}")
+    for block in ("mid", "global"):
+        if block in med and f"{block}+prefix" in med:
+            print(f"frozen-prefix reuse: {block}+prefix / {block}: {med[f'{block}+prefix'] / med[block]:.2f}x")
     return 0 if diff <= 1e-5 else 1
 
 
