@@ -178,3 +178,18 @@ def test_one_global_align_dpo_step_on_the_real_model(converted, tmp_path, monkey
     assert moved == set(range(20, 30))
     prefix = next(cb.prefix for cb in trainer.callback_handler.callbacks if isinstance(cb, align.LogPrefixReuse))
     assert prefix.first == 20 and prefix.hits == 4 and prefix.misses == 4  # step 2 reused all 4 sequences
+
+
+@pytest.mark.slow
+def test_the_gguf_plays_a_role_through_the_hf_backend(smol_file, tmp_path):
+    """roles.<role>.model takes the same GGUF spec: the teacher answers in English, cached on disk."""
+    from alignpipe.llm import build_roles
+
+    spec = {"backend": "hf", "model": SMOL, "max_tokens": 16, "temperature": 0.0, "batch_size": 2}
+    roles = build_roles(validate_params({"roles": {"teacher": spec}}).roles, seed=1, cache_dir=tmp_path)
+    answers = roles.teacher.answer(["What is the capital of France? Answer in one sentence.",
+                                    "Name one primary colour. One word."])
+    assert "Paris" in answers[0], answers
+    assert roles.metrics()["teacher"]["requests"] == 2
+    assert roles.teacher.answer(["What is the capital of France? Answer in one sentence."]) == answers[:1]
+    assert roles.metrics()["teacher"]["cache_hits"] == 1
