@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -97,18 +98,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def openai_server(tiny_model_dir, tmp_path_factory):
-    """`transformers serve <tiny model>` on 127.0.0.1:<free port>; yields (base_url, model name).
+@contextlib.contextmanager
+def serve(model_dir: Path, log_dir: Path):
+    """`transformers serve <model_dir>` on 127.0.0.1:<free port>; yields (base_url, model name).
 
     Started as a subprocess of this Python (`python -m transformers.cli.transformers serve`), polled on /health
-    for up to 120 s, and terminated (then killed if needed) when the module's tests are done.
+    for up to 120 s, and terminated (then killed if needed) on exit.
     """
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = log_dir / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "HF_HOME": str(log.parent / "hf")}
-    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(tiny_model_dir),
+           "HF_HOME": str(log_dir / "hf")}
+    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir),
            "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning"]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -126,7 +127,7 @@ def openai_server(tiny_model_dir, tmp_path_factory):
             if time.time() > deadline:
                 pytest.fail(f"transformers serve not healthy after 120 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1", str(tiny_model_dir)
+        yield f"http://127.0.0.1:{port}/v1", str(model_dir)
     finally:
         proc.terminate()
         try:
@@ -134,3 +135,10 @@ def openai_server(tiny_model_dir, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def openai_server(tiny_model_dir, tmp_path_factory):
+    """`transformers serve <tiny model>` for the module's tests (see :func:`serve`)."""
+    with serve(tiny_model_dir, tmp_path_factory.mktemp("serve")) as server:
+        yield server
