@@ -194,6 +194,10 @@ def main(stage: str, add_args: Callable[[argparse.ArgumentParser], None] | None 
     apply_offline_env()  # before Prefect, transformers and datasets read their settings
     netaudit.install_from_env()  # ALIGNPIPE_NET_AUDIT=<file>: record any network attempt beyond 127.0.0.1
     runlog.install()  # the library's run events (alignpipe.utils.events) go to this run's record
+    # The library's progress messages (stage config, metrics, role calls) at INFO: prefect.toml hands the
+    # "alignpipe" logger to Prefect's handlers (terminal and UI), but a logger without a level inherits the root's
+    # WARNING, which dropped them all. ALIGNPIPE_LOG_LEVEL=WARNING quiets them again.
+    logging.getLogger("alignpipe").setLevel(os.environ.get("ALIGNPIPE_LOG_LEVEL", "INFO").upper())
     caller = sys.modules.get("__main__")
     parser = argparse.ArgumentParser(prog=f"python -m flows.{stage}", description=getattr(caller, "__doc__", None),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

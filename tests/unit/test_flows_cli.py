@@ -192,6 +192,25 @@ def test_a_full_disk_met_mid_run_exits_2_with_one_line(tmp_path, repo_root, pref
     assert "Traceback" not in proc.stderr
 
 
+def test_the_librarys_info_messages_reach_the_terminal(tmp_path, repo_root, prefect_api):
+    """prefect.toml hands the `alignpipe` logger to Prefect's handlers; its INFO messages (a stage's config and
+    metrics, role calls) used to be dropped at the root's WARNING level."""
+    (tmp_path / "demo_stage_logging.py").write_text(textwrap.dedent('''
+        import logging
+
+        from alignpipe.utils.io import one_line
+
+
+        def run(params, name, out, fail=False):
+            logging.getLogger("alignpipe.stages.demo").info("demo config: %s", one_line({"b": [1, 2], "a": "x"}))
+            return {}
+    '''))
+    proc = _demo(tmp_path, repo_root, prefect_api, "demo_stage_logging", "--name", "y", "--out", "x.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if "alignpipe.stages.demo" in line]
+    assert len(lines) == 1 and lines[0].endswith('| INFO    | alignpipe.stages.demo - demo config: {"a": "x", "b": [1, 2]}')
+
+
 def test_synthesize_with_its_server_down_fails_after_the_retry_budget(tmp_path, repo_root):
     import socket
 

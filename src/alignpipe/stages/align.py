@@ -53,7 +53,7 @@ from alignpipe.train.heldout import heldout_metrics
 from alignpipe.train.prefix import FrozenPrefix
 from alignpipe.train.prepare import Prepared, prepare
 from alignpipe.train.reflogps import BRIDGED_STORE, STORE, RefLogps, has_bridged, load_ref_logps
-from alignpipe.utils.io import DataError, atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.io import DataError, atomic_dir, dumps, one_line, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -286,13 +286,13 @@ def run(params: Params, variant: str, prefs_dir: str | Path = "data/preferences"
         return _launch(params, variant, **dirs)
     bridged = check_bridged(variant, section, prefs_dir)  # before digesting the bridged reference store it needs
     config = stage_config(params, variant, section, prefs_dir, reflogps_dir, sft_dir, neurons_dir, rewards_dir)
-    logger.info("align@%s config: %s", variant, dumps(config).strip())
+    logger.info("align@%s config: %s", variant, one_line(config))
     prepared = prepare(params, prefs_dir, reflogps_dir, sft_dir, bridged=bridged)
     trainer, metrics = fit(params, variant, section, prepared, config, callbacks)
     metrics["heldout"] = heldout(trainer, prepared, reflogps_dir, bridged)
     save(trainer, out_dir, metrics, config)
     metrics.pop("log", None)
-    logger.info("align@%s metrics: %s", variant, dumps(metrics).strip())
+    logger.info("align@%s metrics: %s", variant, one_line(metrics))
     return metrics
 
 

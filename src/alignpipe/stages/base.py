@@ -31,7 +31,7 @@ from alignpipe.models import tokenizer as tk
 from alignpipe.models.load import load_model
 from alignpipe.models.save import save
 from alignpipe.models.training import count_parameters
-from alignpipe.utils.io import DataError, dumps, read_jsonl, sha256_file, work_dir
+from alignpipe.utils.io import DataError, dumps, one_line, read_jsonl, sha256_file, work_dir
 from alignpipe.utils.seed import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Pat
     """Run the whole stage; returns the metrics written to ``metrics.json``."""
     seed_everything(params.seed)
     config = stage_config(params)
-    logger.info("base stage config: %s", dumps(config).strip())
+    logger.info("base stage config: %s", one_line(config))
     if params.model.name_or_path is None:
         tokenizer = train_tokenizer(params, world_dir)
         model, metrics = pretrain(params, tokenizer, world_dir)
@@ -203,5 +203,5 @@ def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Pat
         notices = source_notices(params.model.name_or_path, metrics["gguf"])
     save(model, tokenizer, out_dir, metrics, config, extra_files=notices)
     metrics.pop("log", None)
-    logger.info("base stage metrics: %s", dumps(metrics).strip())
+    logger.info("base stage metrics: %s", one_line(metrics))
     return metrics

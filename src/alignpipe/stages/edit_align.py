@@ -35,7 +35,7 @@ from alignpipe.models.load import load_model
 from alignpipe.models.training import loss_csv, sort_peft_sets
 from alignpipe.train import sft
 from alignpipe.utils.cache import model_digest
-from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir, write_json, write_jsonl
+from alignpipe.utils.io import atomic_dir, dumps, one_line, sha256_file, work_dir, write_json, write_jsonl
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -111,10 +111,10 @@ def run(params: Params, edits_dir: str | Path = "data/edits", sft_dir: str | Pat
     """Seed, build the data, train, save; returns the metrics written to ``metrics.json``."""
     seed_everything(params.seed)
     config = stage_config(params, edits_dir, sft_dir)
-    logger.info("edit_align config: %s", dumps(config).strip())
+    logger.info("edit_align config: %s", one_line(config))
     rows, stats = build_data(params, edits_dir)
     logger.info("edit_align data: %d rows, %s", len(rows), stats)
     trainer, metrics = fit(params, rows, sft_dir, config)
     metrics = save(trainer, rows, stats, metrics, config, out_dir)
-    logger.info("edit_align metrics: %s", dumps(metrics).strip())
+    logger.info("edit_align metrics: %s", one_line(metrics))
     return metrics

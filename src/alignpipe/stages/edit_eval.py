@@ -36,7 +36,7 @@ from alignpipe.methods.lte.records import in_scope, out_of_scope, read_edits
 from alignpipe.methods.lte.retrieve import EditStore
 from alignpipe.methods.lte.template import render
 from alignpipe.models import generate, load_model
-from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_json, write_jsonl
+from alignpipe.utils.io import atomic_dir, dumps, one_line, sha256_file, write_json, write_jsonl
 from alignpipe.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def finish(params: Params, edits: list[dict[str, Any]], queries: list[dict[str, 
         write_jsonl(tmp / "generations.jsonl", rows)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "config.json", config)
-    log.info("edit_eval metrics: %s", dumps(metrics).strip())
+    log.info("edit_eval metrics: %s", one_line(metrics))
     return metrics
 
 

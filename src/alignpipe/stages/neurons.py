@@ -38,7 +38,7 @@ from alignpipe.methods.hierarchical import layer_blocks, num_layers
 from alignpipe.train.dpo import StoredRefDPOTrainer, dpo_config, trainer_kwargs
 from alignpipe.train.loop import train
 from alignpipe.train.prepare import prepare
-from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.io import atomic_dir, dumps, one_line, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 from alignpipe.utils.store import save_tensors
 
@@ -163,7 +163,7 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", reflogps_dir
     """Run the whole stage; returns the metrics written to ``metrics.json``."""
     seed_everything(params.seed)
     config = stage_config(params, prefs_dir, reflogps_dir, sft_dir)
-    logger.info("neurons stage config: %s", dumps(config).strip())
+    logger.info("neurons stage config: %s", one_line(config))
     prepared = prepare(params, prefs_dir, reflogps_dir, sft_dir)
     model = prepared[3]
     before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
@@ -171,5 +171,5 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", reflogps_dir
     results = score_and_mask(params, before, trainer.model, grads)
     metrics, tables = summarize(params, results, num_layers(model), warm)
     save(out_dir, trainer, results, params, metrics, tables, config)
-    logger.info("neurons stage metrics: %s", dumps({k: v for k, v in metrics.items() if k != "ratios"}).strip())
+    logger.info("neurons stage metrics: %s", one_line({k: v for k, v in metrics.items() if k != "ratios"}))
     return metrics

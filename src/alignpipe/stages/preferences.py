@@ -28,7 +28,7 @@ from alignpipe.methods.bmc.bridging import RolesEditor, bridge_pairs, world_edit
 from alignpipe.models import load_model, sample
 from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row
 from alignpipe.utils import events
-from alignpipe.utils.io import atomic_dir, atomic_file, dumps, sha256_file, work_dir, write_jsonl
+from alignpipe.utils.io import atomic_dir, atomic_file, dumps, one_line, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 from alignpipe.world import Judge, Oracle, load_instructions, load_kb, response_score, verify
 
@@ -216,7 +216,7 @@ def run(
     """The whole stage; returns the metrics."""
     seed_everything(params.seed)
     config = stage_config(params, world_dir, sft_dir)
-    log.info("preferences config: %s", dumps(config).strip())
+    log.info("preferences config: %s", one_line(config))
     records = load_prompts(params, world_dir)
     samples = sample_candidates(params, records, sft_dir, work_dir("preferences", sample_cache_key(config)))
     labelled = label(params, records, samples, world_dir)

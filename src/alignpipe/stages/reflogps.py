@@ -25,7 +25,7 @@ from alignpipe.config import Params
 from alignpipe.train.dpo import dpo_config
 from alignpipe.train.pairs import read_pairs
 from alignpipe.train.reflogps import BRIDGED_STORE, STORE, compute, has_bridged, weights_sha256, write_store
-from alignpipe.utils.io import atomic_dir, dumps, sha256_file, work_dir
+from alignpipe.utils.io import atomic_dir, dumps, one_line, sha256_file, work_dir
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str
     """Run the whole stage; returns the metrics written to ``metrics.json``."""
     seed_everything(params.seed)
     config = stage_config(params, sft_dir, prefs_dir)
-    logger.info("reflogps stage config: %s", dumps(config).strip())
+    logger.info("reflogps stage config: %s", one_line(config))
     rows, dropped = read_pairs(Path(prefs_dir) / "pairs.jsonl")
     ids, records = compute(params, rows, sft_dir, work_dir("reflogps", config))
     metrics = summarize(rows, ids, records, dropped)
@@ -91,5 +91,5 @@ def run(params: Params, prefs_dir: str | Path = "data/preferences", sft_dir: str
         metrics["bridged"] = summarize(b_rows, b_ids, b_records, b_dropped)
         stores[BRIDGED_STORE] = (b_ids, b_records)
     save(out_dir, stores, config, metrics)
-    logger.info("reflogps stage metrics: %s", dumps(metrics).strip())
+    logger.info("reflogps stage metrics: %s", one_line(metrics))
     return metrics

@@ -23,7 +23,7 @@ from typing import Any
 
 from alignpipe.config import Params
 from alignpipe.train import sft
-from alignpipe.utils.io import dumps
+from alignpipe.utils.io import dumps, one_line
 from alignpipe.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def run(
     """Seed, fine-tune ``base_dir/model`` on the ``sft.data`` sources, write ``out_dir``; returns the metrics."""
     seed_everything(params.seed)
     files = data_files(params, world_dir, synth_dir)
-    logger.info("sft stage config: %s", dumps(sft.run_config(params, [str(f) for f in files])).strip())
+    logger.info("sft stage config: %s", one_line(sft.run_config(params, [str(f) for f in files])))
     metrics = sft.fine_tune(params, files, base_dir, out_dir)
-    logger.info("sft stage metrics: %s", dumps(metrics).strip())
+    logger.info("sft stage metrics: %s", one_line(metrics))
     return metrics

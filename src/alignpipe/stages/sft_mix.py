@@ -36,7 +36,7 @@ from alignpipe.methods.lion import pool as lion
 from alignpipe.methods.lion.rounds import student_answers
 from alignpipe.train import sft
 from alignpipe.utils import events
-from alignpipe.utils.io import DataError, atomic_dir, dumps, read_json, write_jsonl
+from alignpipe.utils.io import DataError, atomic_dir, dumps, one_line, read_json, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 from alignpipe.world import load_kb
 
@@ -172,5 +172,5 @@ def run(params: Params, name: str, world_dir: str | Path = "data/world", base_di
             (tmp / "metrics.json").write_text(dumps(metrics), encoding="utf-8")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("sft_mix '%s' metrics: %s", name, dumps(metrics).strip())
+    log.info("sft_mix '%s' metrics: %s", name, one_line(metrics))
     return metrics

@@ -31,7 +31,7 @@ from alignpipe.llm.base import WORK_COUNTERS
 from alignpipe.methods import webr
 from alignpipe.methods.lion import rounds as lion_rounds
 from alignpipe.utils import events
-from alignpipe.utils.io import atomic_dir, dumps, sha256_file, write_jsonl
+from alignpipe.utils.io import atomic_dir, dumps, one_line, sha256_file, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 from alignpipe.world import load_kb
 
@@ -204,7 +204,7 @@ def run(params: Params, world_dir: str | Path = "data/world", out_dir: str | Pat
     """
     seed_everything(params.seed)
     config = stage_config(params, world_dir)
-    log.info("synthesize config: %s", dumps(config).strip())
+    log.info("synthesize config: %s", one_line(config))
     pages, roles = load(params, world_dir, fan_out=fan_out)
     rows, meta, metrics = run_webr(params, pages, roles)
     lion = lion_rounds.run_rounds(params, roles, world_dir, base_dir) if params.synthesize.lion.enabled else None

@@ -222,6 +222,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
+def one_line(obj: Any) -> str:
+    """Compact JSON on one line (sorted keys): for a log message, where a pretty-printed dump spans a screen."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write deterministic JSON atomically (a kill mid-write leaves the old file or none, never a torn one).
 
