@@ -80,6 +80,16 @@ class ModelSection(Strict):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype on load.")
 
 
+class DemoNoiseSection(Strict):
+    """Errors the world's annotator makes in the SFT demonstrations, each kind independently with its rate
+    (``alignpipe.world.noise``); 0 everywhere gives the oracle's clean answers."""
+
+    fluency: float = Field(0.0, ge=0.0, le=1.0, description="Share of demonstrations with 1-3 surface errors.")
+    coherence: float = Field(0.0, ge=0.0, le=1.0, description="Share with a repeated or off-topic sentence.")
+    factuality: float = Field(0.0, ge=0.0, le=1.0, description="Share with one fact given a wrong value.")
+    constraints: float = Field(0.0, ge=0.0, le=1.0, description="Share with one constraint ignored.")
+
+
 class WorldSection(Strict):
     """Size of the built-in world (knowledge base, instruction pools, corpus, web pages)."""
 
@@ -93,6 +103,8 @@ class WorldSection(Strict):
     corpus_instruction_copies: int = Field(
         0, ge=0, le=10, description="Copies of oracle train dialogues appended to the pretraining corpus."
     )
+    demo_noise: DemoNoiseSection = Field(default_factory=DemoNoiseSection,
+                                         description="Errors in the SFT demonstrations (alignpipe.world.noise).")
 
     @field_validator("categories")
     @classmethod

@@ -280,3 +280,27 @@ def judge_scores(
     idx = _rng(seed).integers(0, len(rows), size=(n_resamples, len(rows)))
     boot = scores[idx].mean(axis=1)  # (B, K)
     return {k: Estimate(float(means[j]), *percentile_interval(boot[:, j], confidence)) for j, k in enumerate(keys)}
+
+
+ERROR_KEYS = ("error_fluency", "error_coherence", "error_factuality", "error_constraints")
+
+
+def error_rates(
+    rows: Iterable[Mapping[str, Any]],
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator = 0,
+) -> dict[str, Estimate]:
+    """Share of responses holding each kind of error, with a bootstrap interval over responses.
+
+    Args:
+        rows: generation records with ``errors`` (``{"fluency", "coherence", "factuality"}`` booleans from
+            :meth:`alignpipe.world.Judge.errors`) and ``verdicts`` (a constraint error: any verdict false).
+
+    Returns:
+        ``{"error_fluency", "error_coherence", "error_factuality", "error_constraints": Estimate}`` in [0, 1].
+    """
+    flags = [{"error_fluency": float(r["errors"]["fluency"]), "error_coherence": float(r["errors"]["coherence"]),
+              "error_factuality": float(r["errors"]["factuality"]),
+              "error_constraints": float(not all(r["verdicts"]))} for r in rows]
+    return judge_scores(flags, n_resamples, confidence, seed, keys=ERROR_KEYS)

@@ -13,6 +13,7 @@ import pandas as pd
 from alignpipe.evaluate.followbench.tables import write_report
 from alignpipe.report import datasource, methods
 from alignpipe.report.paired import compare
+from alignpipe.report.errors import errors_table
 from alignpipe.report.lte import lte_markdown, lte_table
 from alignpipe.report.plots import hsr_by_level
 from alignpipe.report.rows import allo_rows, bmc_rows, hierarchical_rows, label, mixture_rows, seed_mixture
@@ -74,6 +75,19 @@ def training(ctx: Context) -> Table:
     n = int(table["Held-out pairs"].max() or 0)
     return produced("training", md, files, ", ".join(table.index), "held-out preference pairs (align stage)",
                     "DPO implicit reward (stored reference)", f"{n} held-out pairs per variant")
+
+
+@register("errors", "Errors by kind (fluency, coherence, factuality, constraints), paired against the reference")
+def errors(ctx: Context) -> Table:
+    models = {row: m.get("_name", row) for row, m in ctx.metrics.items() if m.get("benchmark") != "followbench"}
+    table, md = errors_table(ctx.params, ctx.eval_dir, models)
+    if table.empty:
+        return not_produced("errors", "no evaluated model's generations carry the world judge's error flags "
+                                      "(evaluate.judge: world on the built-in world)")
+    files = write_table(ctx, "errors", "Errors by kind (built-in world)", md, to_csv(table))
+    rows = {row: ctx.metrics[row] for row in table.index}
+    return produced("errors", md, files, models_of(rows), data_of(rows),
+                    "alignpipe.world.Judge.errors + verifiers", sizes_of(rows))
 
 
 @register("hierarchical", "Hierarchical Alignment (judge dimensions, pairwise W/T/L, alignment tax)")

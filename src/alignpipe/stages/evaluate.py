@@ -29,7 +29,7 @@ from typing import Any
 
 from alignpipe.config import EvaluateSection, ModelSection, Params
 from alignpipe.evaluate.followbench import bench as followbench
-from alignpipe.evaluate.metrics import JUDGE_KEYS, bootstrap_ci, followbench_scores, judge_scores
+from alignpipe.evaluate.metrics import JUDGE_KEYS, bootstrap_ci, error_rates, followbench_scores, judge_scores
 from alignpipe.evaluate.responder import chat_model
 from alignpipe.llm import build_roles
 from alignpipe.utils import events
@@ -125,6 +125,8 @@ def score(
         }
         if judged is not None:
             row["judge_raw"] = judged[i][1]
+        else:
+            row["errors"] = judge.errors(record, response)
         out.append(row)
     return out
 
@@ -139,7 +141,9 @@ def summarize(generations: list[dict[str, Any]], cfg: EvaluateSection, seed: int
     Flat keys: ``hsr_l1..hsr_l5``, ``ssr_l1..ssr_l5``, ``hsr_avg``, ``ssr_avg``, ``csl``, ``fluency``,
     ``factuality``, ``coherence``, each with ``<key>_lo``/``<key>_hi`` (omitted when
     ``bootstrap_samples`` is 0), ``n_groups``, ``n_instructions``; plus ``per_category`` (point estimates).
-    Rates are fractions in [0, 1]; CSL is in levels (0-5); judge scores on 1-10.
+    Rates are fractions in [0, 1]; CSL is in levels (0-5); judge scores on 1-10. With the world's judge also
+    ``error_fluency``, ``error_coherence``, ``error_factuality`` (share of responses with at least one error of
+    that kind, :meth:`alignpipe.world.Judge.errors`) and ``error_constraints`` (share failing a constraint).
     """
     scores = followbench_scores(generations, cfg.levels)
     # The resampling seed does not depend on the model name: on the same pool every model then draws the same
@@ -152,6 +156,9 @@ def summarize(generations: list[dict[str, Any]], cfg: EvaluateSection, seed: int
         estimates.update(
             judge_scores(scored, cfg.bootstrap_samples, cfg.confidence, derive_seed(seed, "evaluate", "judge"))
         )
+    if generations and all("errors" in g for g in generations):
+        estimates.update(error_rates(generations, cfg.bootstrap_samples, cfg.confidence,
+                                     derive_seed(seed, "evaluate", "errors")))
     metrics: dict[str, Any] = {}
     for key, (point, lo, hi) in estimates.items():
         metrics[key] = _r(point)

@@ -66,6 +66,7 @@ class Draft:
     force_comma: bool = False
     pronoun_after: int | None = None
     wrong_values: dict[tuple[str, str], str] = field(default_factory=dict)
+    repeat_first: bool = False  # the noisy annotator's coherence error: the first sentence said again later
 
     # ---- content ---------------------------------------------------------------------------------------------
     def _ok(self, sentence: str) -> bool:
@@ -115,6 +116,8 @@ class Draft:
             if s not in out:  # a fact asked for twice (extras + include_attribute) is stated once
                 out.append(s)
         out += [f for f in self.fillers[: p.n_pad + self.extra_fillers] if f not in out]
+        if self.repeat_first and len(out) >= 2:
+            out.append(out[0])  # not next to itself: a repeated sentence, not a stutter
         if self.force_comma:
             out.append(COMMA_LINE)
         if p.outro:

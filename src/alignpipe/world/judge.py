@@ -29,6 +29,7 @@ from alignpipe.world.kb import ARTICLE, ATTR_TYPE, ATTRIBUTES, FACT_TEMPLATES, K
 from alignpipe.world.oracle import VOCAB as ORACLE_VOCAB
 
 NEUTRAL = 5.0
+ERROR_KINDS = ("fluency", "coherence", "factuality")
 _CASE_TYPES = {"uppercase", "lowercase", "capitalize_words"}
 _REF_ATTRS = {a for attrs in ATTRIBUTES.values() for a, spec in attrs.items() if spec[0] == "ref"}
 
@@ -122,7 +123,29 @@ class Judge:
         m = re.search(rf"(?<![A-Za-z0-9]){value_rx}(?![A-Za-z0-9])", re.sub(r"[*<>]", " ", text), re.IGNORECASE)
         return [(eid, attr, m.group(0).lower(), False)] if m else []
 
+    def all_claims(self, record: dict[str, Any], text: str, templated: bool | None = None) -> list[tuple]:
+        """The fact claims the factuality score counts: :meth:`claims`, plus for an "ask" task the asked value
+        said bare (see :meth:`_bare_answer`)."""
+        if templated is None:
+            templated = any(c["type"].startswith("ex_") for c in record.get("constraints", []))
+        claims = self.claims(text)
+        if record.get("family") == "ask" and record.get("entity_ids") and (templated or not any(
+                (c[0], c[1]) == (record["entity_ids"][0], record["task"]["attribute"]) for c in claims)):
+            claims += [c for c in self._bare_answer(record, text, templated) if c[:3] not in {x[:3] for x in claims}]
+        return claims
+
     # ---- scores ----------------------------------------------------------------------------------------------
+    def errors(self, record: dict[str, Any], response: str) -> dict[str, bool]:
+        """Whether ``response`` holds at least one error of each judged kind, by the same rules as :meth:`score`:
+        ``fluency`` / ``coherence`` below 10 (some penalty applied), ``factuality`` a wrong fact claim (a
+        response with no claim holds no factual error). An empty response is an error of every kind."""
+        text = response.strip()
+        scores = self.score(record, response)
+        if not re.search(r"[A-Za-z0-9]", text):
+            return dict.fromkeys(ERROR_KINDS, True)
+        return {"fluency": scores["fluency"] < 10.0, "coherence": scores["coherence"] < 10.0,
+                "factuality": any(not ok for *_, ok in self.all_claims(record, text))}
+
     def score(self, record: dict[str, Any], response: str) -> dict[str, float]:
         """``{"fluency", "factuality", "coherence"}``, each in [1, 10]."""
         text = response.strip()
@@ -134,10 +157,7 @@ class Judge:
         sents = sentences(prose)
         norm = [re.sub(r"[^a-z0-9 ]", "", s.lower()).strip() for s in sents]
 
-        claims = self.claims(text)
-        if record.get("family") == "ask" and record.get("entity_ids") and (templated or not any(
-                (c[0], c[1]) == (record["entity_ids"][0], record["task"]["attribute"]) for c in claims)):
-            claims += [c for c in self._bare_answer(record, text, templated) if c[:3] not in {x[:3] for x in claims}]
+        claims = self.all_claims(record, text, templated)
         # Words of the instruction itself are fair to use even where the world's templates never say them.
         vocab = self.vocab | {w.lower() for w in re.findall(r"[A-Za-z]+", record.get("instruction", ""))}
         return {"fluency": self._fluency(text, sents, norm, types, templated, vocab),

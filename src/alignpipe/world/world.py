@@ -12,6 +12,7 @@ Everything is a function of ``(seed, WorldSection)``: the same inputs give byte-
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ from alignpipe.utils.io import DataError, dumps, read_jsonl_numbered, write_json
 from alignpipe.world.constraints import REGISTRY
 from alignpipe.world.corpus import build_corpus, build_pages
 from alignpipe.world.instructions import LEVELS, base_keys, build_pool, split_keys
+from alignpipe.utils.seed import derive_seed
+from alignpipe.world.judge import Judge
 from alignpipe.world.kb import KB, generate_kb
+from alignpipe.world.noise import KINDS, NoisyAnnotator, noise_rates
 from alignpipe.world.oracle import Oracle
 
 REQUIRED = {"id": str, "group_id": str, "category": str, "level": int, "instruction": str, "constraints": list}
@@ -31,7 +35,9 @@ REQUIRED = {"id": str, "group_id": str, "category": str, "level": int, "instruct
 
 @dataclass
 class World:
-    """A built world; ``answers`` holds the oracle's answer to every train and eval record, by id."""
+    """A built world; ``answers`` holds the oracle's answer to every train and eval record, by id; ``demos``
+    the SFT demonstration of every train record (the answer itself unless ``cfg.demo_noise`` made errors in
+    it) and ``noise`` the kinds of error each demonstration holds (``alignpipe.world.noise``)."""
 
     seed: int
     cfg: WorldSection
@@ -41,11 +47,15 @@ class World:
     answers: dict[str, str]
     corpus: str
     pages: list[dict[str, Any]]
+    demos: dict[str, str]
+    noise: dict[str, list[str]]
 
     def sft_rows(self) -> list[dict[str, Any]]:
-        """TRL conversational prompt-completion rows: the oracle's answers to every train record (levels 0-5)."""
+        """TRL conversational prompt-completion rows: the demonstration of every train record (levels 0-5), and
+        ``noise``, the kinds of error it holds (empty for the oracle's own answer)."""
         return [{"id": r["id"], "prompt": [{"role": "user", "content": r["instruction"]}],
-                 "completion": [{"role": "assistant", "content": self.answers[r["id"]]}]} for r in self.train]
+                 "completion": [{"role": "assistant", "content": self.demos[r["id"]]}],
+                 "noise": self.noise[r["id"]]} for r in self.train]
 
     def metrics(self) -> dict[str, Any]:
         """World statistics (counts only, no timings, so the file is reproducible)."""
@@ -72,7 +82,11 @@ class World:
                 "corpus": {"chars": len(self.corpus), "words": len(self.corpus.split()),
                            "documents": len(self.kb) * (self.cfg.corpus_paraphrases + 1)
                            + self.cfg.corpus_instruction_copies * len(self.train)},
-                "pages": len(self.pages)}
+                "pages": len(self.pages),
+                "demo_noise": {"rates": noise_rates(self.cfg.demo_noise),
+                               "realized": {k: round(sum(k in v for v in self.noise.values()) / max(1, len(self.noise)), 4)
+                                            for k in KINDS},
+                               "clean": round(sum(not v for v in self.noise.values()) / max(1, len(self.noise)), 4)}}
 
     def save(self, out_dir: str | Path) -> dict[str, Any]:
         """Write every world file into ``out_dir`` (created if needed); returns the metrics written."""
@@ -104,9 +118,26 @@ def build_world(seed: int, cfg: WorldSection) -> World:
     train_recs, train_answers = build_pool(kb, oracle, seed, "train", train_keys, cfg.categories,
                                            cfg.train_groups_per_category, cfg.eval_groups_per_category)
     answers.update(train_answers)
-    dialogues = [(r["instruction"], train_answers[r["id"]]) for r in train_recs]
+    demos, noise = noisy_demos(kb, oracle, seed, train_recs, train_answers, cfg)
+    dialogues = [(r["instruction"], demos[r["id"]]) for r in train_recs]
     corpus = build_corpus(kb, seed, cfg.corpus_paraphrases, dialogues, cfg.corpus_instruction_copies)
-    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed))
+    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed), demos, noise)
+
+
+def noisy_demos(kb: KB, oracle: Oracle, seed: int, records: list[dict[str, Any]], answers: dict[str, str],
+                cfg: WorldSection) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The SFT demonstration of each record and the kinds of error in it; each record's choices come from its own
+    seed (``derive_seed(seed, "world", "noise", id)``), so resizing the pool leaves the others' unchanged."""
+    rates = noise_rates(cfg.demo_noise)
+    if not any(rates.values()):
+        return dict(answers), {r["id"]: [] for r in records}
+    annotator = NoisyAnnotator(oracle, Judge(kb))
+    demos, noise = {}, {}
+    for r in records:
+        rng = random.Random(derive_seed(seed, "world", "noise", r["id"]))
+        kinds = annotator.pick_kinds(rates, rng)
+        demos[r["id"]], noise[r["id"]] = annotator.answer(r, kinds, rng, clean=answers[r["id"]])
+    return demos, noise
 
 
 def load_instructions(path: str | Path) -> list[dict[str, Any]]:

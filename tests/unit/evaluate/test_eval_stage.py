@@ -52,6 +52,9 @@ def fakes(monkeypatch, tmp_path):
         def score(self, record, response):
             return {"fluency": 8, "factuality": 5 + record["level"] % 2, "coherence": 9 - record["level"] // 2}
 
+        def errors(self, record, response):
+            return {"fluency": True, "coherence": record["level"] > 1, "factuality": False}
+
     monkeypatch.setattr(stage, "load_instructions", lambda path: read_jsonl(path))
     monkeypatch.setattr(stage, "load_kb", lambda path: {"kb": str(path)})
     monkeypatch.setattr(stage, "verify", verify)
@@ -111,8 +114,13 @@ def test_run_writes_outputs(fakes, tmp_path):
 
     gens = read_jsonl(out / "generations.jsonl")
     assert len(gens) == 30
-    assert set(gens[0]) == {"id", "group_id", "category", "level", "instruction", "response", "verdicts", "judge"}
+    assert set(gens[0]) == {"id", "group_id", "category", "level", "instruction", "response", "verdicts", "judge",
+                            "errors"}
     assert gens[3]["verdicts"] == [True, True, True, False]
+    # error rates by kind from the judge's flags (fluency always, coherence above level 1) and the verdicts
+    assert metrics["error_fluency"] == 1.0 and metrics["error_factuality"] == 0.0
+    assert metrics["error_coherence"] == 0.8 and metrics["error_fluency_lo"] == 1.0
+    assert metrics["error_constraints"] == sum(not all(g["verdicts"]) for g in gens) / 30
     with open(out / "levels.csv", newline="") as fh:
         levels = list(csv.DictReader(fh))
     assert [r["level"] for r in levels] == ["1", "2", "3", "4", "5"] and float(levels[4]["ssr"]) == 0.6
