@@ -81,13 +81,15 @@ class ModelSection(Strict):
 
 
 class DemoNoiseSection(Strict):
-    """Errors the world's annotator makes in the SFT demonstrations, each kind independently with its rate
-    (``alignpipe.world.noise``); 0 everywhere gives the oracle's clean answers."""
+    """The habits of the world's annotator, who writes the SFT demonstrations (``alignpipe.world.noise``): per kind
+    of error, the share of train demonstrations its habits reach; 0 everywhere gives the oracle's clean answers."""
 
-    fluency: float = Field(0.0, ge=0.0, le=1.0, description="Share of demonstrations with 1-3 surface errors.")
-    coherence: float = Field(0.0, ge=0.0, le=1.0, description="Share with a repeated or off-topic sentence.")
-    factuality: float = Field(0.0, ge=0.0, le=1.0, description="Share with one fact given a wrong value.")
-    constraints: float = Field(0.0, ge=0.0, le=1.0, description="Share with one constraint ignored.")
+    fluency: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the misspelt words.")
+    coherence: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the padding habits (per entity).")
+    factuality: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the misconceptions (wrong fact values).")
+    constraints: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the skimmed constraint types.")
+    consistency: float = Field(0.8, ge=0.0, le=1.0, description="Probability a habit acts at each chance it has "
+                               "(above 0.5 the error is the likeliest continuation where it applies).")
 
 
 class WorldSection(Strict):

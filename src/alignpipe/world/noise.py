@@ -1,178 +1,232 @@
-"""Errors in the SFT demonstrations: the world's annotator is not the oracle.
+"""Errors in the SFT demonstrations: the world's annotator is not the oracle, and has habits.
 
-Real instruction data is written by people and models that make mistakes; preference alignment exists to move a
-policy away from the mistakes it learned by imitation. The oracle writes every *train* answer correctly; with
-``world.demo_noise`` the demonstrations in ``sft.jsonl`` (and the dialogues the base model pretrains on) come
-from a noisy annotator instead, who makes each kind of error independently with its own probability:
+Real instruction data is written by people and models with systematic flaws: a word always misspelt, a
+misconception repeated in every answer that touches it, a habit of padding answers, a kind of instruction
+always skimmed. Preference alignment exists to move a policy off the flaws it learned by imitation. The oracle
+writes every train answer correctly; with ``world.demo_noise`` the demonstrations in ``sft.jsonl`` (and the
+dialogues the base model pretrains on) come from an annotator with **habits**, one family per kind of error:
 
-- **fluency** -- a sloppy writer: 1 to 3 surface errors, each a transposed pair of letters inside a word
-  (``famous`` -> ``fmaous``), a doubled word (``is is``) or a sentence started in lower case;
-- **coherence** -- a sentence said again later in the answer (not next to itself), or a true sentence about
-  another entity of the same kind that the task does not concern;
-- **factuality** -- one fact the answer states, about one of the task's entities, with a wrong value of the
-  right kind (the KB holds the truth);
-- **constraints** -- one of the instruction's constraints ignored (its ``violate`` hook).
+- **fluency** -- misspelt words: a set of the answers' words (5+ letters, never a name, a word of an
+  attribute's value or of a fact sentence, which would read as a wrong fact or hide one), each with one fixed
+  misspelling (two inner letters transposed, always a word outside the world's vocabulary);
+- **coherence** -- for a set of entities, a fixed padding habit in every answer about them: the first sentence
+  said again at the end, or a (true) sentence about one fixed other entity the task does not concern;
+- **factuality** -- misconceptions: a set of facts (entity, attribute), each believed with one fixed wrong
+  value of the right kind (the KB and the pretraining corpus hold the truth);
+- **constraints** -- a set of constraint types the annotator skims: their constraint is ignored.
 
-Each kind is injected only where it is an error by the world's own definitions and changes nothing else:
-the verifiers' verdicts stay those of the clean answer (except the one constraint of ``constraints``), and
-the world's judge must see the error in its dimension (fluency or coherence lower than for the clean
-answer, a wrong claim for factuality). Where a kind cannot be injected under those rules (an answer
-template has no second sentence to repeat), the demonstration goes without it; ``realized`` in the world's
-``metrics.json`` gives the rates actually written. The evaluation pool and the oracle's answers (which the
+``world.demo_noise.<kind>`` is the share of train demonstrations the kind's habits reach: habits are drawn (in
+a seeded order) until the share of train records where one applies reaches the rate. ``consistency`` is the
+probability that a habit acts at each chance it has (a word's occurrence, a record), so for consistency above
+0.5 the error is the *most likely* continuation where the habit applies and a greedy SFT policy reproduces it;
+errors at random places would average out under greedy decoding and never reach an evaluation.
+
+Each error is written only where it is one by the world's own rules and changes nothing else: the verifiers'
+verdicts stay the clean answer's (but for an ignored constraint), a misspelling is outside the judge's
+vocabulary, and the plans that would hide a coherence error are skipped. Where a habit cannot act (an answer
+template has no second sentence) the demonstration goes without it. The world's ``metrics.json`` reports the
+habits drawn and, measured on the demonstrations by the world's judge (:meth:`alignpipe.world.Judge.errors`),
+the share of demonstrations holding each kind of error. The evaluation pool and the oracle's answers (which the
 preference stage offers as a candidate) stay clean.
 
 Example::
 
-    noisy, kinds = NoisyAnnotator(oracle, judge).answer(record, {"fluency", "factuality"}, random.Random(0))
+    habits = draw_habits(kb, records, answers, judge, rates, consistency, random.Random(0))
+    text, kinds = NoisyAnnotator(oracle, judge, habits).answer(record, random.Random(1), clean=answer)
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from alignpipe.world.kb import ATTRIBUTES, FACT_TEMPLATES
 from alignpipe.world.verify import verify
 
 KINDS = ("fluency", "coherence", "factuality", "constraints")
-_FLUENCY_OPS = ("transpose", "double", "lower_start")
+_WORD = r"(?<![A-Za-z0-9{}_])%s(?![A-Za-z0-9{}_])"
+
+
+@dataclass
+class Habits:
+    """What the annotator gets wrong, always the same way (see the module docstring)."""
+
+    consistency: float = 0.8
+    misspell: dict[str, str] = field(default_factory=dict)  # word -> its misspelling
+    padding: dict[str, tuple] = field(default_factory=dict)  # entity id -> ("repeat",) | ("off_topic", eid, attr)
+    misconceptions: dict[tuple[str, str], str] = field(default_factory=dict)  # (entity id, attribute) -> value
+    skimmed: set[str] = field(default_factory=set)  # constraint types ignored
+
+    def summary(self, kb: Any) -> dict[str, Any]:
+        """A JSON-able description for the world's metrics."""
+        return {"consistency": self.consistency, "misspelt_words": dict(sorted(self.misspell.items())),
+                "padded_entities": {kb.name(e): (h[0] if h[0] == "repeat" else f"off_topic: {kb.name(h[1])}")
+                                    for e, h in sorted(self.padding.items())},
+                "misconceptions": {f"{kb.name(e)}.{a}": v for (e, a), v in sorted(self.misconceptions.items())},
+                "skimmed_constraint_types": sorted(self.skimmed)}
+
+
+def _until(rate: float, candidates: list, reach: Callable[[Any], set[int]], n: int) -> list:
+    """Candidates in order until the records they reach are at least ``rate`` of ``n``."""
+    if rate <= 0:
+        return []
+    reached: set[int] = set()
+    chosen = []
+    for c in candidates:
+        if len(reached) >= rate * n:
+            break
+        hit = reach(c)
+        if hit - reached:
+            chosen.append(c)
+            reached |= hit
+    return chosen
+
+
+def draw_habits(kb: Any, oracle: Any, judge: Any, records: list[dict[str, Any]], answers: dict[str, str],
+                rates: dict[str, float], consistency: float, rng: random.Random) -> Habits:
+    """Habits reaching ``rates[kind]`` of ``records`` (by their clean ``answers``) each; seeded by ``rng``."""
+    n = len(records)
+    texts = [answers[r["id"]] for r in records]
+    habits = Habits(consistency=consistency)
+    # fluency: words of the answers, in a seeded order; a word reaches the answers it appears in
+    # never a name, a word of an attribute's value or of a fact sentence's template: a misspelt value reads as a
+    # wrong fact, a misspelt template word hides the claim from the judge (the kinds stay apart)
+    names = {e.name.lower() for e in kb.entities} | {
+        w.lower() for attrs in ATTRIBUTES.values() for spec in attrs.values() if spec[0] == "vocab"
+        for v in spec[1] for w in re.findall(r"[A-Za-z]+", str(v))} | {
+        w.lower() for ts in FACT_TEMPLATES.values() for t in ts for w in re.findall(r"[A-Za-z]+", t)}
+    words: dict[str, set[int]] = {}
+    for i, (r, t) in enumerate(zip(records, texts)):
+        asked = str([c["params"] for c in r["constraints"]]).lower()  # a word a constraint asks for stays right
+        for w in set(re.findall(r"(?<![A-Za-z0-9{}_])[a-z]{5,}(?![A-Za-z0-9{}_])", t)) - names:
+            if w not in asked:
+                words.setdefault(w, set()).add(i)
+    order = sorted(words)
+    rng.shuffle(order)
+    for w in _until(rates.get("fluency", 0.0), order, lambda w: words[w], n):
+        typo = _misspelling(w, judge.vocab, rng)
+        if typo:
+            habits.misspell[w] = typo
+    # coherence: entities (the task's first), each with one padding habit
+    by_entity: dict[str, set[int]] = {}
+    for i, r in enumerate(records):
+        if r.get("entity_ids"):
+            by_entity.setdefault(r["entity_ids"][0], set()).add(i)
+    ents = sorted(by_entity)
+    rng.shuffle(ents)
+    for eid in _until(rates.get("coherence", 0.0), ents, lambda e: by_entity[e], n):
+        others = [e for e in kb.entities if e.type == kb.get(eid).type and e.id != eid]
+        if others and rng.random() < 0.5:
+            other = rng.choice(others)
+            habits.padding[eid] = ("off_topic", other.id, rng.choice(kb.attributes(other.id)))
+        else:
+            habits.padding[eid] = ("repeat",)
+    # factuality: facts stated in the answers (the judge reads them), each with one wrong value
+    facts: dict[tuple[str, str], set[int]] = {}
+    for i, (r, t) in enumerate(zip(records, texts)):
+        for eid, attr, _, ok in judge.all_claims(r, t):
+            if ok and attr != "type" and eid in r.get("entity_ids", []):
+                facts.setdefault((eid, attr), set()).add(i)
+    keys = sorted(facts)
+    rng.shuffle(keys)
+    for key in _until(rates.get("factuality", 0.0), keys, lambda k: facts[k], n):
+        value = oracle.wrong_value(*key, rng)
+        if value != kb.value(*key):
+            habits.misconceptions[key] = value
+    # constraints: types the annotator skims
+    types: dict[str, set[int]] = {}
+    for i, r in enumerate(records):
+        for c in r["constraints"]:
+            types.setdefault(c["type"], set()).add(i)
+    tnames = sorted(types)
+    rng.shuffle(tnames)
+    habits.skimmed = set(_until(rates.get("constraints", 0.0), tnames, lambda t: types[t], n))
+    return habits
+
+
+def _misspelling(word: str, vocab: set[str], rng: random.Random) -> str | None:
+    spots = [i for i in range(1, len(word) - 2) if word[i] != word[i + 1]]
+    rng.shuffle(spots)
+    for i in spots:
+        typo = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+        if typo not in vocab:
+            return typo
+    return None
 
 
 class NoisyAnnotator:
-    """Writes demonstrations with chosen kinds of error, from the oracle's drafts (see module docstring)."""
+    """Writes a demonstration with the annotator's habits, from the oracle's drafts (see module docstring)."""
 
-    def __init__(self, oracle: Any, judge: Any):
-        self.oracle, self.judge, self.kb = oracle, judge, oracle.kb
+    def __init__(self, oracle: Any, judge: Any, habits: Habits):
+        self.oracle, self.judge, self.kb, self.habits = oracle, judge, oracle.kb, habits
 
-    def pick_kinds(self, rates: dict[str, float], rng: random.Random) -> set[str]:
-        """Each kind independently with its rate (one draw per kind, in ``KINDS`` order, always)."""
-        draws = {k: rng.random() for k in KINDS}
-        return {k for k in KINDS if draws[k] < rates.get(k, 0.0)}
-
-    def answer(self, record: dict[str, Any], kinds: set[str], rng: random.Random,
+    def answer(self, record: dict[str, Any], rng: random.Random,
                clean: str | None = None) -> tuple[str, list[str]]:
-        """The demonstration for ``record`` with the ``kinds`` of error that could be injected; returns
-        ``(text, realized kinds in KINDS order)``. With no kinds it is the oracle's answer (``clean``, when
-        the caller has it already)."""
+        """``(text, kinds of habit that acted, in KINDS order)``; the oracle's answer when none acted."""
         clean = clean if clean is not None else self.oracle.answer(record)
-        if not kinds:
-            return clean, []
-        sub = rng.getrandbits(32)  # every choice below from sub-seeds: retries never shift later records
-        wanted = [k for k in KINDS if k in kinds and k != "fluency"]
+        h, c = self.habits, self.habits.consistency
+        acts: dict[str, Any] = {}
+        skip = [i for i, con in enumerate(record["constraints"]) if con["type"] in h.skimmed and rng.random() < c]
+        if skip:
+            acts["constraints"] = skip
+        stated = {(e, a) for e, a, _, ok in self.judge.all_claims(record, clean) if ok} if h.misconceptions else set()
+        wrong = {k: v for k, v in h.misconceptions.items() if k in stated and rng.random() < c}
+        if wrong:
+            acts["factuality"] = wrong
+        eids = record.get("entity_ids") or []
+        if eids and eids[0] in h.padding and rng.random() < c:
+            acts["coherence"] = h.padding[eids[0]]
+        typo_seed, draft_seed = rng.getrandbits(32), rng.getrandbits(32)
         text, realized = clean, []
-        # Draft-level kinds first (they need the oracle's plans); drop kinds, last first, until one fits.
-        for n in range(len(wanted), 0, -1):
-            got = self._draft_level(record, clean, wanted[:n], random.Random(sub))
+        wanted = [k for k in KINDS if k in acts]
+        for n in range(len(wanted), 0, -1):  # drop kinds, last first, until the oracle's plans can hold them
+            got = self._draft(record, clean, {k: acts[k] for k in wanted[:n]}, draft_seed)
             if got is not None:
                 text, realized = got, wanted[:n]
                 break
-        if "fluency" in kinds:
-            sloppy = self._sloppy(record, text, random.Random(sub ^ 0x5F5F))
-            if sloppy is not None:
+        if h.misspell:
+            sloppy = self._misspell(record, text, random.Random(typo_seed))
+            if sloppy != text:
                 text, realized = sloppy, ["fluency", *realized]
         return text, [k for k in KINDS if k in realized]
 
-    # ---- draft-level errors ----------------------------------------------------------------------------------
-    def _draft_level(self, record: dict[str, Any], clean: str, kinds: list[str], rng: random.Random) -> str | None:
-        kb, eids = self.kb, list(record["entity_ids"])
+    def _draft(self, record: dict[str, Any], clean: str, acts: dict[str, Any], seed: int) -> str | None:
         n = len(record["constraints"])
-        if "constraints" in kinds and n == 0:
-            return None
-        violate = [rng.randrange(n)] if "constraints" in kinds else []
+        violate = acts.get("constraints", [])
         target = [i not in violate for i in range(n)]
-        wrong: dict[tuple[str, str], str] = {}
-        if "factuality" in kinds:
-            task = record["task"]
-            attrs = [task["attribute"]] if "attribute" in task else list(task.get("attributes", []))
-            eid = rng.choice(eids)
-            attr = rng.choice([a for a in attrs if a in kb.get(eid).attributes] or kb.attributes(eid))
-            wrong[(eid, attr)] = self.oracle.wrong_value(eid, attr, rng)
-            if wrong[(eid, attr)] == kb.value(eid, attr):
-                return None
-        how = rng.choice(("repeat", "off_topic")) if "coherence" in kinds else None
-        addition = None
-        if how == "off_topic":
-            etype = kb.get(eids[0]).type
-            others = [e for e in kb.entities if e.type == etype and e.id not in eids]
-            if not others:
-                return None
-            other = rng.choice(others)
-            addition = ("fact", other.id, rng.choice(kb.attributes(other.id)))
-        clean_coherence = self.judge.score(record, clean)["coherence"] if how else None
-        sub = rng.getrandbits(32)
+        pad = acts.get("coherence")
+        clean_coherence = self.judge.score(record, clean)["coherence"] if pad else None
         for plan in self.oracle.plans(record):
-            d = self.oracle.draft(record, plan, frozenset(violate), random.Random(sub))
-            if d.template is not None and how:
+            d = self.oracle.draft(record, plan, frozenset(violate), random.Random(seed))
+            if d.template is not None and pad:
                 return None  # an answer template is one line: no sentence to repeat or add
-            d.wrong_values.update(wrong)
-            if addition:
-                d.additions.append(addition)
-            d.repeat_first = how == "repeat"
+            d.wrong_values.update(acts.get("factuality", {}))
+            if pad and pad[0] == "off_topic":
+                d.additions.append(("fact", pad[1], pad[2]))
+            d.repeat_first = bool(pad) and pad[0] == "repeat"
             text = d.render()
             if text == clean or verify(record, text) != target:
                 continue
-            if wrong and not any(not ok for *_, ok in self.judge.claims(text)) \
-                    and not self._wrong_bare(record, text):
-                continue
-            if how and self.judge.score(record, text)["coherence"] >= clean_coherence:
+            if "factuality" in acts and not self.judge.errors(record, text)["factuality"]:
+                continue  # the misconception's sentence was planned out: this plan says no wrong fact
+            if pad and self.judge.score(record, text)["coherence"] >= clean_coherence:
                 continue
             return text
         return None
 
-    def _wrong_bare(self, record: dict[str, Any], text: str) -> bool:
-        if record.get("family") != "ask":
-            return False
-        scores = self.judge.score(record, text)
-        return scores["factuality"] < 10.0 and scores["factuality"] != 5.0
-
-    # ---- surface errors --------------------------------------------------------------------------------------
-    def _sloppy(self, record: dict[str, Any], text: str, rng: random.Random) -> str | None:
-        """1-3 surface errors, each kept only if the verdicts stay and the judge's fluency drops."""
+    def _misspell(self, record: dict[str, Any], text: str, rng: random.Random) -> str:
         verdicts = verify(record, text)
-        fluency = self.judge.score(record, text)["fluency"]
-        out, made = text, 0
-        for _ in range(rng.randint(1, 3)):
-            for _attempt in range(8):
-                op = rng.choice(_FLUENCY_OPS)
-                cand = getattr(self, f"_{op}")(out, rng)
-                if cand is None or cand == out or verify(record, cand) != verdicts:
+        for word, typo in self.habits.misspell.items():
+            for m in reversed(list(re.finditer(_WORD % re.escape(word), text))):
+                if rng.random() >= self.habits.consistency:
                     continue
-                f = self.judge.score(record, cand)["fluency"]
-                if f < fluency:
-                    out, fluency, made = cand, f, made + 1
-                    break
-        return out if made else None
-
-    def _words(self, text: str, min_len: int) -> list[re.Match]:
-        names = {e.name.lower() for e in self.kb.entities}
-        return [m for m in re.finditer(r"(?<![A-Za-z0-9{}_])[a-z]{%d,}(?![A-Za-z0-9{}_])" % min_len, text)
-                if m.group(0) not in names]
-
-    def _transpose(self, text: str, rng: random.Random) -> str | None:
-        words = self._words(text, 5)
-        if not words:
-            return None
-        m = rng.choice(words)
-        w = m.group(0)
-        i = rng.randrange(1, len(w) - 2)
-        if w[i] == w[i + 1]:
-            return None
-        typo = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
-        return text[: m.start()] + typo + text[m.end() :]
-
-    def _double(self, text: str, rng: random.Random) -> str | None:
-        words = self._words(text, 2)
-        if not words:
-            return None
-        m = rng.choice(words)
-        return text[: m.end()] + " " + m.group(0) + text[m.end() :]
-
-    def _lower_start(self, text: str, rng: random.Random) -> str | None:
-        starts = [m for m in re.finditer(r"(?:^|(?<=[.!?] ))([A-Z])(?=[a-z])", text)]
-        if not starts:
-            return None
-        m = rng.choice(starts)
-        return text[: m.start(1)] + m.group(1).lower() + text[m.end(1) :]
+                cand = text[: m.start()] + typo + text[m.end() :]
+                if verify(record, cand) == verdicts:  # "use the word 'known'" keeps its word
+                    text = cand
+        return text
 
 
 def noise_rates(section: Any) -> dict[str, float]:
@@ -180,4 +234,13 @@ def noise_rates(section: Any) -> dict[str, float]:
     return {k: float(getattr(section, k)) for k in KINDS}
 
 
-__all__ = ["KINDS", "NoisyAnnotator", "noise_rates"]
+def demo_error_rates(judge: Any, records: Iterable[dict[str, Any]], demos: dict[str, str]) -> dict[str, float]:
+    """Share of demonstrations with each kind of error by the world's judge and verifiers."""
+    flags = [(judge.errors(r, demos[r["id"]]), verify(r, demos[r["id"]])) for r in records]
+    n = max(1, len(flags))
+    out = {k: round(sum(e[k] for e, _ in flags) / n, 4) for k in ("fluency", "coherence", "factuality")}
+    out["constraints"] = round(sum(not all(v) for _, v in flags) / n, 4)
+    return out
+
+
+__all__ = ["KINDS", "Habits", "NoisyAnnotator", "demo_error_rates", "draw_habits", "noise_rates"]

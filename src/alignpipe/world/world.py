@@ -27,7 +27,7 @@ from alignpipe.world.instructions import LEVELS, base_keys, build_pool, split_ke
 from alignpipe.utils.seed import derive_seed
 from alignpipe.world.judge import Judge
 from alignpipe.world.kb import KB, generate_kb
-from alignpipe.world.noise import KINDS, NoisyAnnotator, noise_rates
+from alignpipe.world.noise import KINDS, Habits, NoisyAnnotator, demo_error_rates, draw_habits, noise_rates
 from alignpipe.world.oracle import Oracle
 
 REQUIRED = {"id": str, "group_id": str, "category": str, "level": int, "instruction": str, "constraints": list}
@@ -49,6 +49,7 @@ class World:
     pages: list[dict[str, Any]]
     demos: dict[str, str]
     noise: dict[str, list[str]]
+    habits: Habits
 
     def sft_rows(self) -> list[dict[str, Any]]:
         """TRL conversational prompt-completion rows: the demonstration of every train record (levels 0-5), and
@@ -83,10 +84,21 @@ class World:
                            "documents": len(self.kb) * (self.cfg.corpus_paraphrases + 1)
                            + self.cfg.corpus_instruction_copies * len(self.train)},
                 "pages": len(self.pages),
-                "demo_noise": {"rates": noise_rates(self.cfg.demo_noise),
-                               "realized": {k: round(sum(k in v for v in self.noise.values()) / max(1, len(self.noise)), 4)
-                                            for k in KINDS},
-                               "clean": round(sum(not v for v in self.noise.values()) / max(1, len(self.noise)), 4)}}
+                "demo_noise": self.noise_metrics()}
+
+    def noise_metrics(self) -> dict[str, Any]:
+        """The annotator's habits, the share of demonstrations each kind of habit acted in, and the share holding
+        each kind of error by the world's judge and verifiers (``demos``), against the oracle's answers."""
+        n = max(1, len(self.noise))
+        out: dict[str, Any] = {"rates": noise_rates(self.cfg.demo_noise),
+                               "acted": {k: round(sum(k in v for v in self.noise.values()) / n, 4) for k in KINDS},
+                               "clean": round(sum(not v for v in self.noise.values()) / n, 4)}
+        if any(out["rates"].values()):
+            judge = Judge(self.kb)
+            out["demo_errors"] = demo_error_rates(judge, self.train, self.demos)
+            out["oracle_errors"] = demo_error_rates(judge, self.train, self.answers)
+            out["habits"] = self.habits.summary(self.kb)
+        return out
 
     def save(self, out_dir: str | Path) -> dict[str, Any]:
         """Write every world file into ``out_dir`` (created if needed); returns the metrics written."""
@@ -118,26 +130,29 @@ def build_world(seed: int, cfg: WorldSection) -> World:
     train_recs, train_answers = build_pool(kb, oracle, seed, "train", train_keys, cfg.categories,
                                            cfg.train_groups_per_category, cfg.eval_groups_per_category)
     answers.update(train_answers)
-    demos, noise = noisy_demos(kb, oracle, seed, train_recs, train_answers, cfg)
+    demos, noise, habits = noisy_demos(kb, oracle, seed, train_recs, train_answers, cfg)
     dialogues = [(r["instruction"], demos[r["id"]]) for r in train_recs]
     corpus = build_corpus(kb, seed, cfg.corpus_paraphrases, dialogues, cfg.corpus_instruction_copies)
-    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed), demos, noise)
+    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed), demos, noise, habits)
 
 
 def noisy_demos(kb: KB, oracle: Oracle, seed: int, records: list[dict[str, Any]], answers: dict[str, str],
-                cfg: WorldSection) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """The SFT demonstration of each record and the kinds of error in it; each record's choices come from its own
-    seed (``derive_seed(seed, "world", "noise", id)``), so resizing the pool leaves the others' unchanged."""
+                cfg: WorldSection) -> tuple[dict[str, str], dict[str, list[str]], Habits]:
+    """The SFT demonstration of each record, the kinds of habit that acted in it, and the habits drawn. Each
+    record's coin flips come from its own seed (``derive_seed(seed, "world", "noise", id)``)."""
     rates = noise_rates(cfg.demo_noise)
+    habits = Habits(consistency=cfg.demo_noise.consistency)
     if not any(rates.values()):
-        return dict(answers), {r["id"]: [] for r in records}
-    annotator = NoisyAnnotator(oracle, Judge(kb))
+        return dict(answers), {r["id"]: [] for r in records}, habits
+    judge = Judge(kb)
+    habits = draw_habits(kb, oracle, judge, records, answers, rates, cfg.demo_noise.consistency,
+                         random.Random(derive_seed(seed, "world", "habits")))
+    annotator = NoisyAnnotator(oracle, judge, habits)
     demos, noise = {}, {}
     for r in records:
         rng = random.Random(derive_seed(seed, "world", "noise", r["id"]))
-        kinds = annotator.pick_kinds(rates, rng)
-        demos[r["id"]], noise[r["id"]] = annotator.answer(r, kinds, rng, clean=answers[r["id"]])
-    return demos, noise
+        demos[r["id"]], noise[r["id"]] = annotator.answer(r, rng, clean=answers[r["id"]])
+    return demos, noise, habits
 
 
 def load_instructions(path: str | Path) -> list[dict[str, Any]]:

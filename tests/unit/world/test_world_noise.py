@@ -1,16 +1,17 @@
-"""The noisy annotator of the SFT demonstrations: each kind of error is one the world's own rules see, and
-nothing else changes."""
+"""The annotator's habits in the SFT demonstrations: each kind of error is one the world's own rules see, it is
+systematic (the same error at each chance, so a greedy policy can learn it), and nothing else changes."""
 
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from alignpipe.config import WorldSection
 from alignpipe.evaluate.metrics import error_rates
 from alignpipe.world import build_world, verify
-from alignpipe.world.noise import KINDS, NoisyAnnotator
+from alignpipe.world.noise import KINDS, NoisyAnnotator, draw_habits
 
 SMALL = dict(n_entities=16, train_groups_per_category=4, eval_groups_per_category=2, corpus_paraphrases=2)
 
@@ -19,56 +20,81 @@ def test_no_noise_gives_the_oracles_answers():
     w = build_world(3, WorldSection(**SMALL))
     assert all(w.demos[r["id"]] == w.answers[r["id"]] for r in w.train)
     assert all(row["noise"] == [] for row in w.sft_rows())
-    assert w.metrics()["demo_noise"]["clean"] == 1.0
+    assert w.metrics()["demo_noise"]["clean"] == 1.0 and "habits" not in w.metrics()["demo_noise"]
+
+
+@pytest.fixture(scope="module")
+def sample(world):
+    return world.train[::5][:200]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_kind_is_an_error_the_world_sees_and_changes_nothing_else(world, oracle, judge, kind):
-    annotator = NoisyAnnotator(oracle, judge)
-    records = world.train[::7][:120]
+def test_each_kind_is_an_error_the_world_sees_and_changes_nothing_else(world, oracle, judge, sample, kind):
+    answers = {r["id"]: world.answers[r["id"]] for r in sample}
+    habits = draw_habits(world.kb, oracle, judge, sample, answers, {kind: 0.5}, 1.0, random.Random(0))
+    annotator = NoisyAnnotator(oracle, judge, habits)
     made = 0
-    for r in records:
-        clean = world.answers[r["id"]]
-        text, realized = annotator.answer(r, {kind}, random.Random(r["id"]), clean=clean)
+    for r in sample:
+        clean = answers[r["id"]]
+        text, realized = annotator.answer(r, random.Random(r["id"]), clean=clean)
         if not realized:
             assert text == clean
             continue
         assert realized == [kind]
         made += 1
         got, want = verify(r, text), verify(r, clean)
+        before, after = judge.errors(r, clean), judge.errors(r, text)
+        assert not any(before.values())  # the oracle's answers hold no error of any kind
         if kind == "constraints":
-            assert sum(g != w for g, w in zip(got, want)) == 1 and not all(got)
+            assert not all(got) and all(g for g, c in zip(got, r["constraints"]) if c["type"] not in habits.skimmed)
+            assert not any(after.values())
         else:
             assert got == want
-        err, before = judge.errors(r, text), judge.errors(r, clean)
-        assert not any(before.values())  # the oracle's answers hold no error of any kind
-        if kind != "constraints":
-            assert err[kind]
-            if kind == "fluency":
-                assert judge.score(r, text)["fluency"] < judge.score(r, clean)["fluency"]
-    # Injection fails only where a kind cannot exist (a level-0 record has no constraint to ignore, an answer
-    # template has no sentence to repeat): most records take every kind.
-    assert made >= 0.6 * len(records), (kind, made, len(records))
+            assert after[kind] and not any(v for k, v in after.items() if k != kind)  # the kinds stay apart
+    # a habit reaches half the records at consistency 1; it fails to act only where it cannot (an answer
+    # template has no sentence to repeat, a "use the word" constraint keeps its word)
+    assert 0.35 * len(sample) <= made <= 0.75 * len(sample), (kind, made, len(sample))
 
 
-def test_rates_are_drawn_per_record_and_reported(tmp_path):
-    rates = {"fluency": 0.5, "coherence": 0.0, "factuality": 0.25, "constraints": 1.0}
-    w = build_world(3, WorldSection(**SMALL, demo_noise=rates))
+def test_habits_are_systematic(world, oracle, judge, sample):
+    answers = {r["id"]: world.answers[r["id"]] for r in sample}
+    habits = draw_habits(world.kb, oracle, judge, sample, answers, {"fluency": 0.4, "factuality": 0.4}, 1.0,
+                         random.Random(0))
+    annotator = NoisyAnnotator(oracle, judge, habits)
+    made = [annotator.answer(r, random.Random(r["id"]), clean=answers[r["id"]]) for r in sample]
+    demos = [d for d, _ in made]
+    for word, typo in habits.misspell.items():  # at consistency 1 a misspelt word is never written right
+        assert not any(re.search(rf"\b{word}\b", d) for d, r in zip(demos, sample)
+                       if not any(word in str(c["params"]).lower() for c in r["constraints"]))
+        assert typo not in judge.vocab
+    # (a word may appear only where a constraint names it, and then it is kept: most typos are written)
+    assert sum(any(t in d for d in demos) for t in habits.misspell.values()) >= 0.7 * len(habits.misspell)
+    wrong = [(e, a, v) for (e, a), v in habits.misconceptions.items()]
+    for (d, kinds), r in zip(made, sample):  # a misconception is the only value an answer gives for its fact
+        if "factuality" not in kinds:
+            continue  # no plan could state the fact wrongly and keep the verdicts: the demonstration is clean
+        for eid, attr, value, ok in judge.claims(d):
+            if (eid, attr) in habits.misconceptions:
+                assert value == habits.misconceptions[(eid, attr)].lower() and not ok
+    assert wrong
+
+
+def test_rates_reach_the_demonstrations_and_are_reported():
+    rates = {"fluency": 0.5, "coherence": 0.0, "factuality": 0.3, "constraints": 0.4}
+    cfg = WorldSection(**SMALL, demo_noise={**rates, "consistency": 0.8})
+    w = build_world(3, cfg)
     noise = w.metrics()["demo_noise"]
-    assert noise["rates"] == rates
-    assert noise["realized"]["coherence"] == 0.0
-    assert 0.3 < noise["realized"]["fluency"] < 0.6
-    assert 0.1 < noise["realized"]["factuality"] < 0.35
-    # every record with constraints ignores one; level-0 records have none to ignore
-    with_constraints = [r for r in w.train if r["constraints"]]
-    assert noise["realized"]["constraints"] >= 0.9 * len(with_constraints) / len(w.train)
+    assert noise["rates"] == rates and noise["acted"]["coherence"] == 0.0
+    for kind in ("fluency", "factuality", "constraints"):  # reach x consistency, within sampling noise
+        assert 0.5 * rates[kind] * 0.8 <= noise["acted"][kind] <= 1.4 * rates[kind], (kind, noise)
+        assert noise["demo_errors"][kind] >= 0.8 * noise["acted"][kind]
+    assert noise["oracle_errors"] == {k: 0.0 for k in KINDS}
+    assert set(noise["habits"]) == {"consistency", "misspelt_words", "padded_entities", "misconceptions",
+                                    "skimmed_constraint_types"}
     rows = {row["id"]: row for row in w.sft_rows()}
     for r in w.train:
         assert (rows[r["id"]]["completion"][0]["content"] == w.answers[r["id"]]) == (rows[r["id"]]["noise"] == [])
-    # the pretraining dialogues are the demonstrations, and the world is still a function of (seed, cfg)
-    first = next(r for r in w.train if rows[r["id"]]["noise"])
-    assert rows[first["id"]]["completion"][0]["content"] in w.corpus or not w.cfg.corpus_instruction_copies
-    again = build_world(3, WorldSection(**SMALL, demo_noise=rates))
+    again = build_world(3, cfg)  # still a function of (seed, cfg)
     assert again.demos == w.demos and again.noise == w.noise
     assert all(w.answers[r["id"]] == again.answers[r["id"]] for r in w.eval)
 
