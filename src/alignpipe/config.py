@@ -105,6 +105,9 @@ class WorldSection(Strict):
     corpus_instruction_copies: int = Field(
         0, ge=0, le=10, description="Copies of oracle train dialogues appended to the pretraining corpus."
     )
+    preference_groups_per_category: int = Field(
+        0, ge=0, description="Groups per category in the preference pool (prefs.jsonl): prompts the SFT data never "
+        "holds, for the preferences stage (preferences.prompts: prefs); 0 builds none.")
     demo_noise: DemoNoiseSection = Field(default_factory=DemoNoiseSection,
                                          description="Errors in the SFT demonstrations (alignpipe.world.noise).")
 
@@ -303,8 +306,11 @@ class PreferencesSection(Strict):
     judge_weight: float = Field(
         0.3, ge=0, le=1, description="Score = (1-w) * fraction of constraints met + w * (mean judge score - 1) / 9."
     )
-    levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5], description="Train-pool levels to sample.")
-    max_prompts: int | None = Field(None, ge=1, description="Cap on train prompts (None: all).")
+    levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4, 5], description="Pool levels to sample.")
+    prompts: Literal["train", "prefs"] = Field(
+        "train", description="Where the prompts come from: the world's preference pool (prefs.jsonl, prompts the SFT "
+        "policy never trained on) or its train pool (train.jsonl, the SFT data's own prompts).")
+    max_prompts: int | None = Field(None, ge=1, description="Cap on prompts (None: all).")
     bridging: BridgingSection = Field(default_factory=BridgingSection)
 
     @field_validator("levels")

@@ -28,7 +28,7 @@ from alignpipe.methods.bmc.bridging import RolesEditor, bridge_pairs, world_edit
 from alignpipe.models import load_model, sample
 from alignpipe.prefs.pairs import Candidate, PairStats, build_pairs, pair_row
 from alignpipe.utils import events
-from alignpipe.utils.io import atomic_dir, atomic_file, dumps, one_line, sha256_file, work_dir, write_jsonl
+from alignpipe.utils.io import DataError, atomic_dir, atomic_file, dumps, one_line, sha256_file, work_dir, write_jsonl
 from alignpipe.utils.seed import derive_seed, seed_everything
 from alignpipe.world import Judge, Oracle, load_instructions, load_kb, response_score, verify
 
@@ -43,7 +43,7 @@ def stage_config(params: Params, world_dir: str | Path, sft_dir: str | Path) -> 
         "seed": params.seed,
         "preferences": params.preferences.model_dump(mode="json"),
         "model": params.model.model_dump(mode="json"),
-        "train_sha256": sha256_file(Path(world_dir) / "train.jsonl"),
+        "prompts_sha256": sha256_file(prompt_file(params, world_dir)),
         "policy_sha256": [sha256_file(p) for p in weights],
         "policy_dir": str(Path(sft_dir) / "model"),
     }
@@ -55,19 +55,32 @@ def sample_cache_key(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "preferences": prefs}
 
 
+def prompt_file(params: Params, world_dir: str | Path) -> Path:
+    """The pool the prompts come from (``preferences.prompts``): ``prefs.jsonl``, prompts the SFT data never holds,
+    or ``train.jsonl``, the SFT data's own prompts (whose demonstrations the policy has seen, so a pair's chosen
+    oracle answer is close to memorized and the pairs measure memory more than preference)."""
+    name = "prefs.jsonl" if params.preferences.prompts == "prefs" else "train.jsonl"
+    path = Path(world_dir) / name
+    if not path.is_file() and name == "prefs.jsonl":
+        raise DataError(f"{path} not found: preferences.prompts is 'prefs' but the world has no preference pool (set "
+                        "world.preference_groups_per_category > 0, or preferences.prompts: train)")
+    return path
+
+
 def load_prompts(params: Params, world_dir: str | Path) -> list[dict[str, Any]]:
-    """The train-pool records at the configured levels; a seeded subset of ``max_prompts`` of them, in file order.
+    """The pool's records at the configured levels; a seeded subset of ``max_prompts`` of them, in file order.
 
     A random subset rather than the first N: the pool is ordered by category, so a prefix would miss some.
     """
     cfg = params.preferences
-    records = [r for r in load_instructions(Path(world_dir) / "train.jsonl") if r["level"] in cfg.levels]
+    path = prompt_file(params, world_dir)
+    records = [r for r in load_instructions(path) if r["level"] in cfg.levels]
     if cfg.max_prompts is not None and cfg.max_prompts < len(records):
         keep = set(random.Random(derive_seed(params.seed, "preferences", "subset")).sample(range(len(records)),
                                                                                            cfg.max_prompts))
         records = [r for i, r in enumerate(records) if i in keep]
     if not records:
-        raise ValueError(f"{world_dir}/train.jsonl has no prompts at levels {cfg.levels}")
+        raise ValueError(f"{path} has no prompts at levels {cfg.levels}")
     return records
 
 

@@ -6,7 +6,8 @@ Run it::
     python -c "from alignpipe.config import load_params; from alignpipe.stages.world import run; \\
                print(run(load_params('params.yaml')))"
 
-Outputs (written atomically): ``kb.json``, ``train.jsonl``, ``eval.jsonl``, ``sft.jsonl``, ``corpus.txt``,
+Outputs (written atomically): ``kb.json``, ``train.jsonl``, ``eval.jsonl``, ``prefs.jsonl`` (with
+``world.preference_groups_per_category``), ``sft.jsonl``, ``corpus.txt``,
 ``pages.jsonl``, ``metrics.json`` and ``config.json`` (the resolved ``seed`` and ``world`` params).
 """
 

@@ -37,7 +37,10 @@ REQUIRED = {"id": str, "group_id": str, "category": str, "level": int, "instruct
 class World:
     """A built world; ``answers`` holds the oracle's answer to every train and eval record, by id; ``demos``
     the SFT demonstration of every train record (the answer itself unless ``cfg.demo_noise`` made errors in
-    it) and ``noise`` the kinds of error each demonstration holds (``alignpipe.world.noise``)."""
+    it) and ``noise`` the kinds of error each demonstration holds (``alignpipe.world.noise``); ``prefs`` the
+    preference pool (``cfg.preference_groups_per_category``): prompts for the preferences stage that no SFT
+    demonstration, pretraining dialogue or tokenizer text holds, so the pairs are about prompts the policy never
+    trained on, as the evaluation's are."""
 
     seed: int
     cfg: WorldSection
@@ -50,6 +53,7 @@ class World:
     demos: dict[str, str]
     noise: dict[str, list[str]]
     habits: Habits
+    prefs: list[dict[str, Any]]
 
     def sft_rows(self) -> list[dict[str, Any]]:
         """TRL conversational prompt-completion rows: the demonstration of every train record (levels 0-5), and
@@ -80,6 +84,7 @@ class World:
                 "entity_types": _counts(e.type for e in self.kb.entities),
                 "constraint_types_registered": len(REGISTRY),
                 "train": pool_stats(self.train), "eval": pool_stats(self.eval), "sft_rows": len(self.train),
+                **({"prefs": pool_stats(self.prefs)} if self.prefs else {}),
                 "corpus": {"chars": len(self.corpus), "words": len(self.corpus.split()),
                            "documents": len(self.kb) * (self.cfg.corpus_paraphrases + 1)
                            + self.cfg.corpus_instruction_copies * len(self.train)},
@@ -107,6 +112,8 @@ class World:
         (out / "kb.json").write_text(dumps(self.kb.to_json()), encoding="utf-8")
         write_jsonl(out / "train.jsonl", self.train)
         write_jsonl(out / "eval.jsonl", self.eval)
+        if self.prefs:
+            write_jsonl(out / "prefs.jsonl", self.prefs)
         write_jsonl(out / "sft.jsonl", self.sft_rows())
         (out / "corpus.txt").write_text(self.corpus, encoding="utf-8")
         write_jsonl(out / "pages.jsonl", self.pages)
@@ -130,10 +137,19 @@ def build_world(seed: int, cfg: WorldSection) -> World:
     train_recs, train_answers = build_pool(kb, oracle, seed, "train", train_keys, cfg.categories,
                                            cfg.train_groups_per_category, cfg.eval_groups_per_category)
     answers.update(train_answers)
+    # The preference pool: more groups over the train pool's base tasks, numbered after them; never SFT data.
+    prefs, pref_answers = build_pool(kb, oracle, seed, "prefs", train_keys, cfg.categories,
+                                     cfg.preference_groups_per_category,
+                                     cfg.eval_groups_per_category + cfg.train_groups_per_category) \
+        if cfg.preference_groups_per_category else ([], {})
+    seen = {r["instruction"] for r in train_recs}  # a level-0 task (no constraint) may repeat a train prompt
+    prefs = [r for r in prefs if r["instruction"] not in seen]
+    answers.update(pref_answers)
     demos, noise, habits = noisy_demos(kb, oracle, seed, train_recs, train_answers, cfg)
     dialogues = [(r["instruction"], demos[r["id"]]) for r in train_recs]
     corpus = build_corpus(kb, seed, cfg.corpus_paraphrases, dialogues, cfg.corpus_instruction_copies)
-    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed), demos, noise, habits)
+    return World(seed, cfg, kb, train_recs, eval_recs, answers, corpus, build_pages(kb, seed), demos, noise, habits,
+                 prefs)
 
 
 def noisy_demos(kb: KB, oracle: Oracle, seed: int, records: list[dict[str, Any]], answers: dict[str, str],

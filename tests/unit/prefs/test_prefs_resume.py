@@ -1,6 +1,9 @@
 """Preference sampling resumes from its chunk cache: work done before a kill is not redone."""
 
+import pytest
+
 from alignpipe.config import validate_params
+from alignpipe.utils.io import DataError
 from alignpipe.stages import preferences as stage
 
 
@@ -41,3 +44,14 @@ def test_subset_is_seeded_and_spans_the_pool(tmp_path, monkeypatch):
     a = stage.load_prompts(params, tmp_path)
     assert len(a) == 30 and a == stage.load_prompts(params, tmp_path)
     assert len({r["id"].split("-")[0] for r in a}) >= 4  # not a prefix of the first category
+
+
+def test_prompts_come_from_the_preference_pool_or_the_train_pool(tmp_path):
+    (tmp_path / "train.jsonl").write_text("")
+    params = validate_params({"preferences": {"prompts": "prefs"}})
+    with pytest.raises(DataError, match=r"prefs.jsonl not found: preferences.prompts is 'prefs' but the world has "
+                                         r"no preference pool \(set world.preference_groups_per_category > 0"):
+        stage.load_prompts(params, tmp_path)
+    assert stage.prompt_file(validate_params({}), tmp_path) == tmp_path / "train.jsonl"
+    (tmp_path / "prefs.jsonl").write_text("")
+    assert stage.prompt_file(params, tmp_path) == tmp_path / "prefs.jsonl"

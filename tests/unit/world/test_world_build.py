@@ -107,3 +107,20 @@ def test_stage_run_writes_everything(tmp_path):
     assert json.loads((out / "config.json").read_text()) == {"seed": 5, "world": SMALL.model_dump(mode="json")}
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert not list(tmp_path.glob(".world*"))  # no partial directory left behind
+
+
+def test_the_preference_pool_holds_no_prompt_of_the_sft_data(tmp_path):
+    cfg = WorldSection(**{**SMALL.model_dump(), "preference_groups_per_category": 2})
+    w = build_world(7, cfg)
+    sft_prompts = {row["prompt"][0]["content"] for row in w.sft_rows()}
+    assert w.prefs and not {r["instruction"] for r in w.prefs} & sft_prompts
+    assert not {r["group_id"] for r in w.prefs} & {r["group_id"] for r in w.train + w.eval}
+    assert all(r["instruction"] not in w.corpus for r in w.prefs if r["level"] > 0)
+    w.save(tmp_path / "w")
+    assert load_instructions(tmp_path / "w" / "prefs.jsonl") == w.prefs
+    assert w.metrics()["prefs"]["records"] == len(w.prefs)
+    # the train and eval pools do not move when a preference pool is added
+    plain = build_world(7, SMALL)
+    assert plain.train == w.train and plain.eval == w.eval and not plain.prefs
+    plain.save(tmp_path / "p")
+    assert not (tmp_path / "p" / "prefs.jsonl").exists()
