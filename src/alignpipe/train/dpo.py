@@ -43,13 +43,13 @@ from alignpipe.utils.io import DataError
 logger = logging.getLogger(__name__)
 
 # Shared defaults for every align variant (``align.trainer`` and ``align.variants.<v>.trainer`` override them).
-# Sized for the built-in model (~2M params, 6 layers, hidden 128) on 2 CPU cores: one step of 16 pairs of
-# ~130 tokens takes ~0.5-1 s there, so the budget is a fixed number of steps, not epochs: 48 steps x 16 pairs
-# = 768 pairs per variant (about one epoch of 1k pairs, a third of 3k), ~30-60 s per variant, and the same
-# budget for every variant so their comparison is fair. For full passes over the data set ``max_steps: -1``
-# and ``num_train_epochs``.
+# One epoch over the training pairs for every variant (the same data and steps, so the comparison is fair).
+# Measured on the default world (1,608 train pairs from the preference pool, full DPO, 2 CPU cores, ~1.8 s per
+# step of 16 pairs): 101 steps take the held-out reward accuracy from 0.5 to 0.80; the earlier budget of 48 steps
+# (768 pairs; then on pairs from the SFT data's own prompts) left it at 0.54, not above chance; 3 epochs reach 0.83 but degrade generation (sentence
+# repetition: judged coherence -1.0). ``max_steps`` > 0 caps the steps instead.
 DEFAULT_TRAINER: dict[str, Any] = {
-    "max_steps": 48,
+    "max_steps": -1,
     "num_train_epochs": 1,
     "per_device_train_batch_size": 16,
     "beta": 0.1,  # DPO paper / TRL default; the Hierarchical Alignment recipe keeps it
