@@ -388,8 +388,11 @@ CASES = [
     Case("sft-bad-message", "sft", r"data/world/sft\.jsonl line 3 \(record '.+'\): completion\[0\] has role 'user', "
          r"expected one of \['assistant'\]", None, (),
          edit_record("data/world/sft.jsonl", 3, lambda r: r["completion"][0].update(role="user"))),
-    Case("preferences-wrong-type", "preferences", r"data/world/train\.jsonl line 1: field 'level' is str, expected int",
-         None, (), edit_record("data/world/train.jsonl", 1, lambda r: r.update(level="two"))),
+    Case("preferences-wrong-type", "preferences", r"data/world/prefs\.jsonl line 1: field 'level' is str, expected int",
+         None, (), edit_record("data/world/prefs.jsonl", 1, lambda r: r.update(level="two"))),
+    Case("preferences-no-pool", "preferences", r"data/world/prefs\.jsonl not found: preferences\.prompts is 'prefs' "
+         r"but the world has no preference pool \(set world\.preference_groups_per_category > 0, or "
+         r"preferences\.prompts: train\)", None, (), remove("data/world/prefs.jsonl")),
     Case("neurons-pairs-empty", "neurons", r"data/preferences/pairs\.jsonl: file is empty \(no records\)", None, (),
          write_bytes("data/preferences/pairs.jsonl", b"")),
     Case("reflogps-pairs-not-utf8", "reflogps", r"data/preferences/pairs\.jsonl line 3: not UTF-8 text \(byte 0xff "
