@@ -98,8 +98,8 @@ def test_bad_params_fail_in_one_line_before_prefect_torch_or_the_stage_are_impor
     assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [
         f"error in stage 'world': {bad}: unknown key 'world.n_entitiez' (did you mean 'n_entities'?); allowed keys "
-        "here: ['categories', 'corpus_instruction_copies', 'corpus_paraphrases', 'eval_groups_per_category', "
-        "'n_entities', 'train_groups_per_category']"]
+        "here: ['categories', 'corpus_instruction_copies', 'corpus_paraphrases', 'demo_noise', "
+        "'eval_groups_per_category', 'n_entities', 'preference_groups_per_category', 'train_groups_per_category']"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
