@@ -682,6 +682,10 @@ class ReportSection(Strict):
         False, description="Add the data-source table (mixtures.md / .csv; WebR / Lion Table 1): one row per "
         "sft_mix.mixtures entry, read from data/evaluate/mix_<name>/ and data/sft_mix/<name>/."
     )
+    claims: bool = Field(
+        False, description="Add the claims table (claims.md / .csv): one row per claim of the papers that the run's "
+        "variants can test, its paired effect, interval, Holm-corrected p, MDE and verdict."
+    )
     pairwise_judge: Literal["scores", "roles"] = Field(
         "scores", description="Hierarchical W/T/L: 'scores': compare the stored pointwise judge scores (tie_margin); "
         "'roles': ask roles.judge for each pair in both orders (disagreeing orders and ties count as a tie), raw "

@@ -12,6 +12,7 @@ import pandas as pd
 
 from alignpipe.evaluate.followbench.tables import write_report
 from alignpipe.report import datasource, methods
+from alignpipe.report.claims import claims_table
 from alignpipe.report.paired import compare
 from alignpipe.report.errors import errors_table
 from alignpipe.report.lte import lte_markdown, lte_table
@@ -38,6 +39,22 @@ def write_table(ctx: Context, stem: str, heading: str, markdown: str, csv: str) 
     (ctx.out / f"{stem}.md").write_text(f"# {heading}\n\n{markdown}", encoding="utf-8")
     (ctx.out / f"{stem}.csv").write_text(csv, encoding="utf-8")
     return [f"{stem}.md", f"{stem}.csv"]
+
+
+@register("claims", "Claims of the papers: paired effects, intervals, Holm-corrected p, MDE and verdicts")
+def claims(ctx: Context) -> Table:
+    if not ctx.params.report.claims:
+        return not_produced("claims", "report.claims is false")
+    table, md = claims_table(ctx.params, ctx.eval_dir, ctx.edit_eval_dir, ctx.synth_dir)
+    if table.empty:
+        return not_produced("claims", "no claim is testable with the run's variants (align.variants, sft_mix, "
+                                      "edit_eval, synthesize.lion)")
+    files = write_table(ctx, "claims", "Claims of the papers, measured (paired, Holm-corrected)", md,
+                        table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    measured = int((table["Verdict"] != "not measured").sum())
+    return produced("claims", md, files, "the models each claim names (A, B)",
+                    "evaluation pool, edit_eval edits, Lion's evaluation prompts",
+                    "as the table each claim comes from", f"{measured} of {len(table)} claims measured")
 
 
 @register("followbench", "FollowBench Table 2 layout (evaluated models)")

@@ -68,7 +68,7 @@ def _has_verdicts(rows: list[dict[str, Any]]) -> bool:
     return bool(rows) and all(all(k in r for k in VERDICT_FIELDS) for r in rows)
 
 
-def _pair(params: Params, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, PairedDiff | None]:
+def pair(params: Params, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, PairedDiff | None]:
     """The four paired differences a - b (None where the generations cannot give one)."""
     cfg = params.evaluate
     out: dict[str, PairedDiff | None] = dict.fromkeys((key for _, key, *_ in METRICS), None)
@@ -131,7 +131,7 @@ def compare(params: Params, eval_dir: str | Path, rows: Mapping[str, str],
             if is_ref[ref, name] or gens[name] is None or gens[ref] is None:
                 results[ref, name] = None
             else:
-                results[ref, name] = _pair(params, gens[name], gens[ref])
+                results[ref, name] = pair(params, gens[name], gens[ref])
     # Holm over every test of the table, in a fixed order (reference, row, metric).
     flat = [(ref, name, key) for (ref, name), res in results.items() if res for _, key, *_ in METRICS if res[key]]
     adjusted = dict(zip(flat, holm([results[ref, name][key].p for ref, name, key in flat]), strict=True))

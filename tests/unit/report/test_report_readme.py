@@ -54,8 +54,9 @@ def test_readme_lists_every_table_with_provenance(inputs, tmp_path):
     root, n = inputs
     text = _run(root, tmp_path / "r", "roles")
     index = {line.split("](#")[1].split(")")[0]: line for line in text.splitlines() if line.startswith("| [")}
-    assert list(index) == ["followbench", "followbench_official", "training", "errors", "hierarchical", "bmc",
+    assert list(index) == ["claims", "followbench", "followbench_official", "training", "errors", "hierarchical", "bmc",
                            "allo", "mixtures", "lte", "data_sources"]
+    assert "not produced: report.claims is false" in index["claims"]
     assert "| produced |" in index["errors"] and "[errors.csv](errors.csv)" in index["errors"]
     assert "alignpipe.world.Judge.errors + verifiers" in index["errors"]
     assert f"not produced: no align variant's metrics.json under {root / 'align'}" in index["training"]
