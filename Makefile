@@ -25,6 +25,10 @@ OFFLINE_TEST ?= scripts/offline
 # (tests/conftest.py); `make test TEST_WORKERS=0` runs them in one process.
 TEST_WORKERS ?= 2
 OFFLINE ?=
+# Stages at a time in `make repro` (alignpipe_ops.repro: each stage still run by `dvc repro --single-item`, as soon as
+# its upstream is done; outputs byte-identical to a sequential run). JOBS=1 is a plain `dvc repro $(ARGS)`, which
+# also takes dvc repro's flags (-f, --dry, ...); with JOBS>1, ARGS are targets.
+JOBS ?= 2
 
 .PHONY: install repro test ui dag clean-cache
 
@@ -41,7 +45,11 @@ $(STAMP): pyproject.toml constraints.txt requirements-models.txt
 	touch $(STAMP)
 
 repro: install
+ifeq ($(JOBS),1)
 	$(OFFLINE) $(PY) -m flows.server -- dvc repro $(ARGS)
+else
+	$(OFFLINE) $(PY) -m flows.server -- $(PY) -m alignpipe_ops.repro --jobs $(JOBS) $(ARGS)
+endif
 
 test: install
 	$(OFFLINE_TEST) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(ARGS)

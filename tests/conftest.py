@@ -27,7 +27,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # tiny-profile run (tiny_run) and so go to one worker together, first (--no-loadscope-reorder keeps collection
 # order). xdist's own `loadgroup` cannot do this under pytest 9.2: it renames items by assigning `item._nodeid`,
 # which pytest 9.2's nodes no longer read, so every test became its own group.
-SHARED_TINY_RUN = ("tests/e2e/test_repro.py", "tests/reliability/test_kill_resume.py")
+SHARED_TINY_RUN = ("tests/e2e/test_repro.py", "tests/reliability/test_kill_resume.py",
+                   "tests/reliability/test_parallel_repro.py")
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest -p no:xdist: no such hook, and the suite runs in one process
@@ -162,16 +163,18 @@ class TinyRun(NamedTuple):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> TinyRun:
-    """Run A: one uninterrupted `dvc repro` of the tiny profile through a Prefect server (~4-6 min on 2 cores).
+    """Run A: one uninterrupted run of the tiny profile through a Prefect server, two stages at a time as
+    `make repro` runs it (alignpipe_ops.repro; ~3-5 min on 2 cores).
 
     Shared by tests/e2e (outputs, status, metrics) and tests/reliability (the reference every killed-and-rerun
-    stage is compared with, byte for byte).
+    stage is compared with, byte for byte: the kill campaign's run B goes one stage at a time, so its equal
+    dvc.lock shows the concurrent run gives a sequential run's bytes).
     """
     dst = tmp_path_factory.mktemp("run-a")
     env = tiny_repo(dst)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.server", "--", "dvc", "repro"],
+        [sys.executable, "-m", "flows.server", "--", sys.executable, "-m", "alignpipe_ops.repro", "--jobs", "2"],
         cwd=dst, env=env, capture_output=True, text=True, timeout=1500,
     )
     assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"

@@ -366,10 +366,16 @@ def _live_members(pgid: int) -> list[int]:
 
 
 def _progress_size(path: Path) -> int:
-    """A checkpoint marker counts once it exists; a JSONL store by its complete lines."""
+    """A checkpoint marker counts once it is whole (transformers writes trainer_state.json last, in place: a kill
+    while it is half written leaves an incomplete checkpoint, which the rerun rightly discards and trains again;
+    the CI run of 1f149e3 met that); a JSONL store by its complete lines."""
     if path.suffix == ".jsonl":
         try:
             return path.read_bytes().count(b"\n")
         except FileNotFoundError:
             return 0
-    return 1 if path.exists() else 0
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    return 1
