@@ -107,7 +107,8 @@ def _pump(step: Step, width: int, out) -> None:
 
 
 class Scheduler:
-    def __init__(self, steps: list[Step], jobs: int, keep_going: bool, root: str, out=sys.stdout):
+    def __init__(self, steps: list[Step], jobs: int, keep_going: bool, root: str, out=sys.stdout, command=None):
+        self.command = command or (lambda name: ["dvc", "--wait-for-lock", "repro", "--single-item", name])
         self.steps = {s.name: s for s in steps}
         self.order = priority(steps)
         self.jobs, self.keep_going, self.root, self.out = jobs, keep_going, root, out
@@ -129,8 +130,7 @@ class Scheduler:
         return found
 
     def _start(self, step: Step) -> None:
-        cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", step.name]
-        step.proc = subprocess.Popen(cmd, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        step.proc = subprocess.Popen(self.command(step.name), cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         step.state, step.started = "running", time.monotonic()
         step.reader = threading.Thread(target=_pump, args=(step, self.width, self.out), daemon=True)
