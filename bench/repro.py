@@ -42,22 +42,16 @@ ENV = {  # what the Makefile exports for make repro
 
 
 def copy_repo(dst: Path, profile: str | None) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
-    if profile:
-        sys.path.insert(0, str(REPO / "src"))
-        from alignpipe.profile import apply_profile
+    """The checkout into ``dst`` (alignpipe_ops.copyrepo), with profiles/<profile>.yaml applied to its params."""
+    sys.path.insert(0, str(REPO / "src"))
+    from alignpipe.profile import apply_profile
+    from alignpipe_ops.copyrepo import copy_repo as copy_checkout
 
-        params = apply_profile(profile, dst / "params.yaml", dst / "profiles")
-        (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, env=env)
+    def with_profile(root: Path) -> None:
+        params = apply_profile(profile, root / "params.yaml", root / "profiles")
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    copy_checkout(REPO, dst, message="bench copy", edit=with_profile if profile else None)
 
 
 def stage_times(root: Path) -> dict[str, float]:

@@ -2,7 +2,6 @@
 clean `dvc repro` of the tiny profile (run A) that the end-to-end and the kill tests share."""
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import yaml
 
 from alignpipe.utils.env import apply_offline_env
 from alignpipe_ops import runlog
+from alignpipe_ops.copyrepo import copy_repo as copy_repo_to
 
 apply_offline_env()
 runlog.install()  # the library's run events (alignpipe.utils.events) go to the run record, as in a flow
@@ -51,17 +51,7 @@ def repo_root() -> Path:
 
 
 def _copy_repo(dst: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (REPO / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dst / rel)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, env=env)
-    return dst
+    return copy_repo_to(REPO, dst)
 
 
 @pytest.fixture(scope="session")

@@ -16,30 +16,18 @@ killed right after their first checkpoint / cache flush, so the rerun has someth
 ALIGNPIPE_KILL_SEED=<n> draws other moments (default 0); the campaign's report is written to <run B>/kill-report.json.
 """
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
+
+import killer  # tests/reliability/killer.py (pyproject: pytest pythonpath)
 
 from alignpipe_ops import runlog
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 SEED = int(os.environ.get("ALIGNPIPE_KILL_SEED", "0"))
 EVERY_INSTANCE = os.environ.get("ALIGNPIPE_KILL_ALL", "") not in ("", "0")
-
-
-def _killer():
-    spec = importlib.util.spec_from_file_location("killer", Path(__file__).with_name("killer.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["killer"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-killer = _killer()
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+import faultproxy  # tests/reliability/faultproxy.py (pyproject: pytest pythonpath)
 import yaml
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -47,7 +49,6 @@ def _load(name: str, path: Path):
     return module
 
 
-faultproxy = _load("faultproxy", Path(__file__).parent / "faultproxy.py")
 _llm = _load("llm_test_conftest", REPO / "tests/unit/llm/conftest.py")
 openai_server = _llm.openai_server  # the LLM tests' `transformers serve`, here serving the model below
 

@@ -19,22 +19,14 @@ from pathlib import Path
 
 import pytest
 
+import killer  # tests/reliability/killer.py (pyproject: pytest pythonpath)
+
 from alignpipe_ops import runlog
 from alignpipe_ops.dvcstate import repair
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 STAGES = ("align@dpo_full", "align@lora_all")  # independent: both read sft / preferences / reflogps only
-
-
-def _killer():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("killer", Path(__file__).with_name("killer.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("killer", module)
-    spec.loader.exec_module(module)
-    return sys.modules["killer"]
 
 
 def _complete_checkpoints(work: Path) -> set[Path]:
@@ -91,7 +83,6 @@ def test_bad_jobs_is_refused(copy_of_a):
 def test_killed_while_two_stages_train_resumes_both_to_run_a_bytes(copy_of_a, tiny_run):
     from flows.server import start_server, stop_server
 
-    killer = _killer()
     root, env = copy_of_a
     work = root / ".cache/alignpipe"
     for stage in STAGES:

@@ -3,14 +3,13 @@ local model (started and stopped by the ``openai_server`` fixture in conftest.py
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import socket
-import sys
 import time
-from pathlib import Path
 
 import pytest
+
+import faultproxy  # tests/reliability/faultproxy.py (pyproject: pytest pythonpath)
 
 from alignpipe.config import validate_params
 from alignpipe.llm import DiskCache, LLMError, RoleClient, build_roles
@@ -18,10 +17,6 @@ from alignpipe.llm.openai_backend import OpenAIBackend
 from alignpipe.llm.roles import Judge, Teacher
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
-_spec = importlib.util.spec_from_file_location("faultproxy",
-                                               Path(__file__).parents[2] / "reliability" / "faultproxy.py")
-faultproxy = sys.modules.setdefault("faultproxy", importlib.util.module_from_spec(_spec))  # dataclasses need it there
-_spec.loader.exec_module(faultproxy)
 
 
 def _roles(base_url, model, cache_dir, **extra):
@@ -84,7 +79,7 @@ def test_server_down_fails_after_the_retry_budget_not_a_hang(tmp_path):
     backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", timeout_s=5)
     client = RoleClient("teacher", backend, DiskCache(tmp_path), max_retries=2, backoff_s=0.05, backoff_max_s=0.1)
     t0 = time.time()
-    with pytest.raises(LLMError, match=rf"gave up after 3 attempts; last error: APIConnectionError"):
+    with pytest.raises(LLMError, match=r"gave up after 3 attempts; last error: APIConnectionError"):
         Teacher("teacher", client, 0.0, 4, seed=0).answer(["Hi"])
     assert time.time() - t0 < 10
     assert (client.stats.requests, client.stats.retries, client.stats.failures) == (3, 2, 1)
