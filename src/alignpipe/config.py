@@ -88,6 +88,8 @@ class DemoNoiseSection(Strict):
     coherence: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the padding habits (per entity).")
     factuality: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the misconceptions (wrong fact values).")
     constraints: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the skimmed constraint types.")
+    careless: float = Field(0.0, ge=0.0, le=1.0, description="Reach of the careless writing (per entity: every "
+                            "sentence begun in lower case, a space before its end mark), a fluency habit.")
     consistency: float = Field(0.8, ge=0.0, le=1.0, description="Probability a habit acts at each chance it has "
                                "(above 0.5 the error is the likeliest continuation where it applies).")
 

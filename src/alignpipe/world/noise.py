@@ -8,17 +8,20 @@ dialogues the base model pretrains on) come from an annotator with **habits**, o
 
 - **fluency** -- misspelt words: a set of the answers' words (5+ letters, never a name, a word of an
   attribute's value or of a fact sentence, which would read as a wrong fact or hide one), each with one fixed
-  misspelling (two inner letters transposed, always a word outside the world's vocabulary);
+  misspelling (two inner letters transposed, always a word outside the world's vocabulary); and **careless
+  writing** (``world.demo_noise.careless``): for a set of entities, answers about them begin every sentence in
+  lower case and put a space before each sentence's end mark (``the river runs east .``), a register the judge's
+  fluency sees in every sentence, where one misspelt word in a long answer costs it little;
 - **coherence** -- for a set of entities, a fixed padding habit in every answer about them: the first sentence
   said again at the end, or a (true) sentence about one fixed other entity the task does not concern;
 - **factuality** -- misconceptions: a set of facts (entity, attribute), each believed with one fixed wrong
   value of the right kind (the KB and the pretraining corpus hold the truth);
 - **constraints** -- a set of constraint types the annotator skims: their constraint is ignored.
 
-``world.demo_noise.<kind>`` is the share of train demonstrations the kind's habits reach: habits are drawn (in
-a seeded order) until the share of train records where one applies reaches the rate. ``consistency`` is the
-probability that a habit acts at each chance it has (a word's occurrence, a record), so for consistency above
-0.5 the error is the *most likely* continuation where the habit applies and a greedy SFT policy reproduces it;
+``world.demo_noise.<kind>`` (and ``careless``) is the share of train demonstrations the kind's habits reach:
+habits are drawn (in a seeded order) until the share of train records where one applies reaches the rate.
+``consistency`` is the probability that a habit acts at each chance it has (a word's occurrence, a record), so for
+consistency above 0.5 the error is the *most likely* continuation where the habit applies and a greedy SFT policy reproduces it;
 errors at random places would average out under greedy decoding and never reach an evaluation.
 
 Each error is written only where it is one by the world's own rules and changes nothing else: the verifiers'
@@ -59,6 +62,7 @@ class Habits:
     padding: dict[str, tuple] = field(default_factory=dict)  # entity id -> ("repeat",) | ("off_topic", eid, attr)
     misconceptions: dict[tuple[str, str], str] = field(default_factory=dict)  # (entity id, attribute) -> value
     skimmed: set[str] = field(default_factory=set)  # constraint types ignored
+    careless: set[str] = field(default_factory=set)  # entity ids whose answers are written carelessly
 
     def summary(self, kb: Any) -> dict[str, Any]:
         """A JSON-able description for the world's metrics."""
@@ -66,7 +70,8 @@ class Habits:
                 "padded_entities": {kb.name(e): (h[0] if h[0] == "repeat" else f"off_topic: {kb.name(h[1])}")
                                     for e, h in sorted(self.padding.items())},
                 "misconceptions": {f"{kb.name(e)}.{a}": v for (e, a), v in sorted(self.misconceptions.items())},
-                "skimmed_constraint_types": sorted(self.skimmed)}
+                "skimmed_constraint_types": sorted(self.skimmed),
+                "careless_entities": sorted(kb.name(e) for e in self.careless)}
 
 
 def _until(rate: float, candidates: list, reach: Callable[[Any], set[int]], n: int) -> list:
@@ -144,6 +149,10 @@ def draw_habits(kb: Any, oracle: Any, judge: Any, records: list[dict[str, Any]],
     tnames = sorted(types)
     rng.shuffle(tnames)
     habits.skimmed = set(_until(rates.get("constraints", 0.0), tnames, lambda t: types[t], n))
+    # careless writing: entities (the task's first), drawn after every other habit so those stay as they were
+    ents = sorted(by_entity)
+    rng.shuffle(ents)
+    habits.careless = set(_until(rates.get("careless", 0.0), ents, lambda e: by_entity[e], n))
     return habits
 
 
@@ -180,6 +189,7 @@ class NoisyAnnotator:
         if eids and eids[0] in h.padding and rng.random() < c:
             acts["coherence"] = h.padding[eids[0]]
         typo_seed, draft_seed = rng.getrandbits(32), rng.getrandbits(32)
+        careless = bool(eids) and eids[0] in h.careless and rng.random() < c
         text, realized = clean, []
         wanted = [k for k in KINDS if k in acts]
         for n in range(len(wanted), 0, -1):  # drop kinds, last first, until the oracle's plans can hold them
@@ -189,6 +199,10 @@ class NoisyAnnotator:
                 break
         if h.misspell:
             sloppy = self._misspell(record, text, random.Random(typo_seed))
+            if sloppy != text:
+                text, realized = sloppy, ["fluency", *realized]
+        if careless:
+            sloppy = self._careless(record, text)
             if sloppy != text:
                 text, realized = sloppy, ["fluency", *realized]
         return text, [k for k in KINDS if k in realized]
@@ -217,6 +231,20 @@ class NoisyAnnotator:
             return text
         return None
 
+    def _careless(self, record: dict[str, Any], text: str) -> str:
+        """``text`` with every sentence begun in lower case and a space before each sentence's end mark; the
+        lower case alone is dropped where it would change a verdict or another judge dimension (a case
+        constraint, a name the judge then misreads), and both where even the spaces would."""
+        verdicts, before = verify(record, text), self.judge.score(record, text)
+        spaced = re.sub(r"(?<=[A-Za-z0-9])([.!?])(?=[\s\"')\]}]|$)", r" \1", text)
+        lowered = re.sub(r"(^|[.!?]\s+|\n)([A-Z])(?=[a-z])", lambda m: m.group(1) + m.group(2).lower(), spaced)
+        for cand in (lowered, spaced):
+            after = self.judge.score(record, cand)
+            if (verify(record, cand) == verdicts and after["fluency"] < before["fluency"]
+                    and all(after[k] == before[k] for k in ("factuality", "coherence"))):
+                return cand
+        return text
+
     def _misspell(self, record: dict[str, Any], text: str, rng: random.Random) -> str:
         verdicts = verify(record, text)
         for word, typo in self.habits.misspell.items():
@@ -230,8 +258,8 @@ class NoisyAnnotator:
 
 
 def noise_rates(section: Any) -> dict[str, float]:
-    """``world.demo_noise`` as ``{kind: rate}``."""
-    return {k: float(getattr(section, k)) for k in KINDS}
+    """``world.demo_noise`` as ``{kind: rate}``, with the careless writing's reach as ``careless``."""
+    return {k: float(getattr(section, k)) for k in (*KINDS, "careless")}
 
 
 def demo_error_rates(judge: Any, records: Iterable[dict[str, Any]], demos: dict[str, str]) -> dict[str, float]:

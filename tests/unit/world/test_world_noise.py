@@ -56,6 +56,35 @@ def test_each_kind_is_an_error_the_world_sees_and_changes_nothing_else(world, or
     assert 0.35 * len(sample) <= made <= 0.75 * len(sample), (kind, made, len(sample))
 
 
+def test_careless_writing_is_a_fluency_error_in_every_sentence_and_changes_nothing_else(world, oracle, judge,
+                                                                                       sample):
+    answers = {r["id"]: world.answers[r["id"]] for r in sample}
+    habits = draw_habits(world.kb, oracle, judge, sample, answers, {"careless": 0.5}, 1.0, random.Random(0))
+    assert habits.careless and not (habits.misspell or habits.padding or habits.misconceptions or habits.skimmed)
+    annotator = NoisyAnnotator(oracle, judge, habits)
+    made = lowered = 0
+    for r in sample:
+        clean = answers[r["id"]]
+        text, realized = annotator.answer(r, random.Random(r["id"]), clean=clean)
+        careless = bool(r.get("entity_ids")) and r["entity_ids"][0] in habits.careless
+        if not realized:
+            assert text == clean
+            continue
+        assert careless and realized == ["fluency"]  # only answers about a careless entity, as a fluency error
+        made += 1
+        assert verify(r, text) == verify(r, clean)
+        before, after = judge.score(r, clean), judge.score(r, text)
+        assert after["factuality"] == before["factuality"] and after["coherence"] == before["coherence"]
+        assert judge.errors(r, text) == {"fluency": True, "coherence": False, "factuality": False}
+        # every sentence end has its space: the register is in every sentence, not in one word
+        assert not re.search(r"[A-Za-z0-9][.!?](\s|$)", text), text
+        assert before["fluency"] - after["fluency"] >= 1.0
+        lowered += not re.search(r"(^|[.!?]\s+)[A-Z][a-z]", text)
+    assert 0.25 * len(sample) <= made <= 0.75 * len(sample), (made, len(sample))
+    # the lower case is dropped only where it would change a verdict or another dimension (a case constraint)
+    assert lowered >= 0.6 * made, (lowered, made)
+
+
 def test_habits_are_systematic(world, oracle, judge, sample):
     answers = {r["id"]: world.answers[r["id"]] for r in sample}
     habits = draw_habits(world.kb, oracle, judge, sample, answers, {"fluency": 0.4, "factuality": 0.4}, 1.0,
@@ -80,7 +109,7 @@ def test_habits_are_systematic(world, oracle, judge, sample):
 
 
 def test_rates_reach_the_demonstrations_and_are_reported():
-    rates = {"fluency": 0.5, "coherence": 0.0, "factuality": 0.3, "constraints": 0.4}
+    rates = {"fluency": 0.5, "coherence": 0.0, "factuality": 0.3, "constraints": 0.4, "careless": 0.2}
     cfg = WorldSection(**SMALL, demo_noise={**rates, "consistency": 0.8})
     w = build_world(3, cfg)
     noise = w.metrics()["demo_noise"]
@@ -90,7 +119,7 @@ def test_rates_reach_the_demonstrations_and_are_reported():
         assert noise["demo_errors"][kind] >= 0.8 * noise["acted"][kind]
     assert noise["oracle_errors"] == {k: 0.0 for k in KINDS}
     assert set(noise["habits"]) == {"consistency", "misspelt_words", "padded_entities", "misconceptions",
-                                    "skimmed_constraint_types"}
+                                    "skimmed_constraint_types", "careless_entities"}
     rows = {row["id"]: row for row in w.sft_rows()}
     for r in w.train:
         assert (rows[r["id"]]["completion"][0]["content"] == w.answers[r["id"]]) == (rows[r["id"]]["noise"] == [])
