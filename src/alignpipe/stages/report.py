@@ -11,7 +11,8 @@ Run (normally ``dvc repro report``, i.e. ``python -m flows.report``; or directly
 
 Its rows are the evaluated models, read from the params (:mod:`alignpipe.report.rows`): base, sft and every align
 variant, labelled by ``report.labels``. Writes, atomically, to ``data/report/``: ``followbench.md``,
-``followbench.csv``, ``hsr_by_level.png`` and a ``README.md`` that says what produced them. Computed here, because
+``followbench.csv``, ``hsr_by_level.png``, a ``README.md`` that says what produced them and ``index.html``, the
+same report as one self-contained page (:mod:`alignpipe.report.html`). Computed here, because
 they need two models' outputs at once: the paired columns of each table (:mod:`alignpipe.report.paired`: Δ against
 the reference on the same prompts, paired bootstrap interval, Holm-corrected p, MDE) from the stored
 ``generations.jsonl``, and, with ``report.pairwise_judge: roles``, the pairwise judge's verdicts.
@@ -30,6 +31,7 @@ from typing import Any
 
 from alignpipe.config import Params
 from alignpipe.report import builders  # noqa: F401  (registers every table builder, in README order)
+from alignpipe.report.html import write_html
 from alignpipe.report.inputs import load_metrics, readme
 from alignpipe.report.rows import followbench_rows
 from alignpipe.report.sections import Context, assemble, build_all
@@ -39,7 +41,7 @@ from alignpipe.utils.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
-FILES = ("README.md", "followbench.md", "followbench.csv", "hsr_by_level.png")
+FILES = ("README.md", "index.html", "followbench.md", "followbench.csv", "hsr_by_level.png")
 
 
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
@@ -59,7 +61,9 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
         ctx = Context(params, Path(tmp), metrics, Path(eval_dir), Path(edit_eval_dir), Path(synth_dir),
                       Path(world_dir), Path(align_dir), Path(mix_dir))
         tables = build_all(ctx)
-        (tmp / "README.md").write_text(assemble(tables, readme(metrics, params)), encoding="utf-8")
+        text = assemble(tables, readme(metrics, params))
+        (tmp / "README.md").write_text(text, encoding="utf-8")
+        write_html(tmp, text)  # index.html: the same report as one self-contained page
     log.info("report written to %s (%d models; tables: %s)", out_dir, len(metrics),
              ", ".join(f"{t.key}={'yes' if t.produced else 'no'}" for t in tables))
     return followbench_table(metrics).to_dict(orient="index")

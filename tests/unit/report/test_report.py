@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import io
+import json
+import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from alignpipe.config import Params, validate_params
 from alignpipe.stages import report as stage
@@ -114,3 +121,53 @@ def test_missing_metrics_names_the_file(eval_dir, tmp_path):
     with pytest.raises(DataError, match=r"evaluate/dpo/metrics\.json not found"):
         stage.run(_params({}, {"dpo": {"peft": "none"}}), eval_dir=eval_dir, out_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def _browse(page, shot=None):
+    """alignpipe_ops.browser in its own process (Qt wants the main thread): ``(exit status, its JSON)``."""
+    cmd = [sys.executable, "-m", "alignpipe_ops.browser", str(page)] + (["--screenshot", str(shot)] if shot else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    return proc.returncode, json.loads(proc.stdout[proc.stdout.index("{"):])
+
+
+def test_report_page_is_self_contained_and_renders_offline(eval_dir, tmp_path):
+    out = tmp_path / "report"
+    stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out,
+              synth_dir=tmp_path / "no_synthesize")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    for title in re.findall(r"^### (.+)$", readme, re.M):  # every section of the README, produced or not
+        assert html.escape(title, quote=False) in page, title
+    imgs = re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', page)
+    png = base64.b64encode((out / "hsr_by_level.png").read_bytes()).decode()
+    assert imgs == [f"data:image/png;base64,{png}"]  # the plot itself, inline
+    assert not re.search(r"<script|<link\b|@import|url\(|\bsrc=\"(?!data:)", page)
+
+    status, got = _browse(out / "index.html", tmp_path / "shot.png")
+    assert status == 0 and got["loaded"] and got["external"] == [], got
+    assert got["title"] == "alignpipe report" and got["text_length"] > 1000
+    shot = Image.open(tmp_path / "shot.png").convert("RGB")
+    assert len(shot.getcolors(maxcolors=1 << 20)) > 50  # text, table rules and the plot's colours, not a blank page
+
+    (tmp_path / "remote.html").write_text('<html><body><img src="https://example.invalid/x.png"></body></html>')
+    status, got = _browse(tmp_path / "remote.html")  # the check sees a remote request when a page makes one
+    assert status == 1 and got["external"] == ["https://example.invalid/x.png"]
+
+
+def test_hsr_by_level_small_multiples_stay_readable_at_any_row_count(tmp_path):
+    from alignpipe.report.plots import hsr_by_level, panels_of
+
+    metrics = {f"model {i}": {**LEVEL_HSR, "hsr_l3": 0.02 * i} for i in range(20)}
+    groups = {"A": [f"model {i}" for i in range(12)], "B": ["model 0", "model 1"], "C": ["model 0", "model 12", "x"]}
+    panels = panels_of(groups, metrics)
+    # A split in two panels of at most 8 lines; B adds no model (no panel); C keeps the shared reference; the
+    # models no group names in a last panel; a label without metrics ("x") nowhere
+    assert {t: list(rows) for t, rows in panels.items()} == {
+        "A (1/2)": [f"model {i}" for i in range(8)], "A (2/2)": [f"model {i}" for i in range(8, 12)],
+        "C": ["model 0", "model 12"], "Other models": [f"model {i}" for i in range(13, 20)]}
+    hsr_by_level(panels, tmp_path / "p.png")
+    img = Image.open(tmp_path / "p.png")
+    assert img.size[0] > 1000 and img.size[1] > 2 * 300  # two columns, two rows of panels
+    one = {"only": {"model 0": metrics["model 0"]}}
+    hsr_by_level(one, tmp_path / "one.png")
+    assert Image.open(tmp_path / "one.png").size[0] < 700  # one panel: one column
