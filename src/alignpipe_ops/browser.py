@@ -20,9 +20,10 @@ from pathlib import Path
 
 
 def open_page(page: Path, screenshot: Path | None = None, width: int = 1280, height: int = 2400,
-              wait_s: float = 1.0, timeout_s: float = 60.0) -> dict:
+              wait_s: float = 1.0, timeout_s: float = 60.0, count: tuple[str, ...] = ()) -> dict:
     """Load ``page``; returns ``{"loaded": bool, "requests": [url, ...], "external": [url, ...], "title": str,
-    "text_length": int}`` and writes ``screenshot`` (PNG) if given."""
+    "text_length": int, "counts": {selector: elements matching it}}`` and writes ``screenshot`` (PNG) if given.
+    ``count``: CSS selectors counted in the page once its scripts have run (e.g. the charts they drew)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
     os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--disable-gpu --single-process --no-proxy-server")
@@ -54,16 +55,26 @@ def open_page(page: Path, screenshot: Path | None = None, width: int = 1280, hei
     view = QWebEngineView()
     view.setPage(web)
     view.resize(QSize(width, height))
-    result: dict = {"loaded": False, "title": "", "text_length": 0}
+    result: dict = {"loaded": False, "title": "", "text_length": 0, "counts": {}}
+    probe = "JSON.stringify(Object.fromEntries(%s.map(s => [s, document.querySelectorAll(s).length])))" % json.dumps(
+        list(count))
 
     def finished(ok: bool) -> None:
         result["loaded"] = bool(ok)
+
+        def text(value: str) -> None:
+            result["text_length"] = len(value)
+            app.quit()
+
+        def counted(value: str) -> None:
+            result["counts"] = json.loads(value) if value else {}
+            web.toPlainText(text)
 
         def grab() -> None:
             result["title"] = web.title()
             if screenshot is not None:
                 view.grab().save(str(screenshot), "PNG")
-            web.toPlainText(lambda text: (result.__setitem__("text_length", len(text)), app.quit()))
+            web.runJavaScript(probe, counted)
 
         QTimer.singleShot(int(wait_s * 1000), grab)
 
@@ -85,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=2400)
     ap.add_argument("--wait", type=float, default=1.0, help="seconds after the load before the screenshot")
+    ap.add_argument("--count", action="append", default=[], metavar="SELECTOR",
+                    help="count the elements matching this CSS selector after the wait (repeatable)")
     args = ap.parse_args(argv)
     if not args.page.is_file():
         print(f"{args.page}: no such file", file=sys.stderr)
         return 2
-    got = open_page(args.page, args.screenshot, args.width, args.height, args.wait)
+    got = open_page(args.page, args.screenshot, args.width, args.height, args.wait, count=tuple(args.count))
     print(json.dumps(got, indent=1))
     return 0 if got["loaded"] and not got["external"] else 1
 

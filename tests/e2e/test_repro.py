@@ -7,6 +7,7 @@ second `dvc repro` is a no-op), and that `dvc metrics show` reads every metrics 
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -99,3 +100,32 @@ def test_a_rejected_input_under_dvc_repro_keeps_the_stages_earlier_outputs(tiny_
     assert "error in stage 'sft': " in proc.stderr and "data/world/sft.jsonl line " in proc.stderr, \
         proc.stderr[-3000:]
     assert _files(root, "data/sft") == before
+
+
+def test_plots_and_the_report_page_render_offline(tiny_run, tmp_path):
+    """`dvc plots show` with the offline template (alignpipe_ops.plots) and the report's index.html, each opened in
+    a headless Chromium (alignpipe_ops.browser) that records every request: every chart drawn, nothing fetched."""
+    repo, env = tiny_run.root, tiny_run.env
+    subprocess.run([sys.executable, "-m", "alignpipe_ops.plots"], cwd=repo, env=env, check=True, capture_output=True)
+    shown = subprocess.run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], cwd=repo, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and "failed to load" not in shown.stdout + shown.stderr, shown.stdout + shown.stderr
+    page = tmp_path / "plots" / "index.html"
+    embeds = page.read_text(encoding="utf-8").count("vegaEmbed(")
+    assert embeds >= 10  # the stages' loss / level curves and the pipeline-wide views
+    got = _browse(page, ".vega-embed", ".vega-embed canvas, .vega-embed svg", "img")
+    assert got["loaded"] and got["external"] == [], got["external"]
+    assert got["counts"][".vega-embed"] == embeds  # every vega plot was drawn by the inlined library
+    assert got["counts"][".vega-embed canvas, .vega-embed svg"] >= embeds and got["counts"]["img"] >= 1
+
+    report = _browse(repo / "data/report/index.html", "table", "img")
+    assert report["loaded"] and report["external"] == [] and report["counts"]["img"] >= 1
+    assert report["counts"]["table"] >= 8  # the report's tables, on one page
+
+
+def _browse(page, *selectors):
+    cmd = [sys.executable, "-m", "alignpipe_ops.browser", str(page), "--wait", "2"]
+    for s in selectors:
+        cmd += ["--count", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return json.loads(proc.stdout[proc.stdout.index("{"):])
