@@ -30,7 +30,7 @@ OFFLINE ?=
 # also takes dvc repro's flags (-f, --dry, ...); with JOBS>1, ARGS are targets.
 JOBS ?= 2
 
-.PHONY: install repro test ui dag clean-cache
+.PHONY: install repro test ui dag exps clean-cache
 
 install: $(STAMP)
 
@@ -60,6 +60,13 @@ ui: install  ## browse past runs in the Prefect UI at http://127.0.0.1:4200
 
 dag: install
 	dvc dag
+
+# The experiments side by side on the headline numbers of data/summary.json (alignpipe.report.summary): by default
+# HSR Avg per model and the claims' verdict counts; KEEP='hsr_avg\.|heldout_acc\.|coherence\.' picks other groups,
+# ARGS=--csv writes CSV. Every stage's metrics: plain `dvc exp show` (thousands of columns).
+KEEP ?= hsr_avg\.|claims\.
+exps: install
+	$(VENV)/bin/dvc exp show --drop '.*' --keep 'Experiment|Created|$(KEEP)' $(ARGS)
 
 clean-cache:  ## drop resumable checkpoints (DVC outputs and cache are untouched)
 	rm -rf .cache/alignpipe

@@ -12,7 +12,8 @@ Run (normally ``dvc repro report``, i.e. ``python -m flows.report``; or directly
 Its rows are the evaluated models, read from the params (:mod:`alignpipe.report.rows`): base, sft and every align
 variant, labelled by ``report.labels``. Writes, atomically, to ``data/report/``: ``followbench.md``,
 ``followbench.csv``, ``hsr_by_level.png``, a ``README.md`` that says what produced them and ``index.html``, the
-same report as one self-contained page (:mod:`alignpipe.report.html`). Computed here, because
+same report as one self-contained page (:mod:`alignpipe.report.html`); and ``data/summary.json``, the headline
+numbers for `dvc exp show` (:mod:`alignpipe.report.summary`). Computed here, because
 they need two models' outputs at once: the paired columns of each table (:mod:`alignpipe.report.paired`: Δ against
 the reference on the same prompts, paired bootstrap interval, Holm-corrected p, MDE) from the stored
 ``generations.jsonl``, and, with ``report.pairwise_judge: roles``, the pairwise judge's verdicts.
@@ -29,9 +30,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from alignpipe.config import Params
 from alignpipe.report import builders  # noqa: F401  (registers every table builder, in README order)
 from alignpipe.report.html import write_html
+from alignpipe.report.summary import write_summary
 from alignpipe.report.inputs import load_metrics, readme
 from alignpipe.report.rows import followbench_rows
 from alignpipe.report.sections import Context, assemble, build_all
@@ -47,11 +51,12 @@ FILES = ("README.md", "index.html", "followbench.md", "followbench.csv", "hsr_by
 def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | Path = "data/report",
         edit_eval_dir: str | Path = "data/edit_eval", synth_dir: str | Path = "data/synthesize",
         world_dir: str | Path = "data/world", align_dir: str | Path = "data/align",
-        mix_dir: str | Path = "data/sft_mix") -> dict[str, Any]:
+        mix_dir: str | Path = "data/sft_mix", summary_path: str | Path | None = None) -> dict[str, Any]:
     """Write the report for the evaluated models; return the FollowBench table as ``{label: {column: value}}``.
 
     Every table builder registered in :mod:`alignpipe.report.builders` runs in order; ``README.md`` lists them
-    all (produced, or not and why) with their provenance and links to their files.
+    all (produced, or not and why) with their provenance and links to their files. ``summary_path`` (default:
+    ``summary.json`` beside ``out_dir``, i.e. ``data/summary.json``) gets the headline numbers.
     """
     seed_everything(params.seed)
     rows = followbench_rows(params)
@@ -64,6 +69,9 @@ def run(params: Params, eval_dir: str | Path = "data/evaluate", out_dir: str | P
         text = assemble(tables, readme(metrics, params))
         (tmp / "README.md").write_text(text, encoding="utf-8")
         write_html(tmp, text)  # index.html: the same report as one self-contained page
+        claims = pd.read_csv(tmp / "claims.csv") if (tmp / "claims.csv").is_file() else None
+    # the headline numbers for `dvc exp show` (alignpipe.report.summary), beside the report dir: data/summary.json
+    write_summary(params, metrics, align_dir, claims, summary_path or Path(out_dir).parent / "summary.json")
     log.info("report written to %s (%d models; tables: %s)", out_dir, len(metrics),
              ", ".join(f"{t.key}={'yes' if t.produced else 'no'}" for t in tables))
     return followbench_table(metrics).to_dict(orient="index")

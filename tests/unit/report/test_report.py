@@ -90,6 +90,9 @@ def test_report_tables_and_files(eval_dir, tmp_path):
 
     png = (out / "hsr_by_level.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+    summary = json.loads((tmp_path / "summary.json").read_text())  # beside the report dir, for `dvc exp show`
+    assert summary == {"hsr_avg": {"Base model": 30.0, "SFT": 65.0}, "fluency": {"Base model": 4.0, "SFT": 7.125},
+                       "factuality": {"Base model": 3.0, "SFT": 5.5}, "coherence": {"Base model": 2.0, "SFT": 6.0}}
 
     readme = (out / "README.md").read_text()
     assert "not** the numbers published" in readme
