@@ -57,7 +57,8 @@ def readme(metrics_by_row: Mapping[str, Mapping[str, Any]], params: Params) -> s
         "paper, and are not comparable to them: the instructions, verifiers, judge and models all differ.",
         "",
         "Files: `followbench.md` / `followbench.csv` (FollowBench Table 2 layout: HSR and SSR by level 1-5 and",
-        "their mean, CSL, then judge scores) and `hsr_by_level.png` (HSR by level, one line per model).",
+        "their mean, CSL, then judge scores) and `hsr_by_level.png` (HSR by level, one panel per table's models).",
+        "`index.html` is this whole report on one page (plots inline; no network, no other file needed).",
         f"Intervals: {intervals}",
         f"Paired columns (FollowBench, Hierarchical, BMC, ALLO and data-source tables): every row against "
         f"{params.report.reference} (report.reference; BMC and ALLO also against full DPO, the first plain "

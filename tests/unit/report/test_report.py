@@ -174,3 +174,12 @@ def test_hsr_by_level_small_multiples_stay_readable_at_any_row_count(tmp_path):
     one = {"only": {"model 0": metrics["model 0"]}}
     hsr_by_level(one, tmp_path / "one.png")
     assert Image.open(tmp_path / "one.png").size[0] < 700  # one panel: one column
+
+
+def test_summary_counts_each_verdict_whatever_its_reason():
+    from alignpipe.report.summary import summary
+
+    claims = pd.DataFrame({"Verdict": ["supported", "inconclusive (|Δ| < MDE)", "inconclusive (not significant)",
+                                       "contradicted", "not measured"]})
+    out = summary(_params({}), {}, "/nonexistent", claims)
+    assert out == {"claims": {"supported": 1, "contradicted": 1, "inconclusive": 2, "not_measured": 1}}
