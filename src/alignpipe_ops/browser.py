@@ -1,11 +1,12 @@
 """Open a local HTML page in a headless browser (Chromium, through Qt WebEngine), save a screenshot and list every
-request the page made; exit status 1 if it asked for anything but itself and ``data:`` URIs.
+request the page made; exit status 1 if it asked the network for anything (any URL but ``file:`` and ``data:``).
 
     python -m alignpipe_ops.browser data/report/index.html --screenshot /tmp/report.png [--width 1280 --height 2400]
 
-Every request of the page goes through a request interceptor that records it and blocks it unless it is the page's
-own ``file:`` URL or a ``data:`` URI, and local pages may ask for remote URLs (so such a request is seen, not
-silently refused by Chromium's file-origin rule). The page is given ``--wait`` seconds after its load to run
+Every request of the page goes through a request interceptor that records it and blocks it unless it is a local
+``file:`` or a ``data:`` URI, and local pages may ask for remote URLs (so such a request is seen, not silently
+refused by Chromium's file-origin rule). ``local_files`` lists the files other than the page it loaded (a
+self-contained page has none). The page is given ``--wait`` seconds after its load to run
 scripts. Needs PyQt6 and PyQt6-WebEngine (installed by ``make install`` with the test extras); no display: Qt's
 ``offscreen`` platform.
 """
@@ -21,8 +22,8 @@ from pathlib import Path
 
 def open_page(page: Path, screenshot: Path | None = None, width: int = 1280, height: int = 2400,
               wait_s: float = 1.0, timeout_s: float = 60.0, count: tuple[str, ...] = ()) -> dict:
-    """Load ``page``; returns ``{"loaded": bool, "requests": [url, ...], "external": [url, ...], "title": str,
-    "text_length": int, "counts": {selector: elements matching it}}`` and writes ``screenshot`` (PNG) if given.
+    """Load ``page``; returns ``{"loaded": bool, "requests": [url, ...], "external": [network URL, ...],
+    "local_files": [file URL but the page's, ...], "title": str, "text_length": int, "counts": {selector: n}}`` and writes ``screenshot`` (PNG) if given.
     ``count``: CSS selectors counted in the page once its scripts have run (e.g. the charts they drew)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
@@ -43,7 +44,7 @@ def open_page(page: Path, screenshot: Path | None = None, width: int = 1280, hei
         def interceptRequest(self, info):  # noqa: N802 (Qt's name)
             url = info.requestUrl().toString()
             self.urls.append(url)
-            if not (url == own or url.startswith("data:")):
+            if not url.startswith(("file:", "data:")):
                 info.block(True)
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -85,7 +86,8 @@ def open_page(page: Path, screenshot: Path | None = None, width: int = 1280, hei
     app.exec()
     view.close()
     result["requests"] = list(recorder.urls)
-    result["external"] = [u for u in recorder.urls if not (u == own or u.startswith("data:"))]
+    result["external"] = [u for u in recorder.urls if not u.startswith(("file:", "data:"))]
+    result["local_files"] = [u for u in recorder.urls if u.startswith("file:") and u != own]
     return result
 
 

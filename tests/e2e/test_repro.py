@@ -114,12 +114,14 @@ def test_plots_and_the_report_page_render_offline(tiny_run, tmp_path):
     embeds = page.read_text(encoding="utf-8").count("vegaEmbed(")
     assert embeds >= 10  # the stages' loss / level curves and the pipeline-wide views
     got = _browse(page, ".vega-embed", ".vega-embed canvas, .vega-embed svg", "img")
-    assert got["loaded"] and got["external"] == [], got["external"]
+    assert got["loaded"] and got["external"] == [], got["external"]  # the PNG plots: files beside the page
+    assert got["local_files"] and all(u.startswith((tmp_path / "plots").as_uri()) for u in got["local_files"])
     assert got["counts"][".vega-embed"] == embeds  # every vega plot was drawn by the inlined library
     assert got["counts"][".vega-embed canvas, .vega-embed svg"] >= embeds and got["counts"]["img"] >= 1
 
     report = _browse(repo / "data/report/index.html", "table", "img")
-    assert report["loaded"] and report["external"] == [] and report["counts"]["img"] >= 1
+    assert report["loaded"] and report["external"] == [] and report["local_files"] == []  # self-contained
+    assert report["counts"]["img"] >= 1
     assert report["counts"]["table"] >= 8  # the report's tables, on one page
 
 

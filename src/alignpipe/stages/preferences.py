@@ -61,8 +61,9 @@ def prompt_file(params: Params, world_dir: str | Path) -> Path:
     oracle answer is close to memorized and the pairs measure memory more than preference)."""
     name = "prefs.jsonl" if params.preferences.prompts == "prefs" else "train.jsonl"
     path = Path(world_dir) / name
-    if not path.is_file() and name == "prefs.jsonl":
-        raise DataError(f"{path} not found: preferences.prompts is 'prefs' but the world has no preference pool (set "
+    if name == "prefs.jsonl" and (not path.is_file() or not path.stat().st_size):
+        what = "holds no prompts" if path.is_file() else "not found"
+        raise DataError(f"{path} {what}: preferences.prompts is 'prefs' but the world has no preference pool (set "
                         "world.preference_groups_per_category > 0, or preferences.prompts: train)")
     return path
 

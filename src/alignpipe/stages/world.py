@@ -41,6 +41,8 @@ def write(world: World, params: Params, out_dir: str | Path = "data/world") -> d
     """Step 2: write every file through an atomic directory; returns the metrics."""
     with atomic_dir(out_dir) as tmp:
         metrics = world.save(tmp)
+        if not (tmp / "prefs.jsonl").exists():  # no preference pool: still written (empty), a declared output
+            (tmp / "prefs.jsonl").write_text("", encoding="utf-8")
         write_json(tmp / "config.json", resolved_config(params))
     log.info("world: %d train / %d eval records, corpus %d words -> %s", len(world.train), len(world.eval),
              metrics["corpus"]["words"], out_dir)

@@ -53,5 +53,8 @@ def test_prompts_come_from_the_preference_pool_or_the_train_pool(tmp_path):
                                          r"no preference pool \(set world.preference_groups_per_category > 0"):
         stage.load_prompts(params, tmp_path)
     assert stage.prompt_file(validate_params({}), tmp_path) == tmp_path / "train.jsonl"
-    (tmp_path / "prefs.jsonl").write_text("")
+    (tmp_path / "prefs.jsonl").write_text("")  # the world of a run without a pool writes it empty
+    with pytest.raises(DataError, match=r"prefs.jsonl holds no prompts: preferences.prompts is 'prefs'"):
+        stage.prompt_file(params, tmp_path)
+    (tmp_path / "prefs.jsonl").write_text('{"id": "x"}\n')
     assert stage.prompt_file(params, tmp_path) == tmp_path / "prefs.jsonl"

@@ -147,7 +147,7 @@ def test_report_page_is_self_contained_and_renders_offline(eval_dir, tmp_path):
     assert not re.search(r"<script|<link\b|@import|url\(|\bsrc=\"(?!data:)", page)
 
     status, got = _browse(out / "index.html", tmp_path / "shot.png")
-    assert status == 0 and got["loaded"] and got["external"] == [], got
+    assert status == 0 and got["loaded"] and got["external"] == [] and got["local_files"] == [], got
     assert got["title"] == "alignpipe report" and got["text_length"] > 1000
     shot = Image.open(tmp_path / "shot.png").convert("RGB")
     assert len(shot.getcolors(maxcolors=1 << 20)) > 50  # text, table rules and the plot's colours, not a blank page

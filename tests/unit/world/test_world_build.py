@@ -106,6 +106,7 @@ def test_stage_run_writes_everything(tmp_path):
     assert all((out / f).is_file() for f in (*FILES, "config.json"))
     assert json.loads((out / "config.json").read_text()) == {"seed": 5, "world": SMALL.model_dump(mode="json")}
     assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "prefs.jsonl").read_text() == ""  # no preference pool here: the declared output exists, empty
     assert not list(tmp_path.glob(".world*"))  # no partial directory left behind
 
 
