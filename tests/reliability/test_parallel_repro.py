@@ -30,13 +30,16 @@ STAGES = ("align@dpo_full", "align@lora_all")  # independent: both read sft / pr
 
 
 def _complete_checkpoints(work: Path) -> set[Path]:
+    """The align runs with a whole checkpoint before their last step (a final checkpoint means the stage is about to
+    finish: killed then, it may already have completed, and there is nothing left to resume)."""
     found = set()
     for marker in work.glob("align/*/checkpoint-*/trainer_state.json"):
         try:
-            json.loads(marker.read_text(encoding="utf-8"))
+            state = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        found.add(marker.parent.parent)
+        if state.get("global_step", 0) < state.get("max_steps", 0):
+            found.add(marker.parent.parent)
     return found
 
 
