@@ -91,6 +91,22 @@ def open_page(page: Path, screenshot: Path | None = None, width: int = 1280, hei
     return result
 
 
+def browse(page: Path, screenshot: Path | None = None, count: tuple[str, ...] = (), wait_s: float = 1.0,
+           timeout_s: float = 300.0) -> tuple[int, dict]:
+    """:func:`open_page` in its own process (Qt wants the main thread and one application per process):
+    ``(exit status, the result)``, for tests and scripts."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "alignpipe_ops.browser", str(page), "--wait", str(wait_s)]
+    cmd += ["--screenshot", str(screenshot)] if screenshot else []
+    for selector in count:
+        cmd += ["--count", selector]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if "{" not in proc.stdout:
+        raise RuntimeError(f"alignpipe_ops.browser gave no result (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.returncode, json.loads(proc.stdout[proc.stdout.index("{"):])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m alignpipe_ops.browser", description=__doc__.split("\n\n")[0])
     ap.add_argument("page", type=Path)

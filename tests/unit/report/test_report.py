@@ -7,9 +7,6 @@ import html
 import io
 import json
 import re
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 from PIL import Image
@@ -17,6 +14,7 @@ from PIL import Image
 from alignpipe.config import Params, validate_params
 from alignpipe.stages import report as stage
 from alignpipe.utils.io import DataError, write_json
+from alignpipe_ops.browser import browse
 
 LEVEL_HSR = {"hsr_l1": 0.75, "hsr_l2": 0.75, "hsr_l3": 0.5, "hsr_l4": 0.75, "hsr_l5": 0.5}
 LEVEL_SSR = {"ssr_l1": 0.75, "ssr_l2": 0.875, "ssr_l3": 0.666667, "ssr_l4": 0.8125, "ssr_l5": 0.7}
@@ -126,13 +124,6 @@ def test_missing_metrics_names_the_file(eval_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def _browse(page, shot=None):
-    """alignpipe_ops.browser in its own process (Qt wants the main thread): ``(exit status, its JSON)``."""
-    cmd = [sys.executable, "-m", "alignpipe_ops.browser", str(page)] + (["--screenshot", str(shot)] if shot else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    return proc.returncode, json.loads(proc.stdout[proc.stdout.index("{"):])
-
-
 def test_report_page_is_self_contained_and_renders_offline(eval_dir, tmp_path):
     out = tmp_path / "report"
     stage.run(_params({"base": "Base model", "sft": "SFT"}), eval_dir=eval_dir, out_dir=out,
@@ -146,14 +137,14 @@ def test_report_page_is_self_contained_and_renders_offline(eval_dir, tmp_path):
     assert imgs == [f"data:image/png;base64,{png}"]  # the plot itself, inline
     assert not re.search(r"<script|<link\b|@import|url\(|\bsrc=\"(?!data:)", page)
 
-    status, got = _browse(out / "index.html", tmp_path / "shot.png")
+    status, got = browse(out / "index.html", tmp_path / "shot.png")
     assert status == 0 and got["loaded"] and got["external"] == [] and got["local_files"] == [], got
     assert got["title"] == "alignpipe report" and got["text_length"] > 1000
     shot = Image.open(tmp_path / "shot.png").convert("RGB")
     assert len(shot.getcolors(maxcolors=1 << 20)) > 50  # text, table rules and the plot's colours, not a blank page
 
     (tmp_path / "remote.html").write_text('<html><body><img src="https://example.invalid/x.png"></body></html>')
-    status, got = _browse(tmp_path / "remote.html")  # the check sees a remote request when a page makes one
+    status, got = browse(tmp_path / "remote.html")  # the check sees a remote request when a page makes one
     assert status == 1 and got["external"] == ["https://example.invalid/x.png"]
 
 
